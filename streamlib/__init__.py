@@ -1,0 +1,66 @@
+"""streamlib: embeddable stream processing on asyncio.
+
+Blueprints (``Source``, ``Flow``, ``Sink``, ``RunnableGraph``) describe a
+stream; running one starts asyncio tasks joined by bounded channels.
+
+>>> import operator
+>>> from streamlib import Source, Sink
+>>> await Source.from_iterable(range(10)).map(lambda x: x * 3).run_with(Sink.fold(0, operator.add))
+135
+"""
+
+from ._dsl.flow import Flow
+from ._dsl.graph import GraphBuilder, GraphError, InPort, Node, OutPort
+from ._dsl.keep import Keep
+from ._dsl.runnable import RunnableGraph
+from ._dsl.sink import Sink
+from ._dsl.source import Source
+from ._native import native_enabled
+from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, Partition, Zip, ZipWith
+from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
+from ._ops.sinks import EmptyStreamError, SinkQueue
+from ._ops.sources import QueueClosedError, SourceQueue
+from ._runtime.clock import Clock, LoopClock
+from ._runtime.graph_run import RunningGraph
+from ._runtime.signals import Watermark
+from .stage import AsyncLogic, PullSourceLogic, SinkLogic, Stage, StageLogic
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncLogic",
+    "Balance",
+    "Broadcast",
+    "Clock",
+    "Concat",
+    "EmptyStreamError",
+    "Flow",
+    "GraphBuilder",
+    "GraphError",
+    "InPort",
+    "KillSwitch",
+    "KillSwitches",
+    "Keep",
+    "LoopClock",
+    "Merge",
+    "MergePreferred",
+    "Node",
+    "OutPort",
+    "Partition",
+    "PullSourceLogic",
+    "QueueClosedError",
+    "RunnableGraph",
+    "RunningGraph",
+    "SharedKillSwitch",
+    "Sink",
+    "SinkLogic",
+    "SinkQueue",
+    "Source",
+    "SourceQueue",
+    "Stage",
+    "StageLogic",
+    "Watermark",
+    "Zip",
+    "ZipWith",
+    "native_enabled",
+]

@@ -1,0 +1,57 @@
+"""RunnableGraph: a closed blueprint, ready to run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from .._runtime.context import RunContext
+from .._runtime.graph_run import RunningGraph
+from .._runtime.materializer import current_loop
+from .module import Module
+
+Mat = TypeVar("Mat")
+M2 = TypeVar("M2")
+
+
+class RunnableGraph(Generic[Mat]):
+    """A source connected to a sink (or a closed graph). ``run()`` starts it.
+
+    >>> queue, done = Source.queue(100).map(f).to_mat(Sink.foreach(g), Keep.both).run()
+    """
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module: Module) -> None:
+        self._module = module
+
+    def run(self, *, max_chunk: int | None = None, channel_capacity: int | None = None, clock: Any = None) -> Mat:
+        """Start the graph on the running event loop and return its materialized value at once.
+
+        Cancelling a materialized future (or the task awaiting it) cancels the run.
+        """
+        return self.run_graph(max_chunk=max_chunk, channel_capacity=channel_capacity, clock=clock)[0]
+
+    def run_graph(
+        self, *, max_chunk: int | None = None, channel_capacity: int | None = None, clock: Any = None
+    ) -> tuple[Mat, RunningGraph]:
+        """Like ``run`` but also returns the :class:`RunningGraph` (to wait for or cancel the run)."""
+        ctx = RunContext(current_loop())
+        if max_chunk is not None:
+            ctx.max_chunk = max_chunk
+        if channel_capacity is not None:
+            ctx.channel_capacity = channel_capacity
+        if clock is not None:
+            ctx.clock = clock
+        value, graph = self._module.run(ctx)
+        return value, graph
+
+    def map_materialized_value(self, f: Callable[[Mat], M2]) -> RunnableGraph[M2]:
+        """Transform the materialized value with ``f`` at each run."""
+        return RunnableGraph(self._module.map_mat(f))
+
+    def describe(self, format: str = "mermaid") -> str:
+        """This graph as Mermaid (or ``"dot"``) text."""
+        from .describe import describe
+
+        return describe(self._module, format)

@@ -1,0 +1,380 @@
+"""Source: a blueprint with one output."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .._ops import simple as _simple
+from .._ops import sources as _sources
+from .._ops.chain import (
+    COLLECT,
+    DROP,
+    DROP_WHILE,
+    FILTER,
+    FILTER_NOT,
+    MAP,
+    MAP_CONCAT,
+    SCAN,
+    TAKE,
+    TAKE_WHILE,
+    ZIP_WITH_INDEX,
+    ChainStage,
+)
+from .._ops.sinks import _NOTHING
+from ..stage import Stage
+from ._common import OverflowStrategy, _count, _seconds
+from .keep import Keep
+from .module import Module
+
+if TYPE_CHECKING:
+    from .flow import Flow
+    from .runnable import RunnableGraph
+    from .sink import Sink
+
+Out = TypeVar("Out")
+Mat = TypeVar("Mat")
+T = TypeVar("T")
+M2 = TypeVar("M2")
+M3 = TypeVar("M3")
+
+
+class Source(Generic[Out, Mat]):
+    """A reusable description of where elements come from and what happens to them.
+
+    Nothing runs until the Source is connected to a Sink and run; each run is
+    independent.
+
+    >>> total = await Source.from_iterable(range(10)).map(lambda x: x * 3).run_with(Sink.fold(0, operator.add))
+    """
+
+    __slots__ = ("_module",)
+
+    def __init__(self, module: Module) -> None:
+        self._module = module
+
+    # -- factories ----------------------------------------------------------
+
+    @staticmethod
+    def _of_stage(stage: Stage) -> Source[Any, Any]:
+        return Source(Module.of(stage))
+
+    @staticmethod
+    def from_iterable(iterable: Iterable[T]) -> Source[T, None]:
+        """Emit the elements of ``iterable`` (iterated afresh at each run), then complete.
+
+        Emits as fast as downstream takes, in chunks.
+        """
+        return Source(Module.of(_sources.IterableSource(iterable)))
+
+    @staticmethod
+    def from_iterator(factory: Callable[[], Iterable[T]]) -> Source[T, None]:
+        """Emit the elements of ``factory()``, called once per run (e.g. a generator function)."""
+        return Source(Module.of(_sources.IteratorFactorySource(factory)))
+
+    @staticmethod
+    def from_async_iterable(iterable: AsyncIterable[T] | Callable[[], AsyncIterable[T]]) -> Source[T, None]:
+        """Emit the elements of an async iterable (or of ``factory()`` called per run).
+
+        Emits each element when it arrives; gathers a chunk while backpressured.
+        """
+        return Source(Module.of(_sources.AsyncIterableSource(iterable)))
+
+    @staticmethod
+    def single(element: T) -> Source[T, None]:
+        """Emit one element, then complete."""
+        return Source(Module.of(_sources.IterableSource((element,))))
+
+    @staticmethod
+    def empty() -> Source[Any, None]:
+        """Complete at once without emitting."""
+        return Source(Module.of(_sources.IterableSource(())))
+
+    @staticmethod
+    def failed(error: BaseException) -> Source[Any, None]:
+        """Fail at once with ``error``."""
+        return Source(Module.of(_sources.FailedSource(error)))
+
+    @staticmethod
+    def repeat(element: T) -> Source[T, None]:
+        """Emit ``element`` forever (combine with ``take``)."""
+        return Source(Module.of(_sources.RepeatSource(element)))
+
+    @staticmethod
+    def from_callable(create: Callable[[], T]) -> Source[T, None]:
+        """Emit the one element ``create()`` returns, called when the run starts."""
+        return Source.from_iterator(lambda: (create(),))
+
+    @staticmethod
+    def unfold(seed: T, f: Callable[[T], tuple[T, Out] | None]) -> Source[Out, None]:
+        """Emit elements from a state machine: ``f(state) -> (next_state, element)``, None ends.
+
+        >>> await Source.unfold(0, lambda s: (s + 1, s) if s < 3 else None).run_with(Sink.collect())
+        [0, 1, 2]
+        """
+        return Source(Module.of(_sources.UnfoldSource(seed, f)))
+
+    @staticmethod
+    def tick(interval: float | timedelta, value: T, initial_delay: float | timedelta = 0.0) -> Source[T, None]:
+        """Emit ``value`` every ``interval`` seconds (after ``initial_delay``), forever.
+
+        A tick that downstream cannot take at once is dropped, not queued.
+        """
+        return Source(Module.of(_sources.TickSource(_seconds(initial_delay), _seconds(interval), value)))
+
+    @staticmethod
+    def queue(capacity: int) -> Source[Any, _sources.SourceQueue]:
+        """A source fed from outside: materializes a :class:`SourceQueue`.
+
+        ``await queue.offer(x)`` waits while ``capacity`` elements are buffered.
+
+        >>> queue, done = Source.queue(100).map(f).to_mat(Sink.foreach(g), Keep.both).run()
+        >>> await queue.offer(1); queue.complete(); await done
+        """
+        return Source(Module.of(_sources.QueueSource(capacity)))
+
+    # -- composition --------------------------------------------------------
+
+    def _then(self, stage: Stage) -> Any:
+        return Source(self._module.compose(Module.of(stage), Keep.left))
+
+    def _via_module(self, module: Module, combine: Callable[[Any, Any], Any]) -> Any:
+        return Source(self._module.compose(module, combine))
+
+    def via(self, flow: Flow[Out, T, Any]) -> Source[T, Mat]:
+        """Append ``flow``; keeps this Source's materialized value."""
+        return Source(self._module.compose(flow._module, Keep.left))
+
+    def via_mat(self, flow: Flow[Out, T, M2], combine: Callable[[Mat, M2], M3]) -> Source[T, M3]:
+        """Append ``flow``, combining materialized values with ``combine`` (see ``Keep``)."""
+        return Source(self._module.compose(flow._module, combine))
+
+    def to(self, sink: Sink[Out, Any]) -> RunnableGraph[Mat]:
+        """Connect to ``sink``; the graph keeps this Source's materialized value."""
+        from .runnable import RunnableGraph
+
+        return RunnableGraph(self._module.compose(sink._module, Keep.left))
+
+    def to_mat(self, sink: Sink[Out, M2], combine: Callable[[Mat, M2], M3]) -> RunnableGraph[M3]:
+        """Connect to ``sink``, combining materialized values with ``combine``."""
+        from .runnable import RunnableGraph
+
+        return RunnableGraph(self._module.compose(sink._module, combine))
+
+    def run_with(self, sink: Sink[Out, M2]) -> M2:
+        """Connect to ``sink``, run, and return the sink's materialized value.
+
+        >>> await Source.from_iterable([1, 2, 3]).run_with(Sink.fold(0, operator.add))
+        6
+        """
+        return self.to_mat(sink, Keep.right).run()
+
+    def map_materialized_value(self, f: Callable[[Mat], M2]) -> Source[Out, M2]:
+        """Transform the materialized value with ``f`` at each run."""
+        return Source(self._module.map_mat(f))
+
+    def describe(self, format: str = "mermaid") -> str:
+        """This blueprint as Mermaid (or ``"dot"``) text."""
+        from .describe import describe
+
+        return describe(self._module, format)
+
+    def __repr__(self) -> str:
+        return f"Source({' -> '.join(s.stage_name() for s in self._module.stages)})"
+
+    # --- operators (generated by scripts/gen_operators.py from scripts/operators.tmpl) ---
+    def map(self, f: Callable[[Out], T]) -> Source[T, Mat]:
+        """Apply ``f`` to each element.
+
+        Emits when ``f`` returned; backpressures when downstream does; completes
+        when upstream does. Element-wise: fused with its neighbours, one output per
+        input, chunk boundaries kept.
+
+        >>> await Source.from_iterable([1, 2]).map(str).run_with(Sink.collect())
+        ['1', '2']
+        """
+        return self._then(ChainStage(MAP, f))
+
+    def filter(self, p: Callable[[Out], object]) -> Source[Out, Mat]:
+        """Keep the elements for which ``p`` is true.
+
+        Emits when ``p`` holds; backpressures when downstream does; completes
+        when upstream does.
+
+        >>> await Source.from_iterable(range(5)).filter(lambda x: x % 2).run_with(Sink.collect())
+        [1, 3]
+        """
+        return self._then(ChainStage(FILTER, p))
+
+    def filter_not(self, p: Callable[[Out], object]) -> Source[Out, Mat]:
+        """Drop the elements for which ``p`` is true (the opposite of ``filter``)."""
+        return self._then(ChainStage(FILTER_NOT, p))
+
+    def map_concat(self, f: Callable[[Out], Iterable[T]]) -> Source[T, Mat]:
+        """Replace each element by the elements of the iterable ``f`` returns, in order.
+
+        Emits when ``f``'s iterable yields; completes when upstream does and all
+        is emitted. Output chunks may be larger than input chunks (split at the
+        channel).
+
+        >>> await Source.single(2).map_concat(lambda x: [x] * x).run_with(Sink.collect())
+        [2, 2]
+        """
+        return self._then(ChainStage(MAP_CONCAT, f))
+
+    def collect(self, f: Callable[[Out], T | None]) -> Source[T, Mat]:
+        """Map with a partial function: ``f`` returning None drops the element.
+
+        >>> await Source.from_iterable([1, 2, 3]).collect(lambda x: x * 10 if x != 2 else None).run_with(Sink.collect())
+        [10, 30]
+        """
+        return self._then(ChainStage(COLLECT, f))
+
+    def take(self, n: int) -> Source[Out, Mat]:
+        """Pass the first ``n`` elements, then complete and cancel upstream.
+
+        Completes when ``n`` elements passed or upstream completed.
+        """
+        return self._then(ChainStage(TAKE, None, _count(n, "take")))
+
+    def take_while(self, p: Callable[[Out], object]) -> Source[Out, Mat]:
+        """Pass elements while ``p`` holds; complete at the first that fails it (not emitted)."""
+        return self._then(ChainStage(TAKE_WHILE, p))
+
+    def drop(self, n: int) -> Source[Out, Mat]:
+        """Skip the first ``n`` elements, then pass the rest."""
+        return self._then(ChainStage(DROP, None, _count(n, "drop")))
+
+    def drop_while(self, p: Callable[[Out], object]) -> Source[Out, Mat]:
+        """Skip elements while ``p`` holds; from the first that fails it on, pass everything."""
+        return self._then(ChainStage(DROP_WHILE, p))
+
+    def scan(self, zero: T, f: Callable[[T, Out], T]) -> Source[T, Mat]:
+        """Emit ``zero``, then each running result of ``f(acc, element)``.
+
+        Emits ``zero`` at start and one result per element; completes when
+        upstream does.
+
+        >>> await Source.from_iterable([1, 2, 3]).scan(0, operator.add).run_with(Sink.collect())
+        [0, 1, 3, 6]
+        """
+        return self._then(ChainStage(SCAN, f, zero))
+
+    def zip_with_index(self) -> Source[tuple[Out, int], Mat]:
+        """Pair each element with its position: ``(element, index)`` from 0."""
+        return self._then(ChainStage(ZIP_WITH_INDEX))
+
+    def fold(self, zero: T, f: Callable[[T, Out], T]) -> Source[T, Mat]:
+        """Emit one element at completion: ``f`` folded over the stream from ``zero``.
+
+        Emits when upstream completes; backpressures never (it consumes as it goes).
+        """
+        return self._then(_simple.fold(zero, f))
+
+    def reduce(self, f: Callable[[Out, Out], Out]) -> Source[Out, Mat]:
+        """Like ``fold`` seeded with the first element; fails with ``EmptyStreamError`` on an empty stream."""
+        return self._then(_simple.reduce_stage(f))
+
+    def grouped(self, n: int) -> Source[list[Out], Mat]:
+        """Emit lists of ``n`` elements; the last list may be shorter.
+
+        Emits when ``n`` elements are gathered or upstream completes.
+
+        >>> await Source.from_iterable(range(5)).grouped(2).run_with(Sink.collect())
+        [[0, 1], [2, 3], [4]]
+        """
+        return self._then(_simple.grouped(n))
+
+    def sliding(self, n: int, step: int = 1) -> Source[list[Out], Mat]:
+        """Emit windows of ``n`` elements starting every ``step`` elements.
+
+        A shorter last window is emitted only when it holds elements no earlier
+        window had (the semantics of Scala's ``sliding``).
+        """
+        return self._then(_simple.sliding(n, step))
+
+    def intersperse(self, inject: Out, start: Out = _NOTHING, end: Out = _NOTHING) -> Source[Out, Mat]:
+        """Insert ``inject`` between elements, and ``start``/``end`` around them if given.
+
+        ``start`` and ``end`` are emitted even for an empty stream.
+        """
+        return self._then(_simple.intersperse(inject, start, end))
+
+    def async_boundary(self) -> Source[Out, Mat]:
+        """Put the stages before and after this point on different tasks, joined by a channel."""
+        return self._then(_simple.async_boundary())
+
+    def grouped_within(self, n: int, seconds: float | timedelta) -> Source[list[Out], Mat]:
+        """Emit lists of up to ``n`` elements, or what has arrived when ``seconds`` pass.
+
+        Emits when ``n`` elements are gathered or the interval elapses with at
+        least one element; completes when upstream does (flushing the rest).
+        """
+        from .._ops import timed
+
+        return self._then(timed.GroupedWithin(n, _seconds(seconds)))
+
+    def throttle(self, elements: int, per: float | timedelta, burst: int = 0) -> Source[Out, Mat]:
+        """Pass at most ``elements`` per ``per`` seconds, with up to ``burst`` extra saved up.
+
+        Backpressures when the rate is exceeded (token bucket).
+        """
+        from .._ops import timed
+
+        return self._then(timed.Throttle(elements, _seconds(per), burst))
+
+    def delay(self, seconds: float | timedelta) -> Source[Out, Mat]:
+        """Emit each element ``seconds`` after it arrived, order kept."""
+        from .._ops import timed
+
+        return self._then(timed.Delay(_seconds(seconds)))
+
+    def map_async(self, parallelism: int, f: Callable[[Out], Awaitable[T]]) -> Source[T, Mat]:
+        """Apply the coroutine function ``f`` with up to ``parallelism`` calls in flight; order kept.
+
+        Emits when the oldest call finished; backpressures when ``parallelism``
+        calls are in flight and downstream does; fails when a call raises.
+        """
+        from .._ops import concurrent
+
+        return self._then(concurrent.MapAsync(parallelism, f, ordered=True))
+
+    def map_async_unordered(self, parallelism: int, f: Callable[[Out], Awaitable[T]]) -> Source[T, Mat]:
+        """Like ``map_async`` but emits results as they finish, in any order."""
+        from .._ops import concurrent
+
+        return self._then(concurrent.MapAsync(parallelism, f, ordered=False))
+
+    def buffer(self, size: int, overflow: OverflowStrategy = "backpressure") -> Source[Out, Mat]:
+        """Hold up to ``size`` elements between upstream and downstream.
+
+        ``overflow`` says what happens when it is full: ``"backpressure"``,
+        ``"drop_head"`` (oldest), ``"drop_tail"`` (newest buffered),
+        ``"drop_new"`` (the incoming one) or ``"fail"``.
+        """
+        from .._ops import concurrent
+
+        return self._then(concurrent.Buffer(size, overflow))
+
+    def also_to(self, sink: Sink[Out, Any]) -> Source[Out, Mat]:
+        """Send each element to ``sink`` too; as slow as the slower of the two."""
+        from .._ops.junctions import also_to
+
+        return self._via_module(also_to(sink._module), Keep.left)
+
+    def divert_to(self, sink: Sink[Out, Any], when: Callable[[Out], object]) -> Source[Out, Mat]:
+        """Send the elements for which ``when`` holds to ``sink`` instead of downstream."""
+        from .._ops.junctions import divert_to
+
+        return self._via_module(divert_to(sink._module, when), Keep.left)
+
+    def watch_termination(self) -> Source[Out, asyncio.Future[None]]:
+        """Pass elements through; materialize a future completed when the stream ends here.
+
+        The future succeeds on completion or downstream cancellation and fails
+        with the stream's error.
+        """
+        return self._via_module(Module.of(_simple.watch_termination()), Keep.right)
+    # --- end of generated operators ---

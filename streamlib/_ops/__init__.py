@@ -1,0 +1,1 @@
+"""Operator stages, by family."""

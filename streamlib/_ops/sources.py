@@ -1,0 +1,294 @@
+"""Source stages: in-process iterables, generators, queues, ticks and async iterables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
+from itertools import islice, repeat
+from typing import Any
+
+from .._runtime.channel import Channel, DownstreamCancelled
+from .._runtime.context import RunContext
+from .._runtime.materializer import ChannelSourceLogic
+from .._runtime.signals import END, Failure
+from ..stage import AsyncLogic, PullSourceLogic, Stage
+
+
+class _SourceStage(Stage):
+    inputs = 0
+    outputs = 1
+
+
+class _IteratorLogic(PullSourceLogic):
+    __slots__ = ("it",)
+
+    def __init__(self, it: Iterator[Any]) -> None:
+        self.it = it
+
+    def pull(self, n: int) -> list[Any]:
+        chunk = list(islice(self.it, n))
+        if len(chunk) < n:
+            self.done = True
+        return chunk
+
+    def cancel(self) -> None:
+        close = getattr(self.it, "close", None)
+        if close is not None:
+            close()
+
+
+class _SequenceLogic(PullSourceLogic):
+    """Slices a list or tuple directly: cheaper than iterating it."""
+
+    __slots__ = ("seq", "pos")
+
+    def __init__(self, seq: Sequence[Any]) -> None:
+        self.seq = seq
+        self.pos = 0
+
+    def pull(self, n: int) -> list[Any]:
+        pos = self.pos
+        chunk = list(self.seq[pos : pos + n])
+        self.pos = pos + len(chunk)
+        if self.pos >= len(self.seq):
+            self.done = True
+        return chunk
+
+
+class IterableSource(_SourceStage):
+    """Emits the elements of an iterable; each run iterates it afresh."""
+
+    name = "from_iterable"
+
+    def __init__(self, iterable: Iterable[Any]) -> None:
+        self.iterable = iterable
+
+    def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
+        if type(self.iterable) in (list, tuple):
+            return _SequenceLogic(self.iterable), None  # type: ignore[arg-type]
+        return _IteratorLogic(iter(self.iterable)), None
+
+
+class IteratorFactorySource(_SourceStage):
+    """Calls ``factory()`` at each run and emits the iterator's elements."""
+
+    name = "from_iterator"
+
+    def __init__(self, factory: Callable[[], Iterable[Any]]) -> None:
+        self.factory = factory
+
+    def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
+        return _LazyIteratorLogic(self.factory), None
+
+
+class _LazyIteratorLogic(_IteratorLogic):
+    def __init__(self, factory: Callable[[], Iterable[Any]]) -> None:
+        self.factory = factory
+        self.it = None  # type: ignore[assignment]
+
+    def pull(self, n: int) -> list[Any]:
+        if self.it is None:
+            self.it = iter(self.factory())
+        return super().pull(n)
+
+    def cancel(self) -> None:
+        if self.it is not None:
+            super().cancel()
+
+
+class FailedSource(_SourceStage):
+    """Fails at once with ``error``."""
+
+    name = "failed"
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
+        error = self.error
+
+        class _Failed(PullSourceLogic):
+            def pull(self, n: int) -> list[Any]:
+                raise error
+
+        return _Failed(), None
+
+
+class RepeatSource(_SourceStage):
+    """Emits ``value`` forever."""
+
+    name = "repeat"
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
+        return _IteratorLogic(repeat(self.value)), None
+
+
+def _unfold(seed: Any, f: Callable[[Any], tuple[Any, Any] | None]) -> Iterator[Any]:
+    state = seed
+    while True:
+        step = f(state)
+        if step is None:
+            return
+        state, element = step
+        yield element
+
+
+class UnfoldSource(_SourceStage):
+    """``f(state) -> (next_state, element)`` until it returns None."""
+
+    name = "unfold"
+
+    def __init__(self, seed: Any, f: Callable[[Any], tuple[Any, Any] | None]) -> None:
+        self.seed = seed
+        self.f = f
+
+    def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
+        return _IteratorLogic(_unfold(self.seed, self.f)), None
+
+
+class AsyncIterableSource(_SourceStage):
+    """Emits the elements of an async iterable (or of ``factory()`` per run)."""
+
+    name = "from_async_iterable"
+
+    def __init__(self, iterable: AsyncIterable[Any] | Callable[[], AsyncIterable[Any]]) -> None:
+        self.iterable = iterable
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
+        src = self.iterable
+        return _AsyncIterLogic(src if hasattr(src, "__aiter__") else src(), ctx.max_chunk), None  # type: ignore[operator, arg-type]
+
+
+class _AsyncIterLogic(AsyncLogic):
+    def __init__(self, iterable: AsyncIterable[Any], max_chunk: int) -> None:
+        self.iterable = iterable
+        self.max_chunk = max_chunk
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (out,) = outlets
+        pending: list[Any] = []
+        it = self.iterable.__aiter__()
+        try:
+            async for x in it:
+                pending.append(x)
+                # Forward at once when there is room; gather a chunk while backpressured.
+                if out.has_room() or len(pending) >= self.max_chunk:
+                    await out.put(pending)
+                    pending = []
+            if pending:
+                await out.put(pending)
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+class TickSource(_SourceStage):
+    """Emits ``value`` after ``initial_delay``, then every ``interval`` seconds."""
+
+    name = "tick"
+
+    def __init__(self, initial_delay: float, interval: float, value: Any) -> None:
+        if interval <= 0:
+            raise ValueError(f"tick interval must be positive, got {interval}")
+        self.initial_delay = initial_delay
+        self.interval = interval
+        self.value = value
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, Any]:
+        return _TickLogic(self, ctx), None
+
+
+class _TickLogic(AsyncLogic):
+    def __init__(self, stage: TickSource, ctx: RunContext) -> None:
+        self.stage = stage
+        self.clock = ctx.clock
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (out,) = outlets
+        clock = self.clock
+        next_at = clock.now() + self.stage.initial_delay
+        while True:
+            delay = next_at - clock.now()
+            if delay > 0:
+                await clock.sleep(delay)
+            if out.cancelled:
+                return
+            # A tick is dropped (not queued) while downstream is backpressuring.
+            out.put_nowait([self.stage.value])
+            next_at += self.stage.interval
+
+
+class QueueClosedError(RuntimeError):
+    """The stream behind a :class:`SourceQueue` is no longer accepting elements."""
+
+
+class SourceQueue:
+    """Materialized by ``Source.queue``: push elements into a running stream.
+
+    ``await offer(x)`` waits while the buffer is full (backpressure);
+    ``complete()`` ends the stream and ``fail(error)`` fails it.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._closed = False
+
+    async def offer(self, element: Any) -> None:
+        """Enqueue one element, waiting while the buffer is full."""
+        if self._closed:
+            raise QueueClosedError("offer after complete() or fail()")
+        try:
+            await self._channel.put([element])
+        except DownstreamCancelled:
+            raise QueueClosedError("the stream was cancelled downstream") from None
+
+    async def offer_all(self, elements: Iterable[Any]) -> None:
+        """Enqueue many elements as one chunk, waiting while the buffer is full."""
+        chunk = list(elements)
+        if self._closed:
+            raise QueueClosedError("offer after complete() or fail()")
+        try:
+            if chunk:
+                await self._channel.put(chunk)
+        except DownstreamCancelled:
+            raise QueueClosedError("the stream was cancelled downstream") from None
+
+    def offer_nowait(self, element: Any) -> bool:
+        """Enqueue without waiting; False when the buffer is full or the stream is gone."""
+        if self._closed:
+            return False
+        return self._channel.put_nowait([element])
+
+    def complete(self) -> None:
+        """End the stream after the elements already offered."""
+        if not self._closed:
+            self._closed = True
+            self._channel.put_final(END)
+
+    def fail(self, error: BaseException) -> None:
+        """Fail the stream with ``error``."""
+        if not self._closed:
+            self._closed = True
+            self._channel.put_final(Failure(error))
+
+    @property
+    def cancelled(self) -> bool:
+        """True once downstream has cancelled the stream."""
+        return self._channel.cancelled
+
+
+class QueueSource(_SourceStage):
+    name = "queue"
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+
+    def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, SourceQueue]:
+        channel = Channel(self.capacity, "queue")
+        return ChannelSourceLogic(channel), SourceQueue(channel)
+

@@ -1,0 +1,180 @@
+"""The one bounded channel that joins islands.
+
+A channel holds chunks (lists) and signals in order. Its capacity is counted in
+elements: ``put`` waits while the channel already holds ``capacity`` elements or
+more, which is how backpressure travels upstream. A put is accepted whole once
+there is room, so a chunk is never split or reordered here; producers keep chunks
+at or below the maximum chunk size, so a channel holds at most
+``capacity + max_chunk`` elements.
+
+``cancel`` is the consumer saying it wants nothing more: buffered items are
+dropped and every later ``put`` raises :class:`DownstreamCancelled`, which the
+producer turns into cancelling its own inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from .signals import Signal
+
+
+class DownstreamCancelled(Exception):
+    """Raised by ``Channel.put`` when the consumer has cancelled."""
+
+
+class Channel:
+    """A bounded single-producer single-consumer queue of chunks and signals."""
+
+    __slots__ = ("capacity", "_items", "_size", "_getter", "_putter", "cancelled", "name")
+
+    def __init__(self, capacity: int, name: str = "") -> None:
+        if capacity < 1:
+            raise ValueError(f"channel capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.name = name
+        self._items: deque[Any] = deque()
+        self._size = 0
+        self._getter: asyncio.Future[None] | None = None
+        self._putter: asyncio.Future[None] | None = None
+        self.cancelled = False
+
+    def __len__(self) -> int:
+        """Elements buffered now (signals count as one)."""
+        return self._size
+
+    def has_room(self) -> bool:
+        return self._size < self.capacity or self.cancelled
+
+    async def put(self, item: list[Any] | Signal) -> None:
+        """Append a chunk or signal, waiting while the channel is full."""
+        while self._size >= self.capacity and not self.cancelled:
+            fut = asyncio.get_running_loop().create_future()
+            self._putter = fut
+            try:
+                await fut
+            finally:
+                self._putter = None
+        if self.cancelled:
+            raise DownstreamCancelled(self.name)
+        self._items.append(item)
+        self._size += len(item) if type(item) is list else 1
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    def put_nowait(self, item: list[Any] | Signal) -> bool:
+        """Append without waiting; False (nothing appended) when full or cancelled."""
+        if self.cancelled or self._size >= self.capacity:
+            return False
+        self._items.append(item)
+        self._size += len(item) if type(item) is list else 1
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+        return True
+
+    def put_final(self, item: Signal) -> None:
+        """Append a terminal signal regardless of capacity (end or failure)."""
+        if self.cancelled:
+            return
+        self._items.append(item)
+        self._size += 1
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def get(self) -> list[Any] | Signal:
+        """Remove and return the oldest chunk or signal, waiting while empty."""
+        while not self._items:
+            fut = asyncio.get_running_loop().create_future()
+            self._getter = fut
+            try:
+                await fut
+            finally:
+                self._getter = None
+        item = self._items.popleft()
+        self._size -= len(item) if type(item) is list else 1
+        putter = self._putter
+        if putter is not None and not putter.done() and self._size < self.capacity:
+            putter.set_result(None)
+        return item
+
+    def get_nowait(self) -> list[Any] | Signal | None:
+        """The oldest item, or None when the channel is empty."""
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        self._size -= len(item) if type(item) is list else 1
+        putter = self._putter
+        if putter is not None and not putter.done() and self._size < self.capacity:
+            putter.set_result(None)
+        return item
+
+    async def wait_readable(self) -> None:
+        """Wait until an item is buffered (without removing it)."""
+        while not self._items:
+            fut = asyncio.get_running_loop().create_future()
+            self._getter = fut
+            try:
+                await fut
+            finally:
+                self._getter = None
+
+    async def wait_room(self) -> None:
+        """Wait until a put would not block (or the consumer cancelled)."""
+        while self._size >= self.capacity and not self.cancelled:
+            fut = asyncio.get_running_loop().create_future()
+            self._putter = fut
+            try:
+                await fut
+            finally:
+                self._putter = None
+
+    def cancel(self) -> None:
+        """The consumer wants nothing more: drop buffered items, refuse later puts."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        self._items.clear()
+        self._size = 0
+        putter = self._putter
+        if putter is not None and not putter.done():
+            putter.set_result(None)
+
+    def __repr__(self) -> str:
+        return f"Channel({self.name!r}, {self._size}/{self.capacity})"
+
+
+async def wait_any(channels: list[Channel]) -> None:
+    """Wait until at least one of ``channels`` has an item buffered."""
+    for ch in channels:
+        if ch._items:
+            return
+    fut = asyncio.get_running_loop().create_future()
+    for ch in channels:
+        ch._getter = fut
+    try:
+        await fut
+    finally:
+        for ch in channels:
+            if ch._getter is fut:
+                ch._getter = None
+
+
+async def wait_any_room(channels: list[Channel]) -> None:
+    """Wait until at least one of ``channels`` would accept a put without waiting."""
+    for ch in channels:
+        if ch._size < ch.capacity or ch.cancelled:
+            return
+    fut = asyncio.get_running_loop().create_future()
+    for ch in channels:
+        ch._putter = fut
+    try:
+        await fut
+    finally:
+        for ch in channels:
+            if ch._putter is fut:
+                ch._putter = None

@@ -1,0 +1,89 @@
+"""A running graph: owns every task of one run, under one TaskGroup.
+
+Cancelling the :class:`RunningGraph` (directly, by cancelling a materialized
+future, or by cancelling the task that awaits it) cancels every task it
+started; when the supervisor task ends, nothing of the run is left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from ..stage import AsyncLogic, annotate
+from .channel import Channel, DownstreamCancelled
+from .signals import END, Failure
+
+log = logging.getLogger("streamlib")
+
+_running: set[RunningGraph] = set()
+
+
+class RunningGraph:
+    """Handle on one materialized run."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "graph") -> None:
+        self.loop = loop
+        self.name = name
+        self._runners: list[Callable[[], Awaitable[None]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, runner: Callable[[], Awaitable[None]]) -> None:
+        self._runners.append(runner)
+
+    def start(self) -> None:
+        self.task = self.loop.create_task(self._supervise(), name=f"streamlib:{self.name}")
+        _running.add(self)
+        self.task.add_done_callback(lambda _t: _running.discard(self))
+
+    async def _supervise(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for runner in self._runners:
+                tg.create_task(runner())  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        """Stop the whole run now: every stage is cancelled."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return self.task is not None and self.task.done()
+
+    async def wait(self) -> None:
+        """Wait until every task of the run has ended."""
+        if self.task is not None:
+            try:
+                await asyncio.shield(self.task)
+            except asyncio.CancelledError:
+                if not self.task.cancelled():
+                    raise
+
+
+async def drive_async(logic: AsyncLogic, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+    """Run one async stage, turning its return, failure or cancellation into signals."""
+    try:
+        await logic.run(inlets, outlets)
+    except DownstreamCancelled:
+        for ch in inlets:
+            ch.cancel()
+        for ch in outlets:
+            ch.put_final(END)
+    except asyncio.CancelledError:
+        for ch in inlets:
+            ch.cancel()
+        logic.on_failure(asyncio.CancelledError())
+        raise
+    except Exception as error:
+        annotate(error, logic.stage_name)
+        for ch in inlets:
+            ch.cancel()
+        logic.on_failure(error)
+        for ch in outlets:
+            ch.put_final(Failure(error))
+    else:
+        for ch in inlets:
+            ch.cancel()
+        for ch in outlets:
+            ch.put_final(END)
+

@@ -1,0 +1,273 @@
+"""The fused island: one task driving a run of synchronous stages.
+
+An island is a head (a pull source, or the channel from the previous island),
+a list of :class:`~streamlib.stage.StageLogic` applied to each chunk in turn,
+and a tail (the channel to the next island, or nothing when the last logic is a
+sink). Per input chunk the island calls each logic's ``on_chunk`` synchronously
+and only awaits at the tail, so a chain of ``map``/``filter``/``fold`` costs one
+function call per stage per chunk plus the user functions themselves.
+
+Completion: when a logic sets ``completed`` (``take``, ``Sink.head``) the
+island cancels its head, finishes the logics after it, and ends. When a logic
+raises, its partial output for the chunk is delivered first, then the error is
+annotated with the stage name and sent downstream as a failure while the head
+is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..stage import PullSourceLogic, StageLogic, annotate
+from .channel import Channel, DownstreamCancelled
+from .context import RunContext
+from .signals import END, Failure, Signal
+
+#: Seconds a pull-headed island may run before it yields to the event loop.
+_YIELD_EVERY = 0.002
+
+
+class Island:
+    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n")
+
+    def __init__(
+        self,
+        head: PullSourceLogic | None,
+        inlet: Channel | None,
+        logics: list[StageLogic],
+        tail: Channel | None,
+        ctx: RunContext,
+    ) -> None:
+        self.head = head
+        self.inlet = inlet
+        self.logics = logics
+        self.n = len(logics)
+        self.tail = tail
+        self.ctx = ctx
+        self.out: list[Any] = []
+        self.stop_at = -1
+        self.failed_at = -1
+
+    def describe(self) -> str:
+        parts = [self.head.stage_name if self.head else "channel"]
+        parts += [lg.stage_name for lg in self.logics]
+        return " -> ".join(parts)
+
+    # -- synchronous core -------------------------------------------------
+
+    def _push(self, start: int, chunk: list[Any]) -> None:
+        logics = self.logics
+        i = start
+        n = self.n
+        while i < n:
+            lg = logics[i]
+            try:
+                chunk = lg.on_chunk(chunk)
+            except BaseException:
+                self.failed_at = i
+                partial = lg.take_partial()
+                if partial:
+                    self._push(i + 1, partial)
+                raise
+            if lg.completed and i > self.stop_at:
+                self.stop_at = i
+            if lg.pending_signals:
+                signals = lg.pending_signals
+                lg.pending_signals = None
+                if chunk:
+                    self._push(i + 1, chunk)
+                for sig in signals:
+                    self._signal(i + 1, sig)
+                return
+            if not chunk:
+                return
+            i += 1
+        if self.tail is not None:
+            self.out.append(chunk)
+
+    def _signal(self, start: int, sig: Signal) -> None:
+        logics = self.logics
+        for i in range(start, self.n):
+            lg = logics[i]
+            try:
+                emitted = lg.on_signal(sig)
+            except BaseException:
+                self.failed_at = i
+                raise
+            if emitted:
+                self._push(i + 1, emitted)
+            if lg.pending_signals:
+                signals = lg.pending_signals
+                lg.pending_signals = None
+                for s in signals:
+                    self._signal(i + 1, s)
+                return
+        if self.tail is not None:
+            self.out.append(sig)
+
+    def _start(self) -> None:
+        for i, lg in enumerate(self.logics):
+            try:
+                emitted = lg.on_start()
+            except BaseException:
+                self.failed_at = i
+                raise
+            if lg.completed and i > self.stop_at:
+                self.stop_at = i
+            if emitted:
+                self._push(i + 1, emitted)
+
+    def _finish(self, start: int) -> None:
+        i = start
+        while i < self.n:
+            if self.stop_at >= i:
+                i = self.stop_at + 1
+                continue
+            lg = self.logics[i]
+            try:
+                emitted = lg.on_finish()
+            except BaseException:
+                self.failed_at = i
+                raise
+            if emitted:
+                self._push(i + 1, emitted)
+            if lg.pending_signals:
+                signals = lg.pending_signals
+                lg.pending_signals = None
+                for s in signals:
+                    self._signal(i + 1, s)
+            i += 1
+        if self.tail is not None:
+            self.out.append(END)
+
+    # -- asynchronous driver ----------------------------------------------
+
+    async def _flush(self) -> None:
+        out = self.out
+        self.out = []
+        tail = self.tail
+        assert tail is not None
+        max_chunk = self.ctx.max_chunk
+        for item in out:
+            if type(item) is list and len(item) > max_chunk:
+                for k in range(0, len(item), max_chunk):
+                    await tail.put(item[k : k + max_chunk])
+            elif item is END:
+                tail.put_final(END)
+            else:
+                await tail.put(item)
+
+    async def run(self) -> None:
+        try:
+            self._start()
+            if self.out:
+                await self._flush()
+            if self.stop_at < 0:
+                if self.head is not None:
+                    await self._run_pull(self.head)
+                else:
+                    assert self.inlet is not None
+                    await self._run_channel(self.inlet)
+            if self.stop_at >= 0:
+                self._cancel_upstream(self.stop_at)
+                self._finish(self.stop_at + 1)
+                if self.out:
+                    await self._flush()
+        except DownstreamCancelled:
+            self._cancel_upstream(self.n)
+        except asyncio.CancelledError:
+            self._abort(asyncio.CancelledError())
+            raise
+        except Exception as error:
+            where = self.failed_at
+            if 0 <= where < self.n:
+                name = self.logics[where].stage_name
+            else:
+                name = self.head.stage_name if self.head is not None else self.describe()
+            annotate(error, name)
+            self._fail(error, max(where, 0))
+
+    async def _run_pull(self, head: PullSourceLogic) -> None:
+        loop_time = self.ctx.loop.time
+        max_chunk = self.ctx.max_chunk
+        last_yield = loop_time()
+        while True:
+            try:
+                chunk = head.pull(max_chunk)
+            except BaseException:
+                self.failed_at = -1
+                raise
+            if chunk:
+                self._push(0, chunk)
+                if self.out:
+                    await self._flush()
+                if self.stop_at >= 0:
+                    return
+            if head.done:
+                self._finish(0)
+                if self.out:
+                    await self._flush()
+                return
+            now = loop_time()
+            if now - last_yield >= _YIELD_EVERY:
+                await asyncio.sleep(0)
+                last_yield = now
+
+    async def _run_channel(self, inlet: Channel) -> None:
+        while True:
+            item = await inlet.get()
+            if type(item) is list:
+                self._push(0, item)
+            elif item is END:
+                self._finish(0)
+                if self.out:
+                    await self._flush()
+                return
+            elif isinstance(item, Failure):
+                self._propagate_failure(item.error)
+                return
+            else:
+                self._signal(0, item)  # type: ignore[arg-type]
+            if self.out:
+                await self._flush()
+            if self.stop_at >= 0:
+                return
+
+    # -- ending -----------------------------------------------------------
+
+    def _cancel_upstream(self, upto: int) -> None:
+        if self.head is not None:
+            self.head.done = True
+            self.head.cancel()
+        if self.inlet is not None:
+            self.inlet.cancel()
+        for lg in self.logics[: upto + 1]:
+            lg.on_cancel()
+
+    def _propagate_failure(self, error: BaseException) -> None:
+        for lg in self.logics:
+            lg.on_failure(error)
+        if self.tail is not None:
+            self.tail.put_final(Failure(error))
+
+    def _fail(self, error: BaseException, where: int) -> None:
+        if self.head is not None:
+            self.head.done = True
+            self.head.cancel()
+        if self.inlet is not None:
+            self.inlet.cancel()
+        for lg in self.logics[:where]:
+            lg.on_cancel()
+        for lg in self.logics[where:]:
+            lg.on_failure(error)
+        if self.tail is not None:
+            self.tail.put_final(Failure(error))
+
+    def _abort(self, error: BaseException) -> None:
+        if self.head is not None:
+            self.head.cancel()
+        if self.inlet is not None:
+            self.inlet.cancel()
+        for lg in self.logics:
+            lg.on_failure(error)

@@ -1,0 +1,1 @@
+from streamlib.testing.kafka import kafka_broker  # noqa: F401
