@@ -363,17 +363,24 @@ class KafkaBroker:
         (directory / "server.properties").write_text(
             "".join(f"{k}={v}\n" for k, v in self.server_properties().items())
         )
-        log4j = f"-Dlog4j.configuration=file:{directory / 'log4j.properties'}"
-        tool = [java, *_JVM_FLAGS, log4j, "-cp", classpath, "kafka.tools.StorageTool"]
-        cluster_id = self._tool([*tool, "random-uuid"]).strip().splitlines()[-1]
-        self._tool([*tool, "format", "-t", cluster_id, "-c", str(directory / "server.properties")])
+        try:
+            cluster_id = self._storage_tool(java, classpath, "random-uuid").strip().splitlines()[-1]
+            self._storage_tool(java, classpath, "format", "-t", cluster_id,
+                               "-c", str(directory / "server.properties"))
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            self._dir = None
+            raise
 
-    def _tool(self, cmd: list[str]) -> str:
-        proc = subprocess.run(cmd, cwd=self._dir, stdin=subprocess.DEVNULL, capture_output=True,
+    def _storage_tool(self, java: str, classpath: str, *args: str) -> str:
+        """Run ``kafka.tools.StorageTool`` and return its output."""
+        cmd = [java, *_JVM_FLAGS, f"-Dlog4j.configuration=file:{self.directory / 'log4j.properties'}",
+               "-cp", classpath, "kafka.tools.StorageTool", *args]
+        proc = subprocess.run(cmd, cwd=self.directory, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=120, preexec_fn=_parent_death_hook())
         if proc.returncode != 0:
             output = "\n".join((proc.stdout + proc.stderr).splitlines()[-50:])
-            raise KafkaBrokerError(f"{' '.join(cmd[-3:])} failed (exit {proc.returncode}):\n{output}")
+            raise KafkaBrokerError(f"kafka.tools.StorageTool {args[0]} failed (exit {proc.returncode}):\n{output}")
         return proc.stdout
 
     def server_properties(self) -> dict[str, str]:
