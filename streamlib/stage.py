@@ -54,13 +54,19 @@ class StageLogic:
     ``on_chunk`` returns the elements to emit for one input chunk (possibly
     none). A stage that is finished (``take``) sets ``completed``; the island then
     cancels upstream and finishes everything downstream. Signals to emit after
-    the current output go to ``emit_signal``.
+    the current output go to ``emit_signal``. A logic with ``uses_timers`` sets
+    ``timer_at`` (clock time) and gets ``on_timer`` when it passes, even while no
+    input arrives. Logics never mutate the chunk they are given.
     """
 
     completed: bool = False
     pending_signals: list[Signal] | None = None
     #: False makes the output edge an async boundary (a channel, another task).
     fuse_output: ClassVar[bool] = True
+    #: True for logics that set ``timer_at``; the island then watches their timers.
+    uses_timers: ClassVar[bool] = False
+    #: When (in ``ctx.clock.now()`` time) ``on_timer`` should next be called; None for never.
+    timer_at: float | None = None
     stage_name: str = ""
 
     def on_start(self) -> list[Any]:
@@ -73,6 +79,10 @@ class StageLogic:
     def on_signal(self, signal: Signal) -> list[Any] | None:
         """Elements to emit before ``signal`` is forwarded downstream."""
         return None
+
+    def on_timer(self, now: float) -> list[Any]:
+        """``timer_at`` has passed (``timer_at`` is reset to None before the call)."""
+        return []
 
     def on_finish(self) -> list[Any]:
         """Upstream completed: the last elements to emit."""

@@ -29,7 +29,7 @@ _YIELD_EVERY = 0.002
 
 
 class Island:
-    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n")
+    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed")
 
     def __init__(
         self,
@@ -48,6 +48,7 @@ class Island:
         self.out: list[Any] = []
         self.stop_at = -1
         self.failed_at = -1
+        self.timed = [(i, lg) for i, lg in enumerate(logics) if lg.uses_timers]
 
     def describe(self) -> str:
         parts = [self.head.stage_name if self.head else "channel"]
@@ -141,6 +142,36 @@ class Island:
         if self.tail is not None:
             self.out.append(END)
 
+    def _next_deadline(self) -> float | None:
+        deadline: float | None = None
+        for _i, lg in self.timed:
+            at = lg.timer_at
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        return deadline
+
+    def _fire_timers(self) -> None:
+        now = self.ctx.clock.now()
+        for i, lg in self.timed:
+            at = lg.timer_at
+            if at is None or at > now or i <= self.stop_at:
+                continue
+            lg.timer_at = None
+            try:
+                emitted = lg.on_timer(now)
+            except BaseException:
+                self.failed_at = i
+                raise
+            if lg.completed and i > self.stop_at:
+                self.stop_at = i
+            if emitted:
+                self._push(i + 1, emitted)
+            if lg.pending_signals:
+                signals = lg.pending_signals
+                lg.pending_signals = None
+                for sig in signals:
+                    self._signal(i + 1, sig)
+
     # -- asynchronous driver ----------------------------------------------
 
     async def _flush(self) -> None:
@@ -200,10 +231,12 @@ class Island:
                 raise
             if chunk:
                 self._push(0, chunk)
-                if self.out:
-                    await self._flush()
-                if self.stop_at >= 0:
-                    return
+            if self.timed:
+                self._fire_timers()
+            if self.out:
+                await self._flush()
+            if self.stop_at >= 0:
+                return
             if head.done:
                 self._finish(0)
                 if self.out:
@@ -216,7 +249,18 @@ class Island:
 
     async def _run_channel(self, inlet: Channel) -> None:
         while True:
-            item = await inlet.get()
+            if self.timed:
+                deadline = self._next_deadline()
+                item = await inlet.get() if deadline is None else await self._get_until(inlet, deadline)
+                self._fire_timers()
+                if item is None:
+                    if self.out:
+                        await self._flush()
+                    if self.stop_at >= 0:
+                        return
+                    continue
+            else:
+                item = await inlet.get()
             if type(item) is list:
                 self._push(0, item)
             elif item is END:
@@ -233,6 +277,30 @@ class Island:
                 await self._flush()
             if self.stop_at >= 0:
                 return
+
+    async def _get_until(self, inlet: Channel, deadline: float) -> Any:
+        """The next item, or None once the clock reaches ``deadline`` first."""
+        item = inlet.get_nowait()
+        if item is not None:
+            return item
+        clock = self.ctx.clock
+        if clock.now() >= deadline:
+            return None
+        fut = self.ctx.loop.create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        handle = clock.call_at(deadline, wake)
+        inlet._getter = fut
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            if inlet._getter is fut:
+                inlet._getter = None
+        return inlet.get_nowait()
 
     # -- ending -----------------------------------------------------------
 

@@ -2,11 +2,21 @@
 
 * :func:`assert_no_running_graphs` / the ``no_leaked_tasks`` pytest fixture:
   a test left no graph and no task running behind it.
+* :class:`VirtualClock`: processing time that moves only when the test says,
+  so timers and windows are tested without sleeping.
 * :func:`source_from_chunks` / :func:`split_at`: a source with chosen chunk
   boundaries, to check that chunking never changes a result.
 """
 
 from ._chunks import source_from_chunks, split_at
+from ._clock import VirtualClock
 from ._leaks import assert_no_running_graphs, leaked_tasks, no_leaked_tasks
 
-__all__ = ["assert_no_running_graphs", "leaked_tasks", "no_leaked_tasks", "source_from_chunks", "split_at"]
+__all__ = [
+    "VirtualClock",
+    "assert_no_running_graphs",
+    "leaked_tasks",
+    "no_leaked_tasks",
+    "source_from_chunks",
+    "split_at",
+]
