@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["DEFAULT_VERSION", "KafkaBroker", "KafkaBrokerError", "ensure_jars"]
+__all__ = ["DEFAULT_VERSION", "KafkaBroker", "KafkaBrokerError", "cache_dir", "ensure_jars", "find_java"]
 
 DEFAULT_VERSION = "3.9.2"
 """Newest Apache Kafka 3.9.x release on Maven Central."""
@@ -112,7 +112,7 @@ def ensure_jars(version: str = DEFAULT_VERSION, root: Path | None = None) -> Pat
             proc = subprocess.run(cmd, cwd=home, stdin=subprocess.DEVNULL, capture_output=True,
                                   text=True, timeout=1800, preexec_fn=_parent_death_hook())
         except subprocess.TimeoutExpired as exc:
-            raise KafkaBrokerError(f"downloading the Kafka {version} jars timed out: {' '.join(cmd)}") from exc
+            raise KafkaBrokerError(f"downloading Kafka {version} jars timed out: {' '.join(cmd)}") from exc
         jar = lib / f"kafka_2.13-{version}.jar"
         if proc.returncode != 0 or not jar.is_file():
             output = "\n".join((proc.stdout + proc.stderr).splitlines()[-50:])
@@ -205,21 +205,22 @@ def _parent_death_hook() -> Callable[[], None] | None:
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so the JVM is
 # spawned from the main thread or from one long-lived daemon thread, never from a
 # short-lived worker thread.
-_spawn_queue: queue.SimpleQueue[tuple[concurrent.futures.Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]] = queue.SimpleQueue()
+_spawn_queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
 _spawn_thread: threading.Thread | None = None
 _spawn_lock = threading.Lock()
 
 
 def _spawner() -> None:
     while True:
-        fut, cmd, kwargs = _spawn_queue.get()
+        fut, spawn = _spawn_queue.get()
         try:
-            fut.set_result(subprocess.Popen(cmd, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            fut.set_result(spawn())
+        except BaseException as exc:  # handed to the caller
             fut.set_exception(exc)
 
 
 def _popen_long_lived(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` from a thread that lives as long as the process."""
     global _spawn_thread
     if threading.current_thread() is threading.main_thread():
         return subprocess.Popen(cmd, **kwargs)
@@ -228,7 +229,7 @@ def _popen_long_lived(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
             _spawn_thread = threading.Thread(target=_spawner, name="kafka-broker-spawner", daemon=True)
             _spawn_thread.start()
     fut: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
-    _spawn_queue.put((fut, cmd, kwargs))
+    _spawn_queue.put((fut, lambda: subprocess.Popen(cmd, **kwargs)))
     return fut.result()
 
 
@@ -317,7 +318,11 @@ class KafkaBroker:
     # -- lifecycle --------------------------------------------------------------
 
     def __enter__(self) -> KafkaBroker:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -327,8 +332,8 @@ class KafkaBroker:
         with self._lock:
             if self.running:
                 return self
+            java = find_java()  # first: Maven needs Java too
             lib = ensure_jars(self.version, self._jars_root)
-            java = find_java()
             classpath = str(lib / "*")
             if self._dir is None:
                 self._prepare(java, classpath)
@@ -380,7 +385,9 @@ class KafkaBroker:
                               text=True, timeout=120, preexec_fn=_parent_death_hook())
         if proc.returncode != 0:
             output = "\n".join((proc.stdout + proc.stderr).splitlines()[-50:])
-            raise KafkaBrokerError(f"kafka.tools.StorageTool {args[0]} failed (exit {proc.returncode}):\n{output}")
+            raise KafkaBrokerError(
+                f"kafka.tools.StorageTool {args[0]} failed (exit {proc.returncode}):\n{output}"
+            )
         return proc.stdout
 
     def server_properties(self) -> dict[str, str]:
@@ -546,7 +553,8 @@ class KafkaBroker:
             for _topic, code, *rest in response.topic_errors:
                 if code != 0 and not (exist_ok and code == 36):  # 36: TOPIC_ALREADY_EXISTS
                     message = rest[0] if rest and rest[0] else ""
-                    raise KafkaBrokerError(f"creating topic {name!r} failed: {for_code(code).__name__} {message}")
+                    error = for_code(code).__name__
+                    raise KafkaBrokerError(f"creating topic {name!r} failed: {error} {message}")
             deadline = time.monotonic() + timeout
             while True:
                 (meta,) = await admin.describe_topics([name])

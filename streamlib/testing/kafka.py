@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Run a local single-node Apache Kafka broker (KRaft) on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=None, help="client port (default: a free port)")
-    parser.add_argument("--version", default=DEFAULT_VERSION, help=f"Kafka version (default: {DEFAULT_VERSION})")
+    parser.add_argument("--version", default=DEFAULT_VERSION,
+                        help=f"Kafka version (default: {DEFAULT_VERSION})")
     args = parser.parse_args(argv)
 
     def on_sigterm(signum: int, frame: object) -> None:
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         while broker.running:
             time.sleep(0.5)
-        print(f"Kafka broker exited unexpectedly; last lines of its log:\n{broker.log_tail()}", file=sys.stderr)
+        print(f"Kafka broker exited unexpectedly; last lines of its log:\n{broker.log_tail()}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nStopping Kafka ...", flush=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -213,7 +215,11 @@ def test_kill_then_start_and_restart(own_broker: KafkaBroker) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
-    own_broker.start()
+    # Started from a thread that then exits: the JVM must outlive that thread.
+    starter = threading.Thread(target=own_broker.start)
+    starter.start()
+    starter.join()
+    assert own_broker.running
     asyncio.run(_produce(bootstrap, topic, [b"after-kill"]))
     own_broker.kill()
     own_broker.restart()
@@ -224,17 +230,18 @@ def test_kill_then_start_and_restart(own_broker: KafkaBroker) -> None:
 # -- command line and process hygiene --------------------------------------------------
 
 
-def _run_cli(*args: str) -> tuple[subprocess.Popen[str], str, list[str]]:
-    """Start the dev broker command; return it, its bootstrap address and its output so far."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlib.testing.kafka", *args], env=env,
+def _run_cli(*args: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """Start the dev broker command; return it and the ``name: value`` lines it printed."""
+    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlib.testing.kafka", *args],
+                            env={**os.environ, "PYTHONPATH": path},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     lines: list[str] = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith("bootstrap servers:"):
-            return proc, line.split(":", 1)[1].strip(), lines
+        if line.startswith("Press Ctrl-C"):
+            return proc, dict(ln.strip().split(": ", 1) for ln in lines if ": " in ln)
     proc.wait(10)
     raise AssertionError("".join(lines))
 
@@ -256,7 +263,8 @@ def test_cli_runs_until_ctrl_c_and_stops_cleanly() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc, address, _ = _run_cli("--port", str(port))
+    proc, printed = _run_cli("--port", str(port))
+    address = printed["bootstrap servers"]
     try:
         assert address == f"127.0.0.1:{port}"
         assert _listening(address)
@@ -271,15 +279,14 @@ def test_cli_runs_until_ctrl_c_and_stops_cleanly() -> None:
 
 
 def test_broker_dies_with_its_python_process() -> None:
-    proc, address, lines = _run_cli()
-    log_dir = Path(next(line for line in lines + [proc.stdout.readline()] if line.startswith("broker log:"))
-                   .split(":", 1)[1].strip()).parent
+    proc, printed = _run_cli()
+    address, broker_dir = printed["bootstrap servers"], Path(printed["broker log"]).parent
     try:
         proc.kill()  # no atexit, no cleanup: only the parent-death signal can stop the JVM
         proc.wait(10)
         _wait_closed(address)
     finally:
-        subprocess.run(["rm", "-rf", str(log_dir)], check=False)
+        shutil.rmtree(broker_dir, ignore_errors=True)
 
 
 # -- requirements and the jar cache ----------------------------------------------------
