@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import TypeVar
 
 A = TypeVar("A")
 B = TypeVar("B")
-
-
-def _left(a: A, b: Any) -> A:
-    return a
-
-
-def _right(a: Any, b: B) -> B:
-    return b
-
-
-def _both(a: A, b: B) -> tuple[A, B]:
-    return (a, b)
-
-
-def _none(a: Any, b: Any) -> None:
-    return None
 
 
 class Keep:
@@ -30,7 +14,22 @@ class Keep:
     >>> queue, done = Source.queue(10).to_mat(Sink.ignore(), Keep.both).run()
     """
 
-    left: Callable[[Any, Any], Any] = staticmethod(_left)
-    right: Callable[[Any, Any], Any] = staticmethod(_right)
-    both: Callable[[Any, Any], Any] = staticmethod(_both)
-    none: Callable[[Any, Any], Any] = staticmethod(_none)
+    @staticmethod
+    def left(a: A, b: object) -> A:
+        """Keep the upstream value."""
+        return a
+
+    @staticmethod
+    def right(a: object, b: B) -> B:
+        """Keep the downstream value."""
+        return b
+
+    @staticmethod
+    def both(a: A, b: B) -> tuple[A, B]:
+        """Keep both, as a pair."""
+        return (a, b)
+
+    @staticmethod
+    def none(a: object, b: object) -> None:
+        """Keep neither."""
+        return None
