@@ -8,6 +8,7 @@ from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
+from .._native import fold_function
 from .._runtime.context import RunContext
 from ..stage import Stage, StageLogic
 from .sinks import _NOTHING, EmptyStreamError
@@ -45,9 +46,10 @@ class FoldLogic(StageLogic):
     def __init__(self, zero: Any, f: Callable[[Any, Any], Any]) -> None:
         self.acc = zero
         self.f = f
+        self.fold = fold_function()  # reduce(f, chunk, acc), compiled when available
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
-        self.acc = reduce(self.f, chunk, self.acc)
+        self.acc = self.fold(self.f, chunk, self.acc)
         return []
 
     def on_finish(self) -> list[Any]:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import reduce
 from typing import Any
 
+from .._native import fold_function
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.materializer import ChannelSinkLogic
@@ -50,9 +51,10 @@ class _FoldLogic(_FutureSinkLogic):
         super().__init__(fut)
         self.acc = zero
         self.f = f
+        self.fold = fold_function()  # reduce(f, chunk, acc), compiled when available
 
     def consume(self, chunk: list[Any]) -> None:
-        self.acc = reduce(self.f, chunk, self.acc)
+        self.acc = self.fold(self.f, chunk, self.acc)
 
     def on_finish(self) -> list[Any]:
         self.finish_with(self.acc)
