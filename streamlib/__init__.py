@@ -20,6 +20,7 @@ from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, P
 from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
 from ._ops.sinks import EmptyStreamError, SinkQueue
 from ._ops.sources import QueueClosedError, SourceQueue
+from ._ops.supervision import Supervision
 from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
@@ -59,6 +60,7 @@ __all__ = [
     "SourceQueue",
     "Stage",
     "StageLogic",
+    "Supervision",
     "Watermark",
     "Zip",
     "ZipWith",

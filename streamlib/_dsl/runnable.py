@@ -25,25 +25,47 @@ class RunnableGraph(Generic[Mat]):
     def __init__(self, module: Module) -> None:
         self._module = module
 
-    def run(self, *, max_chunk: int | None = None, channel_capacity: int | None = None, clock: Any = None) -> Mat:
+    def run(
+        self,
+        *,
+        max_chunk: int | None = None,
+        channel_capacity: int | None = None,
+        clock: Any = None,
+        supervision: Any = None,
+    ) -> Mat:
         """Start the graph on the running event loop and return its materialized value at once.
 
         Cancelling a materialized future (or the task awaiting it) cancels the run.
+        ``supervision`` is the default decider (``Supervision.resume``, ...) for every
+        stage that honours supervision and has none of its own.
         """
-        return self.run_graph(max_chunk=max_chunk, channel_capacity=channel_capacity, clock=clock)[0]
+        return self.run_graph(
+            max_chunk=max_chunk, channel_capacity=channel_capacity, clock=clock, supervision=supervision
+        )[0]
 
     def run_graph(
-        self, *, max_chunk: int | None = None, channel_capacity: int | None = None, clock: Any = None
+        self,
+        *,
+        max_chunk: int | None = None,
+        channel_capacity: int | None = None,
+        clock: Any = None,
+        supervision: Any = None,
     ) -> tuple[Mat, RunningGraph]:
         """Like ``run`` but also returns the :class:`RunningGraph` (to wait for or cancel the run)."""
-        ctx = RunContext(current_loop())
+        module = self._module
+        if supervision is not None:
+            from .._ops.supervision import as_decider, with_default_supervision
+
+            supervision = as_decider(supervision)
+            module = with_default_supervision(module, supervision)
+        ctx = RunContext(current_loop(), supervision=supervision)
         if max_chunk is not None:
             ctx.max_chunk = max_chunk
         if channel_capacity is not None:
             ctx.channel_capacity = channel_capacity
         if clock is not None:
             ctx.clock = clock
-        value, graph = self._module.run(ctx)
+        value, graph = module.run(ctx)
         return value, graph
 
     def map_materialized_value(self, f: Callable[[Mat], M2]) -> RunnableGraph[M2]:

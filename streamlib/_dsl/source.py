@@ -30,6 +30,7 @@ from .keep import Keep
 from .module import Module
 
 if TYPE_CHECKING:
+    from .._ops.supervision import Decider, Directive
     from .flow import Flow
     from .runnable import RunnableGraph
     from .sink import Sink
@@ -377,4 +378,55 @@ class Source(Generic[Out, Mat]):
         with the stream's error.
         """
         return self._via_module(Module.of(_simple.watch_termination()), Keep.right)
+
+    # -- resilience: supervision and recovery --
+
+    def with_supervision(self, decider: Decider | Directive) -> Source[Out, Mat]:
+        """Attach a supervision decider to the last stage: what to do when its user function raises.
+
+        ``Supervision.stop`` fails the stream (the default), ``Supervision.resume``
+        drops the failing element (logged with the stage name) and goes on,
+        ``Supervision.restart`` also resets the stage's state (``scan`` emits its
+        zero again). Honoured by map, filter, filter_not, map_concat, collect,
+        take_while, drop_while, scan, fold and reduce; a TypeError for any other
+        stage. A supervised element-wise stage is evaluated element by element and
+        not fused with its neighbours.
+
+        >>> await Source.from_iterable([1, 0, 2]).map(lambda x: 6 // x).with_supervision(
+        ...     Supervision.resume).run_with(Sink.collect())
+        [6, 3]
+        """
+        from .._ops.supervision import supervise_outlet
+
+        return type(self)(supervise_outlet(self._module, decider))
+
+    def recover(self, fn: Callable[[Exception], Out | None]) -> Source[Out, Mat]:
+        """Turn an upstream failure into one last element ``fn(error)``, then complete.
+
+        Emits when upstream emits, and ``fn(error)`` once upstream fails; when
+        ``fn`` returns None the failure is not recovered and propagates. Completes
+        when upstream completes or after the recovered element. An async stage:
+        chunks pass unchanged.
+
+        >>> await Source.from_iterable([2, 0, 1]).map(lambda x: 2 // x).recover(
+        ...     lambda e: -1).run_with(Sink.collect())
+        [1, -1]
+        """
+        from .._ops.supervision import Recover
+
+        return self._then(Recover(fn))
+
+    def recover_with_retries(self, attempts: int, fn: Callable[[Exception], Source[Out, Any] | None]) -> Source[Out, Mat]:
+        """On an upstream failure switch to the Source ``fn(error)``; up to ``attempts`` failures recovered.
+
+        Emits what upstream, then each replacement source, emits; a replacement
+        that fails is itself recovered until ``attempts`` failures were handled
+        (negative: without limit; 0: none). ``fn`` returning None lets the failure
+        propagate. Completes when the current source completes.
+
+        >>> flaky.recover_with_retries(3, lambda e: Source.from_iterable(cached))
+        """
+        from .._ops.supervision import RecoverWith
+
+        return self._then(RecoverWith(attempts, fn))
     # --- end of generated operators ---

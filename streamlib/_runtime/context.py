@@ -26,6 +26,8 @@ class RunContext:
     max_chunk: int = DEFAULT_MAX_CHUNK
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     graph: RunningGraph | None = None
+    #: The run's default supervision decider (``run(supervision=...)``); None means stop.
+    supervision: Any = None
 
     def new_future(self) -> asyncio.Future[Any]:
         """A future for a materialized value; cancelling it cancels the whole run."""

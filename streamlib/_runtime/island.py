@@ -217,6 +217,12 @@ class Island:
             else:
                 name = self.head.stage_name if self.head is not None else self.describe()
             annotate(error, name)
+            if self.out and self.tail is not None:
+                # The failing chunk's partial output goes downstream before the failure.
+                try:
+                    await self._flush()
+                except DownstreamCancelled:
+                    pass
             self._fail(error, max(where, 0))
 
     async def _run_pull(self, head: PullSourceLogic) -> None:
