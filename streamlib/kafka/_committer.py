@@ -1,0 +1,295 @@
+"""Committing consumer offsets in batches, after the records were processed.
+
+A committable source gives each record a :class:`CommitHandle` (one per run of
+the source: its consumer and group). The committer sink gathers the highest
+offset per partition of every handle it sees and commits ``offset + 1`` when
+``max_batch`` offsets have arrived or ``max_interval`` seconds have passed, with
+at most one commit in flight per handle (a commit never stalls the stream). At
+the end of the stream it commits what is left.
+
+Rebalances: when the group takes partitions away, the handle asks every
+committer that uses it to commit what it holds first, so the next owner starts
+where this one stopped. Offsets of partitions no longer assigned are dropped
+(their records will be read again by the new owner: at-least-once).
+
+Stopping: a committable source that is stopped ends its stream, then keeps its
+consumer open until the offsets of everything it emitted are committed (or
+``drain_timeout`` passes), so the last commits do not find the consumer closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import TopicPartition
+
+from .._runtime.channel import Channel
+from .._runtime.context import RunContext
+from .._runtime.signals import END, Failure
+from ..stage import AsyncLogic, Stage
+from ._errors import CommitError
+from ._records import CommittableOffset, CommittableRecord, ProducerResult
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+
+log = logging.getLogger("streamlib.kafka")
+
+
+class CommitHandle:
+    """The consumer of one committable-source run, as seen by committers."""
+
+    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "closed")
+
+    def __init__(self, consumer: AIOKafkaConsumer, group_id: str) -> None:
+        self.consumer = consumer
+        self.group_id = group_id
+        #: Per partition: one past the last offset the source emitted.
+        self.emitted: dict[TopicPartition, int] = {}
+        #: Per partition: the last offset committed through this handle.
+        self.committed: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Event()
+        self._committers: set[_CommitterLogic] = set()
+        self.closed = False
+
+    def register(self, committer: _CommitterLogic) -> None:
+        self._committers.add(committer)
+
+    def unregister(self, committer: _CommitterLogic) -> None:
+        self._committers.discard(committer)
+        self._progress.set()
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit ``offsets`` (next offsets to read) for the partitions still assigned."""
+        if self.closed:
+            log.warning("offsets %s not committed: the source's consumer is closed", _fmt(offsets))
+            return
+        assigned = self.consumer.assignment()
+        mine = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if len(mine) < len(offsets):
+            gone = {tp: off for tp, off in offsets.items() if tp not in assigned}
+            log.info("not committing %s: partitions no longer assigned", _fmt(gone))
+        if not mine:
+            return
+        try:
+            await self.consumer.commit(mine)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit of %s failed after a rebalance (records will be read again): %s", _fmt(mine), exc)
+            return
+        except KafkaError as exc:
+            raise CommitError(f"committing {_fmt(mine)} for group {self.group_id!r} failed: {exc!r}") from exc
+        for tp, off in mine.items():
+            if off > self.committed.get(tp, -1):
+                self.committed[tp] = off
+        self._progress.set()
+
+    async def flush_committers(self, partitions: set[TopicPartition]) -> None:
+        """Before ``partitions`` are revoked: every committer commits what it holds for them."""
+        for committer in list(self._committers):
+            try:
+                await committer.flush(self, partitions)
+            except Exception as exc:  # noqa: BLE001 - a failed commit only means re-reading
+                log.warning("commit before rebalance failed: %r", exc)
+
+    def drained(self) -> bool:
+        assigned = self.consumer.assignment()
+        return all(self.committed.get(tp, -1) >= off for tp, off in self.emitted.items() if tp in assigned)
+
+    async def wait_drained(self, timeout: float, outlet: Channel) -> None:
+        """Wait until every emitted offset is committed, downstream cancelled, or ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.drained() and not outlet.cancelled:
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("stopping with uncommitted offsets: emitted %s, committed %s",
+                            _fmt(self.emitted), _fmt(self.committed))
+                return
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), min(left, 0.1))
+            except TimeoutError:
+                pass
+
+
+def _fmt(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp.topic}-{tp.partition}:{off}" for tp, off in sorted(offsets.items())) or "nothing"
+
+
+def offset_of(element: Any) -> CommittableOffset:
+    """The committable offset an element carries, or a TypeError saying what it is."""
+    if type(element) is CommittableRecord:
+        return element.committable_offset
+    if type(element) is CommittableOffset:
+        return element
+    if isinstance(element, ProducerResult):
+        return offset_of(element.passthrough)
+    if isinstance(element, CommittableRecord):
+        return element.committable_offset
+    if isinstance(element, CommittableOffset):
+        return element
+    passthrough = getattr(element, "passthrough", None)
+    if passthrough is not None:
+        return offset_of(passthrough)
+    raise TypeError(
+        "a committer takes CommittableRecord, CommittableOffset or a producer result whose passthrough is one, "
+        f"got {type(element).__name__}: {element!r:.200}"
+    )
+
+
+@dataclass(frozen=True)
+class CommitterSettings:
+    """When the committer commits: every ``max_batch`` offsets or ``max_interval`` seconds."""
+
+    max_batch: int = 1000
+    max_interval: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ValueError(f"max_batch must be a positive int, got {self.max_batch!r}")
+        if not self.max_interval > 0:
+            raise ValueError(f"max_interval must be positive, got {self.max_interval!r}")
+
+
+class CommitterStage(Stage):
+    inputs = 1
+    outputs = 0
+    name = "kafka_committer"
+
+    def __init__(self, settings: CommitterSettings) -> None:
+        self.settings = settings
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, asyncio.Future[None]]:
+        fut: asyncio.Future[None] = ctx.new_future()
+        return _CommitterLogic(self.settings, ctx, fut), fut
+
+
+class _CommitterLogic(AsyncLogic):
+    def __init__(self, settings: CommitterSettings, ctx: RunContext, fut: asyncio.Future[None]) -> None:
+        self.settings = settings
+        self.clock = ctx.clock
+        self.fut = fut
+        self.pending: dict[CommitHandle, dict[TopicPartition, int]] = {}
+        self.count = 0
+        self.in_flight: dict[CommitHandle, asyncio.Task[None]] = {}
+        self.handles: set[CommitHandle] = set()
+        self.error: BaseException | None = None
+
+    def _add(self, chunk: list[Any]) -> None:
+        pending = self.pending
+        for x in chunk:
+            off = offset_of(x)
+            handle = off.handle
+            per = pending.get(handle)
+            if per is None:
+                per = pending[handle] = {}
+                if handle not in self.handles:
+                    self.handles.add(handle)
+                    handle.register(self)
+            tp = TopicPartition(off.topic, off.partition)
+            nxt = off.offset + 1
+            if nxt > per.get(tp, -1):
+                per[tp] = nxt
+        self.count += len(chunk)
+
+    def _start_commits(self) -> None:
+        """Start a commit for every handle with pending offsets and no commit in flight."""
+        for handle in list(self.pending):
+            task = self.in_flight.get(handle)
+            if task is not None and not task.done():
+                continue
+            offsets = self.pending.pop(handle)
+            self.in_flight[handle] = asyncio.ensure_future(self._commit(handle, offsets))
+        self.count = 0
+
+    async def _commit(self, handle: CommitHandle, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await handle.commit(offsets)
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+
+    async def _await_in_flight(self) -> None:
+        tasks = [t for t in self.in_flight.values() if not t.done()]
+        if tasks:
+            await asyncio.wait(tasks)
+        self.in_flight = {}
+        if self.error is not None:
+            raise self.error
+
+    async def flush(self, handle: CommitHandle, partitions: set[TopicPartition]) -> None:
+        """Commit now what is held for ``partitions`` of ``handle`` (a rebalance is coming)."""
+        task = self.in_flight.get(handle)
+        if task is not None and not task.done():
+            await asyncio.wait([task])
+        per = self.pending.get(handle)
+        if not per:
+            return
+        mine = {tp: off for tp, off in per.items() if tp in partitions}
+        for tp in mine:
+            del per[tp]
+        if mine:
+            await handle.commit(mine)
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (inlet,) = inlets
+        clock = self.clock
+        interval = self.settings.max_interval
+        max_batch = self.settings.max_batch
+        due: float | None = None
+        try:
+            while True:
+                if self.error is not None:
+                    raise self.error
+                item = inlet.get_nowait()
+                if item is None:
+                    if due is None:
+                        item = await inlet.get()
+                    else:
+                        left = due - clock.now()
+                        if left > 0:
+                            try:
+                                item = await asyncio.wait_for(inlet.get(), left)
+                            except TimeoutError:
+                                item = None
+                if type(item) is list:
+                    self._add(item)
+                    if due is None:
+                        due = clock.now() + interval
+                elif item is END:
+                    self._start_commits()
+                    await self._await_in_flight()
+                    if self.pending:  # offsets that waited for a commit in flight
+                        self._start_commits()
+                        await self._await_in_flight()
+                    if not self.fut.done():
+                        self.fut.set_result(None)
+                    return
+                elif isinstance(item, Failure):
+                    # Everything recorded so far was processed: committing it is safe.
+                    self._start_commits()
+                    await self._await_in_flight()
+                    raise item.error
+                if self.pending and (self.count >= max_batch or (due is not None and clock.now() >= due)):
+                    self._start_commits()
+                    due = None
+        finally:
+            for handle in self.handles:
+                handle.unregister(self)
+            for task in self.in_flight.values():
+                if not task.done():
+                    task.cancel()
+            if self.in_flight:
+                await asyncio.wait(list(self.in_flight.values()))
+
+    def on_failure(self, error: BaseException) -> None:
+        if not self.fut.done():
+            if isinstance(error, asyncio.CancelledError):
+                self.fut.cancel()
+            else:
+                self.fut.set_exception(error)

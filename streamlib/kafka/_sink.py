@@ -1,0 +1,256 @@
+"""Producer sink and producer flow.
+
+Both own one ``AIOKafkaProducer`` per run (started when the run starts, flushed
+and closed when it ends). Each element of a chunk is serialized and handed to
+the producer at once; the producer batches per partition (``linger_ms``,
+``max_batch_size``). Backpressure: ``producer.send`` waits while its buffer for
+a partition is full, and the stage waits when ``max_in_flight`` records have no
+delivery report yet, so a slow broker slows the stream instead of growing a queue.
+
+The sink completes its future once every record is acknowledged; a delivery
+failure fails the stream with a :class:`ProduceError` naming the topic. The
+flow emits, in input order, a :class:`ProducerResult` per record (or a
+:class:`ProducerMessageResult` per :class:`ProducerMessage`) once delivered,
+carrying the ``passthrough`` on to, typically, a committer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from .._runtime.channel import Channel
+from .._runtime.context import RunContext
+from .._runtime.signals import END, Failure
+from ..stage import AsyncLogic, Stage
+from ._produce import RecordSender, delivery_error
+from ._records import CommittableOffset, CommittableRecord, ProducerRecord, ProducerResult
+from ._settings import ProducerSettings
+
+
+class ProducerMessage(msgspec.Struct, frozen=True):
+    """Several records (possibly none) produced for one input, with one pass-through.
+
+    The flow emits its :class:`ProducerMessageResult` only when all of them are
+    delivered, so committing the pass-through then never skips an undelivered record.
+    """
+
+    records: Sequence[ProducerRecord[Any, Any]]
+    passthrough: Any = None
+
+
+class ProducerMessageResult(msgspec.Struct, frozen=True):
+    """The delivered records of one :class:`ProducerMessage`."""
+
+    results: list[ProducerResult[Any, Any]]
+    passthrough: Any = None
+
+
+class ProducerSinkStage(Stage):
+    inputs = 1
+    outputs = 0
+
+    def __init__(self, settings: ProducerSettings, topic: str | None) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.name = f"kafka_producer_sink({topic})" if topic else "kafka_producer_sink"
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, asyncio.Future[None]]:
+        fut: asyncio.Future[None] = ctx.new_future()
+        return _ProducerSinkLogic(self, fut), fut
+
+
+class _ProducerSinkLogic(AsyncLogic):
+    def __init__(self, stage: ProducerSinkStage, fut: asyncio.Future[None]) -> None:
+        self.stage = stage
+        self.fut = fut
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (inlet,) = inlets
+        settings = self.stage.settings
+        sender = RecordSender(settings, self.stage.topic, self.stage.stage_name())
+        max_in_flight = settings.max_in_flight
+        producer = settings.create_producer()
+        in_flight: deque[tuple[ProducerRecord[Any, Any], asyncio.Future[Any]]] = deque()
+        try:
+            await producer.start()
+            while True:
+                item = await inlet.get()
+                if type(item) is list:
+                    for element in item:
+                        rec = sender.as_record(element)
+                        in_flight.append((rec, await sender.send(producer, rec)))
+                    # Drop delivered records from the head; fail on the first failed delivery.
+                    while in_flight and (in_flight[0][1].done() or len(in_flight) > max_in_flight):
+                        rec, fut = in_flight.popleft()
+                        try:
+                            await fut
+                        except Exception as exc:
+                            raise delivery_error(rec, exc) from exc
+                elif item is END:
+                    await producer.flush()
+                    while in_flight:
+                        rec, fut = in_flight.popleft()
+                        try:
+                            await fut
+                        except Exception as exc:
+                            raise delivery_error(rec, exc) from exc
+                    if not self.fut.done():
+                        self.fut.set_result(None)
+                    return
+                elif isinstance(item, Failure):
+                    raise item.error
+        finally:
+            for _rec, fut in in_flight:
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+            await producer.stop()
+
+    def on_failure(self, error: BaseException) -> None:
+        if not self.fut.done():
+            if isinstance(error, asyncio.CancelledError):
+                self.fut.cancel()
+            else:
+                self.fut.set_exception(error)
+
+
+class ProducerFlowStage(Stage):
+    inputs = 1
+    outputs = 1
+
+    def __init__(self, settings: ProducerSettings, topic: str | None) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.name = f"kafka_producer_flow({topic})" if topic else "kafka_producer_flow"
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
+        return _ProducerFlowLogic(self, ctx), None
+
+
+_Pending = tuple[Any, Any]  # (element, future | list of (record, future) | None)
+
+
+class _ProducerFlowLogic(AsyncLogic):
+    def __init__(self, stage: ProducerFlowStage, ctx: RunContext) -> None:
+        self.stage = stage
+        self.max_chunk = ctx.max_chunk
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (inlet,) = inlets
+        (out,) = outlets
+        settings = self.stage.settings
+        sender = RecordSender(settings, self.stage.topic, self.stage.stage_name())
+        max_in_flight = settings.max_in_flight
+        producer = settings.create_producer()
+        pending: deque[_Pending] = deque()
+        try:
+            await producer.start()
+            while True:
+                item = inlet.get_nowait()
+                if item is None:
+                    if pending:
+                        if not _ready(pending[0]):
+                            await _wait_either(inlet, _head_future(pending[0]))
+                        if _ready(pending[0]):
+                            await self._emit_ready(out, pending, wait=False)
+                        continue
+                    item = await inlet.get()
+                if type(item) is list:
+                    for element in item:
+                        pending.append(await self._send(producer, sender, element))
+                    if len(pending) > max_in_flight:
+                        await _head_future(pending[0])
+                    await self._emit_ready(out, pending, wait=False)
+                elif item is END:
+                    await producer.flush()
+                    await self._emit_ready(out, pending, wait=True)
+                    return
+                elif isinstance(item, Failure):
+                    raise item.error
+                else:
+                    # A signal: it follows the results of everything before it.
+                    await self._emit_ready(out, pending, wait=True)
+                    await out.put(item)
+        finally:
+            for entry in pending:
+                for fut in _futures(entry):
+                    if fut.done() and not fut.cancelled():
+                        fut.exception()
+            await producer.stop()
+
+    async def _send(self, producer: Any, sender: RecordSender, element: Any) -> _Pending:
+        if isinstance(element, ProducerMessage):
+            sent = [(rec, await sender.send(producer, rec)) for rec in element.records]
+            return (element, sent)
+        if isinstance(element, (CommittableOffset, CommittableRecord)):
+            return (element, None)  # nothing to produce: passes through in order
+        rec = sender.as_record(element)
+        return (rec, await sender.send(producer, rec))
+
+    async def _emit_ready(self, out: Channel, pending: deque[_Pending], wait: bool) -> None:
+        results: list[Any] = []
+        max_chunk = self.max_chunk
+        while pending and (wait or _ready(pending[0])):
+            element, fut = pending.popleft()
+            results.append(await _result(element, fut))
+            if len(results) >= max_chunk:
+                await out.put(results)
+                results = []
+        if results:
+            await out.put(results)
+
+
+def _futures(entry: _Pending) -> list[Any]:
+    fut = entry[1]
+    if fut is None:
+        return []
+    if isinstance(fut, list):
+        return [f for _r, f in fut]
+    return [fut]
+
+
+def _ready(entry: _Pending) -> bool:
+    return all(f.done() for f in _futures(entry))
+
+
+def _head_future(entry: _Pending) -> Any:
+    for f in _futures(entry):
+        if not f.done():
+            return f
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+async def _wait_either(inlet: Channel, fut: Any) -> None:
+    """Wait until ``inlet`` has an item or ``fut`` is done."""
+    reader = asyncio.ensure_future(inlet.wait_readable())
+    try:
+        await asyncio.wait([reader, fut], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader])
+
+
+async def _result(element: Any, fut: Any) -> Any:
+    if fut is None:
+        return element
+    if isinstance(element, ProducerMessage):
+        results = []
+        for rec, f in fut:
+            results.append(await _delivered(rec, f))
+        return ProducerMessageResult(results, element.passthrough)
+    return await _delivered(element, fut)
+
+
+async def _delivered(rec: ProducerRecord[Any, Any], fut: Any) -> ProducerResult[Any, Any]:
+    try:
+        meta = await fut
+    except Exception as exc:
+        raise delivery_error(rec, exc) from exc
+    return ProducerResult(rec, meta.partition, meta.offset)
