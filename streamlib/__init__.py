@@ -24,6 +24,7 @@ from ._ops.supervision import Supervision
 from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
+from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore, Table
 from .stage import AsyncLogic, PullSourceLogic, SinkLogic, Stage, StageLogic
 
 __version__ = "0.1.0"
@@ -32,7 +33,9 @@ __all__ = [
     "AsyncLogic",
     "Balance",
     "Broadcast",
+    "Checkpoint",
     "Clock",
+    "Commit",
     "Concat",
     "EmptyStreamError",
     "Flow",
@@ -43,6 +46,7 @@ __all__ = [
     "KillSwitches",
     "Keep",
     "LoopClock",
+    "MemoryStore",
     "Merge",
     "MergePreferred",
     "Node",
@@ -50,6 +54,7 @@ __all__ = [
     "Partition",
     "PullSourceLogic",
     "QueueClosedError",
+    "RocksDBStore",
     "RunnableGraph",
     "RunningGraph",
     "SharedKillSwitch",
@@ -60,7 +65,10 @@ __all__ = [
     "SourceQueue",
     "Stage",
     "StageLogic",
+    "StateEncodingError",
+    "StateStore",
     "Supervision",
+    "Table",
     "Watermark",
     "Zip",
     "ZipWith",

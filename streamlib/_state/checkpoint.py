@@ -1,0 +1,231 @@
+"""Checkpoints across the stages of one run.
+
+Flow of one checkpoint:
+
+1. A *barrier source* (``checkpointed(store, every=...)``; later a Kafka
+   source) emits ``Barrier(id)`` in-band after a chunk and stages the position
+   it has reached as checkpoint meta (``{"position:<name>": n}``; a Kafka source
+   stages its offsets the same way).
+2. Each stateful operator using the same store stages its dirty state when the
+   barrier reaches it (``stage(id, name, table, writes)``) and forwards the
+   barrier. Staged writes are held here, per checkpoint id, so an operator that
+   is already past barrier ``id + 1`` cannot leak later state into checkpoint
+   ``id``.
+3. When every member of the run has staged ``id``, the staged writes go into
+   their tables and ``store.checkpoint(id, meta)`` commits them with the meta in
+   one atomic batch. Members then hear ``on_committed(id)``.
+
+On start every member reads the store's last checkpoint: operators load their
+tables, the barrier source resumes after its checkpointed position. Elements
+emitted to sinks after the last checkpoint are emitted again after a crash
+(at-least-once output); the state itself is exactly-once.
+
+One :class:`RunCheckpoints` exists per (store, run); members join while the run
+materializes and leave when their stage ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._runtime.context import RunContext
+from .._runtime.signals import Barrier, Signal
+from ..stage import Stage, StageLogic
+from .store import BaseStore, Checkpoint, Writes
+
+
+class _Staged:
+    __slots__ = ("members", "writes", "meta")
+
+    def __init__(self) -> None:
+        self.members: set[str] = set()
+        self.writes: list[tuple[str, Writes]] = []
+        self.meta: dict[str, Any] = {}
+
+
+class RunCheckpoints:
+    """Collects one run's staged state per checkpoint id and commits complete checkpoints."""
+
+    def __init__(self, store: BaseStore, key: int) -> None:
+        self.store = store
+        self.key = key
+        self.members: list[str] = []
+        self.live: set[str] = set()
+        self.staged: dict[int, _Staged] = {}
+        self.listeners: dict[str, Callable[[int], None]] = {}
+        self.start: Checkpoint | None = store.restore()
+
+    def join(self, base: str, on_committed: Callable[[int], None] | None = None) -> str:
+        """Register a member; returns its name, unique in this run (``base``, ``base-2``, ...)."""
+        name = base
+        k = 2
+        while name in self.members:
+            name = f"{base}-{k}"
+            k += 1
+        self.members.append(name)
+        self.live.add(name)
+        if on_committed is not None:
+            self.listeners[name] = on_committed
+        return name
+
+    def stage(
+        self,
+        checkpoint_id: int,
+        member: str,
+        table: str | None = None,
+        writes: Writes | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """``member`` has reached barrier ``checkpoint_id`` with these writes and meta."""
+        if self.start is not None and checkpoint_id <= self.start.id:
+            return  # a barrier replayed from before the restored checkpoint
+        st = self.staged.get(checkpoint_id)
+        if st is None:
+            st = self.staged[checkpoint_id] = _Staged()
+        if member in st.members:
+            raise RuntimeError(f"{member} staged checkpoint {checkpoint_id} twice")
+        st.members.add(member)
+        if writes and table is not None:
+            st.writes.append((table, writes))
+        if meta:
+            st.meta.update(meta)
+        if len(st.members) == len(self.members):
+            self._commit(checkpoint_id, st)
+
+    def _commit(self, checkpoint_id: int, st: _Staged) -> None:
+        del self.staged[checkpoint_id]
+        store = self.store
+        for table, writes in st.writes:
+            store.table(table).write(writes)
+        last = store.last_checkpoint()
+        meta = dict(last.meta) if last is not None else {}
+        meta.update(st.meta)
+        store.checkpoint(checkpoint_id, meta)
+        for listener in list(self.listeners.values()):
+            listener(checkpoint_id)
+
+    def leave(self, member: str) -> None:
+        """``member``'s stage ended (finished, failed or cancelled)."""
+        if member not in self.live:
+            return
+        self.live.discard(member)
+        self.listeners.pop(member, None)
+        if not self.live:
+            self.store._runs.pop(self.key, None)
+            self.store._release()
+
+
+def attach(store: BaseStore, ctx: RunContext) -> RunCheckpoints:
+    """The checkpoint coordinator of ``store`` for the run of ``ctx`` (created on first use)."""
+    key = id(ctx)
+    run: RunCheckpoints | None = store._runs.get(key)
+    if run is None:
+        store._acquire()
+        try:
+            run = RunCheckpoints(store, key)
+        except BaseException:
+            store._release()
+            raise
+        store._runs[key] = run
+        run.ctx = ctx  # type: ignore[attr-defined]  # keeps id(ctx) unique while the run lives
+    return run
+
+
+# -- the barrier source ---------------------------------------------------------
+
+
+class Checkpointed(Stage):
+    """Injects checkpoint barriers every ``every`` elements or ``interval`` seconds; resumes after a restart."""
+
+    def __init__(self, store: BaseStore, every: int | None, interval: float | None, name: str | None) -> None:
+        if every is None and interval is None:
+            raise ValueError("checkpointed(store, ...) needs every= (elements) or interval= (seconds)")
+        if every is not None and (not isinstance(every, int) or every < 1):
+            raise ValueError(f"checkpointed(every=) is a positive number of elements, got {every!r}")
+        if interval is not None and interval <= 0:
+            raise ValueError(f"checkpointed(interval=) is a positive number of seconds, got {interval!r}")
+        if not isinstance(store, BaseStore):
+            raise TypeError(f"checkpointed(store) needs a MemoryStore or RocksDBStore, got {store!r}")
+        self.store = store
+        self.every = every
+        self.interval = interval
+        self.name = name or "checkpointed"
+
+    def materialize(self, ctx: RunContext) -> tuple[StageLogic, None]:
+        run = attach(self.store, ctx)
+        return CheckpointedLogic(run, run.join(self.name), self.every, self.interval, ctx), None
+
+
+class CheckpointedLogic(StageLogic):
+    def __init__(
+        self, run: RunCheckpoints, member: str, every: int | None, interval: float | None, ctx: RunContext
+    ) -> None:
+        self.run = run
+        self.member = member
+        self.meta_key = f"position:{member}"
+        self.every = every
+        self.interval = interval
+        self.clock = ctx.clock
+        self.skip = 0
+        self.position = 0
+        self.since = 0
+        self.next_id = 1
+        self.due = 0.0
+
+    def on_start(self) -> list[Any]:
+        cp = self.run.start
+        if cp is not None:
+            self.next_id = cp.id + 1
+            self.skip = self.position = int(cp.meta.get(self.meta_key, 0))
+        if self.interval is not None:
+            self.due = self.clock.now() + self.interval
+        return []
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        if self.skip:
+            n = len(chunk)
+            if n <= self.skip:
+                self.skip -= n
+                return []
+            chunk = chunk[self.skip :]
+            self.skip = 0
+        n = len(chunk)
+        if not n:
+            return chunk
+        self.position += n
+        self.since += n
+        if self.every is not None and self.since >= self.every:
+            self._barrier()
+        elif self.interval is not None and self.clock.now() >= self.due:
+            self._barrier()
+        return chunk
+
+    def _barrier(self) -> None:
+        cid = self.next_id
+        self.next_id += 1
+        self.since = 0
+        if self.interval is not None:
+            self.due = self.clock.now() + self.interval
+        self.emit_signal(Barrier(cid))
+        self.run.stage(cid, self.member, meta={self.meta_key: self.position})
+
+    def on_signal(self, signal: Signal) -> list[Any] | None:
+        return None
+
+    def on_finish(self) -> list[Any]:
+        if self.skip:
+            raise RuntimeError(
+                f"{self.stage_name}: the source ended after {self.position - self.skip} elements but the "
+                f"checkpoint being resumed is at position {self.position}; the upstream of a "
+                "checkpointed stage must replay the same elements on every run"
+            )
+        self._barrier()
+        self.run.leave(self.member)
+        return []
+
+    def on_cancel(self) -> None:
+        self.run.leave(self.member)
+
+    def on_failure(self, error: BaseException) -> None:
+        self.run.leave(self.member)
