@@ -310,24 +310,51 @@ class Source(Generic[Out, Mat]):
     def grouped_within(self, n: int, seconds: float | timedelta) -> Source[list[Out], Mat]:
         """Emit lists of up to ``n`` elements, or what has arrived when ``seconds`` pass.
 
-        Emits when ``n`` elements are gathered or the interval elapses with at
-        least one element; completes when upstream does (flushing the rest).
+        Emits when ``n`` elements are gathered, or when ``seconds`` have passed
+        since the last emission (or the start) and at least one element waits
+        (never an empty list); the interval restarts at each emission. A
+        watermark or barrier first emits the elements before it. Backpressures
+        when downstream does. Completes when upstream does, emitting what waits.
+        Fused with its neighbours (a timer of the island, no extra task); one
+        input chunk may yield several lists.
+
+        >>> await Source.from_iterable(range(5)).grouped_within(2, 1.0).run_with(Sink.collect())
+        [[0, 1], [2, 3], [4]]
         """
         from .._ops import timed
 
         return self._then(timed.GroupedWithin(n, _seconds(seconds)))
 
     def throttle(self, elements: int, per: float | timedelta, burst: int = 0) -> Source[Out, Mat]:
-        """Pass at most ``elements`` per ``per`` seconds, with up to ``burst`` extra saved up.
+        """Pass at most ``elements`` per ``per`` seconds, shaping the stream (never dropping).
 
-        Backpressures when the rate is exceeded (token bucket).
+        A token bucket: one token every ``per / elements`` seconds, refilled
+        continuously, holding up to ``max(burst, 1)`` tokens and full at the
+        start; each element takes one. Emits when a token is available.
+        Backpressures when no token is (and when downstream does). Completes
+        when upstream does and every element is passed. Passes as much of a
+        chunk as there are tokens at once, then waits for the next token.
+
+        >>> # 0, 1, 2 at once (burst 3), then one every 0.5 s
+        >>> await Source.from_iterable(range(5)).throttle(2, 1.0, burst=3).run_with(Sink.collect())
+        [0, 1, 2, 3, 4]
         """
         from .._ops import timed
 
         return self._then(timed.Throttle(elements, _seconds(per), burst))
 
     def delay(self, seconds: float | timedelta) -> Source[Out, Mat]:
-        """Emit each element ``seconds`` after it arrived, order kept."""
+        """Emit each element ``seconds`` after it arrived, order kept.
+
+        Emits when the oldest waiting element's time has come. Backpressures
+        when downstream does, or when a channel's worth of elements (4096 by
+        default) is waiting. Completes when upstream does and every element was
+        emitted. Chunks stay whole (a chunk arrives, and leaves, at one instant);
+        signals keep their place.
+
+        >>> await Source.from_iterable([1, 2]).delay(0.5).run_with(Sink.collect())
+        [1, 2]
+        """
         from .._ops import timed
 
         return self._then(timed.Delay(_seconds(seconds)))
@@ -335,25 +362,50 @@ class Source(Generic[Out, Mat]):
     def map_async(self, parallelism: int, f: Callable[[Out], Awaitable[T]]) -> Source[T, Mat]:
         """Apply the coroutine function ``f`` with up to ``parallelism`` calls in flight; order kept.
 
-        Emits when the oldest call finished; backpressures when ``parallelism``
-        calls are in flight and downstream does; fails when a call raises.
+        Emits when the oldest call has finished: every finished result at the
+        head goes as one chunk, without waiting for more. Backpressures when
+        ``parallelism`` calls are started and not yet emitted. Completes when
+        upstream does and every result was emitted. Fails when a call raises
+        (with that exception), cancelling the calls in flight; cancelling the
+        stream cancels them too.
+
+        >>> async def double(x): return x * 2
+        >>> await Source.from_iterable([1, 2, 3]).map_async(4, double).run_with(Sink.collect())
+        [2, 4, 6]
         """
         from .._ops import concurrent
 
         return self._then(concurrent.MapAsync(parallelism, f, ordered=True))
 
     def map_async_unordered(self, parallelism: int, f: Callable[[Out], Awaitable[T]]) -> Source[T, Mat]:
-        """Like ``map_async`` but emits results as they finish, in any order."""
+        """Like ``map_async`` but emits each result as soon as its call finishes, in any order.
+
+        Emits when any call has finished (all finished results as one chunk).
+        A watermark or barrier waits until every call started before it is
+        emitted. Backpressures, completes and fails as ``map_async``.
+
+        >>> await Source.from_iterable([3, 1, 2]).map_async_unordered(3, sleep_then_return).run_with(Sink.collect())
+        [1, 2, 3]
+        """
         from .._ops import concurrent
 
         return self._then(concurrent.MapAsync(parallelism, f, ordered=False))
 
     def buffer(self, size: int, overflow: OverflowStrategy = "backpressure") -> Source[Out, Mat]:
-        """Hold up to ``size`` elements between upstream and downstream.
+        """Hold up to ``size`` elements while downstream is slower than upstream.
 
-        ``overflow`` says what happens when it is full: ``"backpressure"``,
-        ``"drop_head"`` (oldest), ``"drop_tail"`` (newest buffered),
-        ``"drop_new"`` (the incoming one) or ``"fail"``.
+        ``overflow`` says what happens when an element arrives and the buffer
+        is full: ``"backpressure"`` (stop taking input), ``"drop_head"`` (drop
+        the oldest buffered), ``"drop_tail"`` (drop the newest buffered),
+        ``"drop_new"`` (drop the arriving one) or ``"fail"`` (fail with
+        ``BufferOverflowError``). Dropped counts are logged at debug level.
+        Emits when downstream has room. Backpressures only with
+        ``"backpressure"``. Completes when upstream does and the buffer is
+        empty. Chunks pass whole unless a drop trims them. Holds ``size``
+        elements on top of the channel to the next stage.
+
+        >>> await Source.from_iterable(range(3)).buffer(100, "drop_head").run_with(Sink.collect())
+        [0, 1, 2]
         """
         from .._ops import concurrent
 
