@@ -18,6 +18,7 @@ from ._dsl.source import Source
 from ._native import native_enabled
 from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, Partition, Zip, ZipWith
 from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
+from ._ops.restart import RestartFlow, RestartSettings, RestartSink, RestartSource
 from ._ops.sinks import EmptyStreamError, SinkQueue
 from ._ops.sources import QueueClosedError, SourceQueue
 from ._ops.supervision import Supervision
@@ -54,6 +55,10 @@ __all__ = [
     "Partition",
     "PullSourceLogic",
     "QueueClosedError",
+    "RestartFlow",
+    "RestartSettings",
+    "RestartSink",
+    "RestartSource",
     "RocksDBStore",
     "RunnableGraph",
     "RunningGraph",
