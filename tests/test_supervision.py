@@ -338,3 +338,33 @@ def _raise_on(marker: int) -> Any:
         return x
 
     return f
+
+
+# -- map_async -------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(data(), st.booleans())
+async def test_resume_map_async_drops_failed_calls(case: Any, ordered: bool) -> None:
+    xs, cuts, bad = case
+
+    async def f(x: int) -> int:
+        if x in bad:
+            raise Boom(x)
+        return x * 2
+
+    src = source_from_chunks(split_at(xs, cuts))
+    stage = src.map_async(3, f) if ordered else src.map_async_unordered(3, f)
+    got = await stage.with_supervision(Supervision.resume).run_with(Sink.collect())
+    model = [x * 2 for x in xs if x not in bad]
+    assert (got if ordered else sorted(got)) == (model if ordered else sorted(model))
+
+
+async def test_map_async_stop_and_run_default() -> None:
+    async def f(x: int) -> int:
+        return 10 // x
+
+    with pytest.raises(ZeroDivisionError):
+        await Source.from_iterable([1, 0]).map_async(2, f).with_supervision("stop").run_with(Sink.collect())
+    graph = Source.from_iterable([5, 0, 2]).map_async(2, f).to_mat(Sink.collect(), Keep.right)
+    assert await graph.run(supervision="resume") == [2, 5]

@@ -370,8 +370,8 @@ class Flow(Generic[In, Out, Mat]):
         drops the failing element (logged with the stage name) and goes on,
         ``Supervision.restart`` also resets the stage's state (``scan`` emits its
         zero again). Honoured by map, filter, filter_not, map_concat, collect,
-        take_while, drop_while, scan, fold and reduce; a TypeError for any other
-        stage. A supervised element-wise stage is evaluated element by element and
+        take_while, drop_while, scan, fold, reduce and map_async(_unordered); a
+        TypeError for any other stage. A supervised element-wise stage is evaluated element by element and
         not fused with its neighbours.
 
         >>> await Source.from_iterable([1, 0, 2]).map(lambda x: 6 // x).with_supervision(

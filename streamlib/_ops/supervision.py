@@ -22,8 +22,9 @@ time and re-materializes the stage on restart.
 
 Stages that honour supervision: ``map``, ``filter``, ``filter_not``,
 ``map_concat``, ``collect``, ``take_while``, ``drop_while``, ``scan``, ``fold``,
-``reduce``, and any stage offering ``supervised(decider) -> Stage`` (the hook an
-async stage such as ``map_async`` implements to take part). ``with_supervision``
+``reduce``, ``map_async`` and ``map_async_unordered`` (a call that raises drops
+its element; there is no state, so restart is resume; the stage gets one extra
+hop that removes the dropped elements' places). ``with_supervision``
 on any other stage is a ``TypeError`` at build time, naming the stage.
 
 A per-run default: ``graph.run(supervision=decider)`` wraps every stage that
@@ -37,6 +38,8 @@ they turn it into a last element or a replacement source.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import reprlib
 from collections.abc import Callable, Iterable, Sequence
@@ -126,17 +129,16 @@ _STEP_STAGES = frozenset({"fold", "reduce"})
 
 
 def _supervisable(stage: Stage) -> bool:
+    from .concurrent import MapAsync
+
     if isinstance(stage, _chain.ChainStage):
         return stage.kind in _SUPERVISED_KINDS
-    if callable(getattr(stage, "supervised", None)):
+    if isinstance(stage, MapAsync):
         return True
     return type(stage).__name__ == "_LogicStage" and stage.name in _STEP_STAGES
 
 
 def _wrap(stage: Stage, decider: Decider) -> Stage:
-    hook = getattr(stage, "supervised", None)
-    if callable(hook) and not isinstance(stage, SupervisedStage):
-        return cast(Stage, hook(decider))
     if isinstance(stage, SupervisedStage):
         stage = stage.inner
     return SupervisedStage(stage, decider)
@@ -154,7 +156,7 @@ def supervise_outlet(module: Module, decider: Decider | Directive | str) -> Modu
         raise TypeError(
             f"with_supervision: stage '{target.stage_name()}' does not call a user function it could "
             "supervise; supervision applies to map, filter, filter_not, map_concat, collect, take_while, "
-            "drop_while, scan, fold, reduce and stages that offer supervised(decider)"
+            "drop_while, scan, fold, reduce, map_async and map_async_unordered"
         )
     stages = module.stages[:index] + (_wrap(target, fn),) + module.stages[index + 1 :]
     return Module(stages, module.edges, module.inlet, module.outlet, module.mat)
@@ -187,10 +189,16 @@ class SupervisedStage(Stage):
     def outputs(self) -> int:  # type: ignore[override]
         return self.inner.outputs
 
-    def materialize(self, ctx: RunContext) -> tuple[StageLogic, Any]:
+    def materialize(self, ctx: RunContext) -> tuple[StageLogic | AsyncLogic, Any]:
+        from .concurrent import MapAsync
+
         inner = self.inner
         if isinstance(inner, _chain.ChainStage):
             return SupervisedChainLogic(inner.kind, inner.fn, inner.arg, self.name, self.decider), None
+        if isinstance(inner, MapAsync):
+            wrapped = MapAsync(inner.parallelism, _supervised_call(inner.f, self.decider, self.name), inner.ordered)
+            logic, mat = wrapped.materialize(ctx)
+            return _DropMarkedLogic(logic, ctx), mat
         logic, mat = inner.materialize(ctx)
         return SupervisedStepLogic(inner, ctx, logic, self.decider), mat
 
@@ -405,6 +413,62 @@ class SupervisedStepLogic(StageLogic):
 
     def on_cancel(self) -> None:
         self.inner.on_cancel()
+
+
+# -- map_async -------------------------------------------------------------------------
+
+#: What a supervised asynchronous call returns for an element it dropped.
+_DROPPED: Any = object()
+
+
+def _supervised_call(f: Callable[[Any], Any], decider: Decider, name: str) -> Callable[[Any], Any]:
+    async def call(x: Any) -> Any:
+        aw = f(x)
+        if not inspect.isawaitable(aw):
+            raise TypeError(f"{name}: f must return an awaitable (use an async def), got {type(aw).__name__}")
+        try:
+            return await aw
+        except Exception as error:
+            directive = _decide(decider, error, name)
+            if directive == "stop":
+                raise
+            _log_dropped(name, x, error, directive)  # no state to reset: restart is resume
+            return _DROPPED
+
+    return call
+
+
+class _DropMarkedLogic(AsyncLogic):
+    """Runs an async logic into a channel of its own and forwards its output without dropped marks."""
+
+    def __init__(self, inner: AsyncLogic, ctx: RunContext) -> None:
+        self.inner = inner
+        self.ctx = ctx
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        from .._runtime.graph_run import drive_async
+
+        (out,) = outlets
+        self.inner.stage_name = self.stage_name
+        mid = Channel(self.ctx.channel_capacity, f"{self.stage_name}.supervised")
+        task = self.ctx.loop.create_task(drive_async(self.inner, inlets, [mid]))
+        try:
+            while True:
+                item = await mid.get()
+                if type(item) is list:
+                    kept = [x for x in item if x is not _DROPPED]
+                    if kept:
+                        await out.put(kept)
+                elif item is END:
+                    return
+                elif isinstance(item, Failure):
+                    raise item.error
+                else:
+                    await out.put(item)
+        finally:
+            mid.cancel()
+            task.cancel()
+            await asyncio.wait([task])
 
 
 # -- recover -------------------------------------------------------------------------
