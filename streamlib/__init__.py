@@ -17,7 +17,6 @@ from ._dsl.sink import Sink
 from ._dsl.source import Source
 from ._native import native_enabled
 from ._ops.concurrent import BufferOverflowError
-from ._ops.flow_control import StreamTimeoutError
 from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, Partition, Zip, ZipWith
 from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
 from ._ops.restart import RestartFlow, RestartSettings, RestartSink, RestartSource
@@ -73,7 +72,6 @@ __all__ = [
     "SourceQueue",
     "Stage",
     "StageLogic",
-    "StreamTimeoutError",
     "StateEncodingError",
     "StateStore",
     "Supervision",
