@@ -17,6 +17,7 @@ from ._dsl.sink import Sink
 from ._dsl.source import Source
 from ._native import native_enabled
 from ._ops.concurrent import BufferOverflowError
+from ._ops.flow_control import StreamTimeoutError
 from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, Partition, Zip, ZipWith
 from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
 from ._ops.restart import RestartFlow, RestartSettings, RestartSink, RestartSource
@@ -72,6 +73,7 @@ __all__ = [
     "SourceQueue",
     "Stage",
     "StageLogic",
+    "StreamTimeoutError",
     "StateEncodingError",
     "StateStore",
     "Supervision",

@@ -411,6 +411,125 @@ class Flow(Generic[In, Out, Mat]):
         from .._ops.supervision import RecoverWith
 
         return self._then(RecoverWith(attempts, fn))
+
+    # -- rate decoupling and timeouts --
+
+    def conflate(self, aggregate: Callable[[Out, Out], Out]) -> Flow[In, Out, Mat]:
+        """While downstream is busy, fold arriving elements into one with ``aggregate``.
+
+        Emits when downstream has taken everything emitted before (the summary of
+        what arrived since); backpressures never; completes when upstream
+        completes and the last summary is emitted. A chunk arriving at once is
+        summarized together.
+
+        >>> latest_total = readings.conflate(operator.add)
+        """
+        from .._ops import flow_control
+
+        return self._then(flow_control.conflate(aggregate))
+
+    def conflate_with_seed(self, seed: Callable[[Out], T], aggregate: Callable[[T, Out], T]) -> Flow[In, T, Mat]:
+        """Like ``conflate``, starting each summary with ``seed(element)``.
+
+        >>> lists = source.conflate_with_seed(lambda x: [x], lambda acc, x: acc + [x])
+        """
+        from .._ops.flow_control import conflate_with_seed
+
+        return self._then(conflate_with_seed(seed, aggregate))
+
+    def batch(self, max: int, seed: Callable[[Out], T], aggregate: Callable[[T, Out], T]) -> Flow[In, T, Mat]:
+        """While downstream is busy, fold up to ``max`` arriving elements into one batch.
+
+        Emits when downstream has taken everything emitted before; backpressures
+        when a batch holds ``max`` elements and downstream is busy; completes when
+        upstream completes and the last batch is emitted. How many elements a
+        batch holds depends on how busy downstream is, never more than ``max``.
+
+        >>> rows.batch(500, lambda r: [r], lambda b, r: b + [r]).map_async(1, insert_many)
+        """
+        from .._ops import flow_control
+
+        return self._then(flow_control.batch(max, seed, aggregate))
+
+    def batch_weighted(
+        self, max_weight: float, cost: Callable[[Out], float], seed: Callable[[Out], T], aggregate: Callable[[T, Out], T]
+    ) -> Flow[In, T, Mat]:
+        """Like ``batch``, counting ``cost(element)`` toward ``max_weight`` (an element heavier than it goes alone).
+
+        >>> frames = chunks.batch_weighted(64_000, len, bytearray, lambda b, x: b + x)
+        """
+        from .._ops import flow_control
+
+        return self._then(flow_control.batch_weighted(max_weight, cost, seed, aggregate))
+
+    def expand(self, extrapolate: Callable[[Out], Iterable[T]]) -> Flow[In, T, Mat]:
+        """While upstream is slower than downstream, emit more elements from ``extrapolate(last)``.
+
+        Emits the first element of ``extrapolate(x)`` when ``x`` arrives, then one
+        more from it each time downstream has taken everything, until the next
+        element arrives (or the iterable ends). Backpressures when downstream does
+        and a first element waits; completes when upstream completes.
+
+        >>> ticks = prices.expand(itertools.repeat)  # repeat the last price while nothing new comes
+        """
+        from .._ops.flow_control import Expand
+
+        return self._then(Expand(extrapolate))
+
+    def keep_alive(self, max_idle: float | timedelta, inject: Callable[[], Out]) -> Flow[In, Out, Mat]:
+        """Emit ``inject()`` whenever no element passed for ``max_idle`` seconds.
+
+        Emits when upstream emits, or after ``max_idle`` seconds of silence;
+        backpressures when downstream does; completes when upstream completes.
+        Fused: chunks pass unchanged.
+
+        >>> frames.keep_alive(15.0, lambda: b"ping")
+        """
+        from .._ops.flow_control import KeepAlive
+
+        return self._then(KeepAlive(_seconds(max_idle), inject))
+
+    def idle_timeout(self, seconds: float | timedelta) -> Flow[In, Out, Mat]:
+        """Fail with ``StreamTimeoutError`` when no element passes for ``seconds``.
+
+        Emits what upstream emits (fused, chunks unchanged); fails when the gap
+        between two elements (or before the first) exceeds ``seconds``.
+
+        >>> requests.idle_timeout(30.0)
+        """
+        from .._ops.flow_control import Timeout
+
+        return self._then(Timeout("idle", _seconds(seconds)))
+
+    def completion_timeout(self, seconds: float | timedelta) -> Flow[In, Out, Mat]:
+        """Fail with ``StreamTimeoutError`` when the stream has not completed ``seconds`` after it started.
+
+        >>> batch_job.completion_timeout(timedelta(minutes=5))
+        """
+        from .._ops.flow_control import Timeout
+
+        return self._then(Timeout("completion", _seconds(seconds)))
+
+    def initial_timeout(self, seconds: float | timedelta) -> Flow[In, Out, Mat]:
+        """Fail with ``StreamTimeoutError`` when the first element has not arrived ``seconds`` after the start.
+
+        >>> replies.initial_timeout(5.0)
+        """
+        from .._ops.flow_control import Timeout
+
+        return self._then(Timeout("initial", _seconds(seconds)))
+
+    def backpressure_timeout(self, seconds: float | timedelta) -> Flow[In, Out, Mat]:
+        """Fail with ``StreamTimeoutError`` when downstream takes nothing for ``seconds`` while elements wait.
+
+        Emits what upstream emits; fails when a chunk has waited ``seconds`` for
+        room downstream. An async stage (its own task).
+
+        >>> events.backpressure_timeout(10.0).to(slow_sink)
+        """
+        from .._ops.flow_control import BackpressureTimeout
+
+        return self._then(BackpressureTimeout(_seconds(seconds)))
     # --- end of generated operators ---
 
 
