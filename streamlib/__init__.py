@@ -17,6 +17,7 @@ from ._dsl.sink import Sink
 from ._dsl.source import Source
 from ._native import native_enabled
 from ._ops.concurrent import BufferOverflowError
+from ._ops.fan import Interleave, MergeSorted, Unzip, UnzipWith
 from ._ops.flow_control import StreamTimeoutError
 from ._ops.junctions import Balance, Broadcast, Concat, Merge, MergePreferred, Partition, Zip, ZipWith
 from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
@@ -46,6 +47,7 @@ __all__ = [
     "GraphBuilder",
     "GraphError",
     "InPort",
+    "Interleave",
     "KillSwitch",
     "KillSwitches",
     "Keep",
@@ -53,6 +55,7 @@ __all__ = [
     "MemoryStore",
     "Merge",
     "MergePreferred",
+    "MergeSorted",
     "Node",
     "OutPort",
     "Partition",
@@ -78,6 +81,8 @@ __all__ = [
     "StateStore",
     "Supervision",
     "Table",
+    "Unzip",
+    "UnzipWith",
     "Watermark",
     "Zip",
     "ZipWith",

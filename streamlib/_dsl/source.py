@@ -31,7 +31,9 @@ from .module import Module
 
 if TYPE_CHECKING:
     from .._ops.supervision import Decider, Directive
+    from .._state.store import StateStore
     from .flow import Flow
+    from .keyed import Keyed
     from .runnable import RunnableGraph
     from .sink import Sink
 
@@ -40,6 +42,7 @@ Mat = TypeVar("Mat")
 T = TypeVar("T")
 M2 = TypeVar("M2")
 M3 = TypeVar("M3")
+K = TypeVar("K")
 
 
 class Source(Generic[Out, Mat]):
@@ -431,6 +434,90 @@ class Source(Generic[Out, Mat]):
         """
         return self._via_module(Module.of(_simple.watch_termination()), Keep.right)
 
+    # -- event time, keys and state --
+
+    def with_timestamps(
+        self,
+        fn: Callable[[Out], int],
+        max_out_of_orderness: int | timedelta = 0,
+        idle_timeout: float | timedelta | None = None,
+    ) -> Source[Out, Mat]:
+        """Give each element an event timestamp (int ms since the epoch) and emit watermarks.
+
+        Elements pass unchanged. Emits ``Watermark(max_ts - max_out_of_orderness)``
+        after each chunk that raised the largest timestamp seen (watermarks only
+        rise; upstream watermarks are dropped). ``max_out_of_orderness`` is int ms
+        or a timedelta. With ``idle_timeout`` (seconds or timedelta of processing
+        time), a quiet input advances the watermark by the time it has been quiet,
+        so windows close without heartbeat messages. Windows and ``dedupe``
+        downstream use ``fn`` as their event time.
+
+        >>> Source.from_iterable(events).with_timestamps(lambda e: e.ts, max_out_of_orderness=timedelta(seconds=5))
+        """
+        from .keyed import with_timestamps_stage
+
+        return self._then(with_timestamps_stage(fn, max_out_of_orderness, idle_timeout))
+
+    def key_by(self, key: Callable[[Out], K]) -> Keyed[Source[Out, Mat], Out, K]:
+        """Key the stream by ``key(element)`` for windows and per-key state.
+
+        Adds no stage by itself: ``.window(...)``, ``.stateful_map(...)`` and
+        ``.dedupe(...)`` on the result do the work, per key.
+
+        >>> Source.from_iterable(events).with_timestamps(ts).key_by(lambda e: e.user).window(TumblingWindows(60_000)).count()
+        """
+        from .keyed import Keyed
+
+        return Keyed(self, key)
+
+    def dedupe(
+        self,
+        key: Callable[[Out], Any],
+        within: int | timedelta,
+        *,
+        store: StateStore | None = None,
+        timestamp: Callable[[Out], int] | None = None,
+        name: str | None = None,
+    ) -> Source[Out, Mat]:
+        """Drop an element when one with the same ``key`` passed less than ``within`` before or after it.
+
+        ``within`` is event time (int ms or timedelta), from an upstream
+        ``with_timestamps`` or ``timestamp=``; without either, the arrival time
+        on the wall clock. Emits first occurrences; backpressures when downstream
+        does; keys are forgotten once the watermark is ``within`` past them. With
+        a store the seen keys are checkpointed and restored.
+
+        >>> await Source.from_iterable([1, 2, 1]).dedupe(lambda x: x, within=timedelta(hours=1)).run_with(Sink.collect())
+        [1, 2]
+        """
+        from .keyed import dedupe_stage
+
+        return self._then(dedupe_stage(self, key, within, store, timestamp, name))
+
+    def checkpointed(
+        self,
+        store: StateStore,
+        *,
+        every: int | None = None,
+        interval: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> Source[Out, Mat]:
+        """Checkpoint the stateful operators after this point into ``store``, and resume from it.
+
+        Emits ``Barrier`` signals after the chunk that reaches ``every`` elements
+        (or ``interval`` seconds) since the last one; each checkpoint commits all
+        operators' state with the number of elements passed here, atomically.
+        On start with a checkpoint in ``store`` it drops that many elements, so
+        the upstream must replay the same elements on every run. Emits one last
+        checkpoint when upstream completes. Output is at-least-once across a
+        crash; state is exactly-once.
+
+        >>> Source.from_iterable(events).checkpointed(RocksDBStore("state"), every=10_000)
+        """
+        from .keyed import checkpointed_stage
+
+        return self._then(checkpointed_stage(store, every, interval, name))
+
     # -- resilience: supervision and recovery --
 
     def with_supervision(self, decider: Decider | Directive) -> Source[Out, Mat]:
@@ -600,4 +687,34 @@ class Source(Generic[Out, Mat]):
         from .._ops.flow_control import BackpressureTimeout
 
         return self._then(BackpressureTimeout(_seconds(seconds)))
+
+    # -- fan-in with another source --
+
+    def merge_sorted(self, other: Source[Out, Any], key: Callable[[Out], Any] | None = None) -> Source[Out, Mat]:
+        """Merge this sorted stream with the sorted Source ``other`` into one sorted stream.
+
+        Emits when both sides that have not completed have an element (the
+        smaller first); backpressures when downstream does; completes when both
+        completed; fails when either side is not sorted by ``key``.
+
+        >>> await Source.from_iterable([1, 4, 9]).merge_sorted(Source.from_iterable([2, 3, 10])).run_with(Sink.collect())
+        [1, 2, 3, 4, 9, 10]
+        """
+        from .._ops.fan import MergeSorted, fan_in_with
+
+        return self._via_module(fan_in_with(MergeSorted(2, key), other._module), Keep.left)
+
+    def interleave(self, other: Source[Out, Any], segment_size: int, eager_close: bool = False) -> Source[Out, Mat]:
+        """Alternate ``segment_size`` elements of this stream with ``segment_size`` of ``other``.
+
+        Emits when the side whose turn it is has an element; completes when both
+        completed (``eager_close``: when the side whose turn it is completed); a
+        side that completed hands its turns to the other.
+
+        >>> await Source.from_iterable([1, 2, 3, 4]).interleave(Source.from_iterable([8, 9]), 2).run_with(Sink.collect())
+        [1, 2, 8, 9, 3, 4]
+        """
+        from .._ops.fan import Interleave, fan_in_with
+
+        return self._via_module(fan_in_with(Interleave(2, segment_size, eager_close), other._module), Keep.left)
     # --- end of generated operators ---
