@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -445,3 +446,34 @@ def test_buffer_argument_errors() -> None:
         Flow.buffer(0)
     with pytest.raises(ValueError, match="overflow strategy must be one of 'backpressure'"):
         Flow.buffer(4, "drop_everything")  # type: ignore[arg-type]
+
+
+async def _identity(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize(
+    "attach",
+    [
+        lambda s: s.map_async(2, _identity),
+        lambda s: s.map_async_unordered(2, _identity),
+        lambda s: s.buffer(4),
+        lambda s: s.buffer(4, "drop_head"),
+        lambda s: s.delay(5.0),
+        lambda s: s.throttle(1, 5.0),
+    ],
+    ids=["map_async", "map_async_unordered", "buffer", "buffer_drop_head", "delay", "throttle"],
+)
+async def test_downstream_cancellation_reaches_upstream_at_once_while_idle(
+    attach: Callable[[Source[int, Any]], Source[int, Any]],
+) -> None:
+    clock = VirtualClock()
+    # Straight from the probe (no Flow, whose identity stage would be an island in between).
+    src, sink = attach(TestSource.probe()).to_mat(TestSink.probe(), Keep.both).run(clock=clock)
+    await src.send_next(1)
+    sink.request(1)
+    await sink.expect_next(1, timeout=10.0)
+    now = clock.now()
+    sink.cancel()  # the stage is waiting for input
+    await src.expect_cancellation()
+    assert clock.now() == now

@@ -137,11 +137,14 @@ class _GroupedWithinLogic(StageLogic):
         return out
 
     def on_failure(self, error: BaseException) -> None:
-        self.buf = []
-        self.timer_at = None
+        self._reset()
 
     def on_cancel(self) -> None:
-        self.on_failure(None)  # type: ignore[arg-type]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.buf = []
+        self.timer_at = None
 
 
 # -- throttle ---------------------------------------------------------------------
@@ -188,7 +191,11 @@ class _ThrottleLogic(AsyncLogic):
         clock, interval, tolerance = self.clock, self.interval, self.tolerance
         tat = clock.now()
         while True:
-            item = await inlet.get()
+            check_cancelled(out)
+            item = inlet.get_nowait()
+            if item is None:
+                await self.wakeup.wait(inlet=inlet, outlet=out)  # also woken by a cancel downstream
+                continue
             if type(item) is not list:
                 if item is END:
                     return
