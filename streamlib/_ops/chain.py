@@ -108,15 +108,38 @@ class ChainLogic(StageLogic):
         return partial
 
     def on_start(self) -> list[Any]:
-        items: list[Any] = []
-        for k, (kind, _fn, _arg, _name) in enumerate(self.ops):
-            if kind == SCAN:
-                items = [self.state[k], *self._run_from(k, items, stop=k + 1)]
-            elif kind == TAKE and self.state[k] <= 0:
+        """The scan zeros, as nested generators would emit them before any input.
+
+        Each scan's zero comes before what reaches it from the ops upstream; ops
+        before a ``take(0)`` are never asked for anything; when a function fails on
+        a zero, what was emitted before it is the partial output, unless a later
+        ``take``/``take_while`` completed before reaching the failing element.
+        """
+        ops, state = self.ops, self.state
+        first = 0
+        for k in range(len(ops) - 1, -1, -1):
+            if ops[k][0] == TAKE and state[k] <= 0:
                 self.completed = True
-                return items
-            elif items:
-                items = self._run_from(k, items, stop=k + 1)
+                first = k + 1
+                break
+        items: list[Any] = []
+        error: BaseException | None = None
+        for k in range(first, len(ops)):
+            head = [state[k]] if ops[k][0] == SCAN else []
+            if items:
+                was_completed, self.completed = self.completed, False
+                try:
+                    items = self._run_from(k, items, stop=k + 1)
+                except Exception as exc:
+                    items, error = self.take_partial(), exc
+                else:
+                    if error is not None and self.completed:
+                        error = None  # completed before the failing element
+                self.completed = self.completed or was_completed
+            items = head + items
+        if error is not None:
+            self.partial = items
+            raise error
         return items
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
@@ -145,7 +168,6 @@ class ChainLogic(StageLogic):
                     out.extend(takewhile(fn, chunk))
                     if len(out) < len(chunk):
                         self.completed = True
-                        return self._rest(k, out, end)
                 elif kind == DROP_WHILE:
                     if self.state[k]:
                         out.extend(dropwhile(fn, chunk))
@@ -164,7 +186,6 @@ class ChainLogic(StageLogic):
                     self.state[k] = remaining - len(out)
                     if self.state[k] <= 0:
                         self.completed = True
-                        return self._rest(k, out, end)
                 elif kind == DROP:
                     remaining = self.state[k]
                     if remaining > 0:
@@ -180,8 +201,19 @@ class ChainLogic(StageLogic):
                 annotate(error, name)
                 if kind == SCAN and out:
                     self.state[k] = out[-1]
+                was_completed, self.completed = self.completed, False
                 self.partial = self._rest_after_failure(k, out, end)
+                later_completed = self.completed
+                self.completed = later_completed or was_completed
+                if later_completed and isinstance(error, Exception):
+                    # A later take/take_while completed on the elements before the failing
+                    # one: element by element, the failing element is never reached.
+                    partial, self.partial = self.partial, []
+                    return partial
                 raise
+            if self.completed and kind in (TAKE, TAKE_WHILE):
+                # Outside the try: a failure in the ops after take is theirs, not take's.
+                return self._rest(k, out, end)
             chunk = out
         return chunk
 

@@ -158,17 +158,23 @@ class _PartitionLogic(AsyncLogic):
                     await _put_signal(out, item)
                 continue
             parts: list[list[Any]] = [[] for _ in range(n)]
-            for x in item:
-                i = f(x)
-                if not 0 <= i < n:
-                    raise IndexError(f"partitioner returned {i!r} for {x!r}; outputs are 0..{n - 1}")
-                parts[i].append(x)
+            error: Exception | None = None
+            try:
+                for x in item:
+                    i = f(x)
+                    if not 0 <= i < n:
+                        raise IndexError(f"partitioner returned {i!r} for {x!r}; outputs are 0..{n - 1}")
+                    parts[i].append(x)
+            except Exception as exc:
+                error = exc  # the elements before the failing one are still delivered
             for i, part in enumerate(parts):
                 if part and not dead[i]:
                     try:
                         await outlets[i].put(part)
                     except DownstreamCancelled:
                         dead[i] = True
+            if error is not None:
+                raise error
 
 
 class Merge(_FanIn):

@@ -57,7 +57,6 @@ class _KillSwitchLogic(AsyncLogic):
     def __init__(self, switch: KillSwitch) -> None:
         self.switch = switch
         self._waiter: asyncio.Future[None] | None = None
-        switch._logics.append(self)
 
     def wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -66,6 +65,8 @@ class _KillSwitchLogic(AsyncLogic):
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (inlet,), (out,) = inlets, outlets
         loop = asyncio.get_running_loop()
+        # Registered only while running: a run cancelled before it started leaves no trace.
+        self.switch._logics.append(self)
         try:
             while True:
                 if self.switch._state is not False:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from itertools import islice, repeat
 from typing import Any
@@ -19,13 +20,25 @@ class _SourceStage(Stage):
 
 
 class _IteratorLogic(PullSourceLogic):
-    __slots__ = ("it",)
+    __slots__ = ("it", "error")
 
     def __init__(self, it: Iterator[Any]) -> None:
         self.it = it
+        self.error: BaseException | None = None
 
     def pull(self, n: int) -> list[Any]:
-        chunk = list(islice(self.it, n))
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        chunk: list[Any] = []
+        try:
+            chunk.extend(islice(self.it, n))
+        except Exception as error:
+            if not chunk:
+                raise
+            # Deliver what the iterator yielded before failing; fail at the next pull.
+            self.error = error
+            return chunk
         if len(chunk) < n:
             self.done = True
         return chunk
@@ -84,6 +97,7 @@ class _LazyIteratorLogic(_IteratorLogic):
     def __init__(self, factory: Callable[[], Iterable[Any]]) -> None:
         self.factory = factory
         self.it = None  # type: ignore[assignment]
+        self.error = None
 
     def pull(self, n: int) -> list[Any]:
         if self.it is None:
@@ -170,16 +184,47 @@ class _AsyncIterLogic(AsyncLogic):
         (out,) = outlets
         pending: list[Any] = []
         it = self.iterable.__aiter__()
+        # While backpressured, the next element is awaited in a task raced against room
+        # downstream, so elements gathered meanwhile go out as soon as there is room.
+        nxt: asyncio.Future[Any] | None = None
         try:
-            async for x in it:
-                pending.append(x)
-                # Forward at once when there is room; gather a chunk while backpressured.
-                if out.has_room() or len(pending) >= self.max_chunk:
+            while True:
+                if pending and (out.has_room() or len(pending) >= self.max_chunk):
                     await out.put(pending)
                     pending = []
+                if not pending:
+                    try:
+                        x = await (nxt if nxt is not None else it.__anext__())
+                    except StopAsyncIteration:
+                        break
+                    nxt = None
+                    pending.append(x)
+                    continue
+                if nxt is None:
+                    nxt = asyncio.ensure_future(it.__anext__())
+                room = asyncio.ensure_future(out.wait_room())
+                try:
+                    await asyncio.wait((nxt, room), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    room.cancel()
+                    await asyncio.wait((room,))  # its cleanup must not clear a later put's waiter
+                if nxt.done():
+                    done, nxt = nxt, None
+                    try:
+                        pending.append(done.result())
+                    except StopAsyncIteration:
+                        break
+                    except Exception:
+                        await out.put(pending)  # what arrived before the failure goes first
+                        raise
             if pending:
                 await out.put(pending)
         finally:
+            if nxt is not None:
+                nxt.cancel()
+                await asyncio.wait((nxt,))
+                if not nxt.cancelled():
+                    nxt.exception()
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
