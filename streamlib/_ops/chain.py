@@ -20,7 +20,7 @@ Contract of ``ChainLogic.on_chunk`` (both implementations):
 
 from __future__ import annotations
 
-from itertools import accumulate, chain, dropwhile, filterfalse, islice, takewhile
+from itertools import accumulate, chain, dropwhile, filterfalse, takewhile
 from typing import Any, Callable
 
 from ..stage import Stage, StageLogic, annotate
@@ -189,7 +189,7 @@ class ChainLogic(StageLogic):
                 elif kind == DROP:
                     remaining = self.state[k]
                     if remaining > 0:
-                        out = list(islice(chunk, remaining, None))
+                        out = chunk[remaining:]  # a slice also takes counts beyond sys.maxsize
                         self.state[k] = max(0, remaining - len(chunk))
                     else:
                         out = chunk
