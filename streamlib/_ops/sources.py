@@ -50,7 +50,7 @@ class _IteratorLogic(PullSourceLogic):
 
 
 class _SequenceLogic(PullSourceLogic):
-    """Slices a list or tuple directly: cheaper than iterating it."""
+    """Slices a list, tuple or range directly: cheaper than iterating it."""
 
     __slots__ = ("seq", "pos")
 
@@ -60,7 +60,9 @@ class _SequenceLogic(PullSourceLogic):
 
     def pull(self, n: int) -> list[Any]:
         pos = self.pos
-        chunk = list(self.seq[pos : pos + n])
+        chunk = self.seq[pos : pos + n]
+        if type(chunk) is not list:
+            chunk = list(chunk)  # a tuple or range slice; a list slice is already a new list
         self.pos = pos + len(chunk)
         if self.pos >= len(self.seq):
             self.done = True
@@ -76,9 +78,20 @@ class IterableSource(_SourceStage):
         self.iterable = iterable
 
     def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
-        if type(self.iterable) in (list, tuple):
+        if type(self.iterable) in (list, tuple) or _sized_range(self.iterable):
             return _SequenceLogic(self.iterable), None  # type: ignore[arg-type]
         return _IteratorLogic(iter(self.iterable)), None
+
+
+def _sized_range(iterable: Iterable[Any]) -> bool:
+    """A range whose len() works (not beyond sys.maxsize elements): it can be sliced."""
+    if type(iterable) is not range:
+        return False
+    try:
+        len(iterable)
+    except OverflowError:
+        return False
+    return True
 
 
 class IteratorFactorySource(_SourceStage):
