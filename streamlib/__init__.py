@@ -24,6 +24,7 @@ from ._ops.killswitch import KillSwitch, KillSwitches, SharedKillSwitch
 from ._ops.restart import RestartFlow, RestartSettings, RestartSink, RestartSource
 from ._ops.sinks import EmptyStreamError, SinkQueue
 from ._ops.sources import QueueClosedError, SourceQueue
+from ._ops.substreams import TooManySubstreamsError
 from ._ops.supervision import Supervision
 from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
@@ -81,6 +82,7 @@ __all__ = [
     "StateStore",
     "Supervision",
     "Table",
+    "TooManySubstreamsError",
     "Unzip",
     "UnzipWith",
     "Watermark",

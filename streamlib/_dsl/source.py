@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .keyed import Keyed
     from .runnable import RunnableGraph
     from .sink import Sink
+    from .subflow import SubFlow
 
 Out = TypeVar("Out")
 Mat = TypeVar("Mat")
@@ -717,4 +718,76 @@ class Source(Generic[Out, Mat]):
         from .._ops.fan import Interleave, fan_in_with
 
         return self._via_module(fan_in_with(Interleave(2, segment_size, eager_close), other._module), Keep.left)
+
+    # -- substreams --
+
+    def group_by(
+        self, max_substreams: int, key: Callable[[Out], Any], allow_closed_substream_recreation: bool = False
+    ) -> SubFlow[Out, Source[Any, Mat]]:
+        """Split the stream into one substream per ``key(element)``; operators then apply per substream.
+
+        Returns a ``SubFlow``: its operators run on each substream, and
+        ``merge_substreams()`` joins them back. Emits (into a substream) when that
+        substream has room; backpressures when the substream of the current
+        element is full (one slow substream slows them all, as in Akka); completes
+        when upstream and every substream completed. A key beyond
+        ``max_substreams`` open substreams fails with ``TooManySubstreamsError``.
+        Elements for a key whose substream completed early are dropped, unless
+        ``allow_closed_substream_recreation`` opens a new one.
+
+        >>> await Source.from_iterable("abcab").group_by(10, str).fold("", operator.add).merge_substreams().run_with(Sink.collect())
+        ['aa', 'bb', 'c']  # in completion order
+        """
+        from .._ops.substreams import GroupBy
+        from .subflow import SubFlow
+
+        return SubFlow(self, GroupBy(max_substreams, key, allow_closed_substream_recreation))
+
+    def split_when(self, p: Callable[[Out], object]) -> SubFlow[Out, Source[Any, Mat]]:
+        """Start a new substream at each element for which ``p`` holds (that element opens it).
+
+        Close with ``concat_substreams()`` to keep order. A substream that completes
+        early drops the elements up to the next split.
+
+        >>> await Source.from_iterable([1, 2, 0, 3, 0]).split_when(lambda x: x == 0).fold(0, operator.add).concat_substreams().run_with(Sink.collect())
+        [3, 3, 0]
+        """
+        from .._ops.substreams import Split
+        from .subflow import SubFlow
+
+        return SubFlow(self, Split(p, after=False))
+
+    def split_after(self, p: Callable[[Out], object]) -> SubFlow[Out, Source[Any, Mat]]:
+        """End the current substream after each element for which ``p`` holds (that element closes it).
+
+        >>> await Source.from_iterable([1, 2, 0, 3, 0]).split_after(lambda x: x == 0).map(str).fold("", operator.add).concat_substreams().run_with(Sink.collect())
+        ['120', '30']
+        """
+        from .._ops.substreams import Split
+        from .subflow import SubFlow
+
+        return SubFlow(self, Split(p, after=True))
+
+    def flat_map_merge(self, breadth: int, f: Callable[[Out], Source[T, Any]]) -> Source[T, Mat]:
+        """Run the Source ``f(element)`` for each element, up to ``breadth`` at once, merging their elements.
+
+        Emits when any running source emits; backpressures when downstream does,
+        and reads upstream only while fewer than ``breadth`` sources run;
+        completes when upstream and every source completed; fails when any does.
+
+        >>> pages = urls.flat_map_merge(8, lambda u: paged_source(u))
+        """
+        from .._ops.substreams import FlatMap, Substreams
+
+        return self._then(Substreams(FlatMap(f, concat=False), None, breadth))
+
+    def flat_map_concat(self, f: Callable[[Out], Source[T, Any]]) -> Source[T, Mat]:
+        """Run the Source ``f(element)`` for each element in turn, emitting all of one before the next.
+
+        >>> await Source.from_iterable([1, 2]).flat_map_concat(lambda n: Source.from_iterable([n] * n)).run_with(Sink.collect())
+        [1, 2, 2]
+        """
+        from .._ops.substreams import FlatMap, Substreams
+
+        return self._then(Substreams(FlatMap(f, concat=True), None, 1))
     # --- end of generated operators ---

@@ -1,0 +1,430 @@
+"""Substreams: ``group_by``, ``split_when``/``split_after`` and ``flat_map_merge``/``flat_map_concat``.
+
+One :class:`Substreams` stage (an :class:`~streamlib.stage.AsyncLogic`) does
+all of them. It has two halves joined by shared state:
+
+* the *router* (a task of the stage) reads upstream and decides, per element,
+  which substream it belongs to. A new substream is a sub-run of the user's
+  blueprint (the Flow accumulated on a ``SubFlow``, or the Source ``f(x)``
+  returns), materialized with the ordinary materializer between two channels the
+  stage owns: the router puts the substream's elements on its input channel, the
+  sub-run puts results on its output channel;
+* the *merger* (the stage's own task) forwards whatever the substreams' output
+  channels hold to the stage's outlet. Output channels tell the merger when they
+  receive something (a ready queue), so waiting costs nothing per idle
+  substream, whatever their number.
+
+Backpressure is Akka's: every substream channel is bounded
+(:data:`SUBSTREAM_BUFFER` elements), and a router blocked on a full substream
+blocks the whole stage, so a slow substream slows upstream and memory stays
+bounded by ``substreams * buffer``. ``parallelism`` bounds how many substreams
+run at once; the router waits for a slot before opening another (so
+``group_by`` with more live keys than ``parallelism`` waits for a substream to
+complete, as in Akka). ``max_substreams`` bounds the open substreams of
+``group_by``: one more key is :class:`TooManySubstreamsError`.
+
+A substream that completes early (its flow took what it wanted) is closed: later
+elements for its key are dropped unless ``allow_closed_substream_recreation``,
+and for ``split_*`` up to the next split. A substream that fails fails the stage.
+Sub-runs belong to the stage: when it ends for any reason they are cancelled.
+Watermarks and barriers do not cross substream boundaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._dsl.module import Module
+from .._runtime.channel import Channel, DownstreamCancelled
+from .._runtime.context import RunContext
+from .._runtime.materializer import Edge
+from .._runtime.signals import END, Failure
+from ..stage import AsyncLogic, Stage
+from ._subrun import ChannelSinkStage, ChannelSourceStage, SubRuns, close_source
+
+#: Elements a substream's input and output channels each hold before their producer waits.
+SUBSTREAM_BUFFER = 256
+
+
+class TooManySubstreamsError(RuntimeError):
+    """``group_by`` met a new key while ``max_substreams`` substreams were open."""
+
+
+# -- what decides the substreams ------------------------------------------------------
+
+
+class GroupBy:
+    kind = "group_by"
+
+    def __init__(self, max_substreams: int, key: Callable[[Any], Any], allow_recreation: bool) -> None:
+        if not isinstance(max_substreams, int) or isinstance(max_substreams, bool) or max_substreams < 1:
+            raise ValueError(f"group_by(max_substreams, key) needs max_substreams >= 1, got {max_substreams!r}")
+        if not callable(key):
+            raise TypeError(f"group_by(max_substreams, key) needs a callable key, got {key!r}")
+        self.max_substreams = max_substreams
+        self.key = key
+        self.allow_recreation = allow_recreation
+
+
+class Split:
+    def __init__(self, predicate: Callable[[Any], object], after: bool) -> None:
+        if not callable(predicate):
+            raise TypeError(f"split needs a callable predicate, got {predicate!r}")
+        self.predicate = predicate
+        self.after = after
+        self.kind = "split_after" if after else "split_when"
+
+
+class FlatMap:
+    def __init__(self, f: Callable[[Any], Any], concat: bool) -> None:
+        if not callable(f):
+            raise TypeError(f"flat_map needs a callable f, got {f!r}")
+        self.f = f
+        self.kind = "flat_map_concat" if concat else "flat_map_merge"
+
+
+Splitter = GroupBy | Split | FlatMap
+
+
+class Substreams(Stage):
+    """Route elements to substreams running ``flow`` (or the Sources of ``FlatMap``) and merge them."""
+
+    def __init__(self, splitter: Splitter, flow: Module | None, parallelism: int) -> None:
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
+            raise ValueError(f"{splitter.kind}: parallelism must be an int >= 1, got {parallelism!r}")
+        if flow is not None and (flow.inlet is None or flow.outlet is None):
+            raise TypeError(f"{splitter.kind}: the substream blueprint must be a Flow")
+        self.splitter = splitter
+        self.flow = flow
+        self.parallelism = parallelism
+        self.name = splitter.kind
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
+        return _SubstreamsLogic(self, ctx), None
+
+    def __repr__(self) -> str:
+        if self.flow is None:
+            return self.name
+        inner = " -> ".join(s.stage_name() for s in self.flow.stages if s.stage_name() != "identity")
+        return f"{self.name}[{inner or 'identity'}]"
+
+
+# -- the channels between the stage and its substreams -----------------------------------
+
+
+class _OutChannel(Channel):
+    """A substream's output channel: tells the merger whenever it receives something."""
+
+    __slots__ = ("logic", "sub")
+
+    def __init__(self, capacity: int, name: str, logic: _SubstreamsLogic, sub: _Sub) -> None:
+        super().__init__(capacity, name)
+        self.logic = logic
+        self.sub = sub
+
+    async def put(self, item: list[Any] | Any) -> None:
+        await super().put(item)
+        self.logic.ready(self)
+
+    def put_nowait(self, item: list[Any] | Any) -> bool:
+        ok = super().put_nowait(item)
+        if ok:
+            self.logic.ready(self)
+        return ok
+
+    def put_final(self, item: Any) -> None:
+        super().put_final(item)
+        self.logic.ready(self)
+
+
+class _Sub:
+    __slots__ = ("key", "inlet", "out", "closed")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.inlet: Channel | None = None
+        self.out: _OutChannel | None = None
+        self.closed = False
+
+
+class _FlowTemplate:
+    """A substream Flow closed between two placeholder channel stages; only the channels change per run."""
+
+    def __init__(self, flow: Module) -> None:
+        n = len(flow.stages)
+        assert flow.inlet is not None and flow.outlet is not None
+        self.stages = flow.stages
+        self.edges = (
+            tuple(Edge(e.src + 1, e.src_port, e.dst + 1, e.dst_port) for e in flow.edges)
+            + (Edge(0, 0, flow.inlet[0] + 1, flow.inlet[1]),)
+            + (Edge(flow.outlet[0] + 1, flow.outlet[1], n + 1, 0),)
+        )
+
+    def closed(self, inlet: Channel, out: Channel) -> Module:
+        stages = (ChannelSourceStage(inlet), *self.stages, ChannelSinkStage(out))
+        return Module(stages, self.edges, None, None, _no_value)
+
+
+def _no_value(mats: Sequence[Any]) -> None:
+    return None
+
+
+# -- the logic ---------------------------------------------------------------------------
+
+
+class _SubstreamsLogic(AsyncLogic):
+    def __init__(self, stage: Substreams, ctx: RunContext) -> None:
+        self.stage = stage
+        self.splitter = stage.splitter
+        self.ctx = ctx
+        self.buffer = min(SUBSTREAM_BUFFER, ctx.channel_capacity)
+        self.runs = SubRuns()
+        flow = stage.flow
+        if flow is not None and ctx.supervision is not None:
+            from .supervision import with_default_supervision
+
+            flow = with_default_supervision(flow, ctx.supervision)
+        self.template = _FlowTemplate(flow) if flow is not None else None
+        #: Open substreams by key (``group_by``); the current one is ``self.current`` for the others.
+        self.open: dict[Any, _Sub] = {}
+        self.closed_keys: set[Any] = set()
+        self.current: _Sub | None = None
+        self.current_has_elements = False
+        self.running = 0  # substreams started and not yet completed
+        self.started = 0
+        self.router_done = False
+        self.router_error: BaseException | None = None
+        self._ready: deque[_OutChannel] = deque()
+        self._queued: set[int] = set()
+        self._wake: asyncio.Future[None] | None = None
+        self._slot: asyncio.Future[None] | None = None
+
+    # -- notifications -------------------------------------------------------------
+
+    def ready(self, ch: _OutChannel) -> None:
+        key = id(ch)
+        if key not in self._queued:
+            self._queued.add(key)
+            self._ready.append(ch)
+        self._wake_merger()
+
+    def _wake_merger(self) -> None:
+        fut = self._wake
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _free_slot(self) -> None:
+        fut = self._slot
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    # -- merging (the stage's task) ----------------------------------------------------
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (inlet,), (out,) = inlets, outlets
+        router = self.ctx.loop.create_task(self._route_and_report(inlet))
+        try:
+            await self._merge(out)
+        finally:
+            router.cancel()
+            try:
+                await asyncio.wait([router])
+            finally:
+                if not router.cancelled():
+                    router.exception()
+                await self.runs.aclose()
+
+    async def _merge(self, out: Channel) -> None:
+        loop = self.ctx.loop
+        ready, queued = self._ready, self._queued
+        while True:
+            if self.router_error is not None:
+                raise self.router_error
+            if not ready:
+                if self.router_done and self.running == 0:
+                    return
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+                continue
+            ch = ready.popleft()
+            queued.discard(id(ch))
+            item = ch.get_nowait()
+            if item is None:
+                continue
+            if len(ch):
+                queued.add(id(ch))
+                ready.append(ch)  # round robin between substreams with output
+            if type(item) is list:
+                await out.put(item)
+            elif item is END:
+                self._finished(ch.sub)
+            elif isinstance(item, Failure):
+                raise item.error
+            # other signals from inside a substream do not leave it
+
+    def _finished(self, sub: _Sub) -> None:
+        self.running -= 1
+        sub.closed = True
+        if self.open.get(sub.key) is sub:
+            del self.open[sub.key]
+            self.closed_keys.add(sub.key)
+        self._free_slot()
+
+    # -- routing (a task of the stage) --------------------------------------------------------
+
+    async def _route_and_report(self, inlet: Channel) -> None:
+        try:
+            await self._route(inlet)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            self.router_error = error
+        else:
+            self.router_done = True
+        finally:
+            inlet.cancel()
+            self._wake_merger()
+
+    async def _route(self, inlet: Channel) -> None:
+        sp = self.splitter
+        while True:
+            item = await inlet.get()
+            if type(item) is list:
+                if isinstance(sp, GroupBy):
+                    await self._route_groups(sp, item)
+                elif isinstance(sp, Split):
+                    await self._route_split(sp, item)
+                else:
+                    for x in item:
+                        await self._start_source(sp, x)
+            elif item is END:
+                for sub in list(self.open.values()) + ([self.current] if self.current else []):
+                    if sub.inlet is not None:
+                        sub.inlet.put_final(END)
+                return
+            elif isinstance(item, Failure):
+                raise item.error
+
+    async def _wait_slot(self) -> None:
+        while self.running >= self.stage.parallelism:
+            self._slot = self.ctx.loop.create_future()
+            try:
+                await self._slot
+            finally:
+                self._slot = None
+
+    def _start_flow(self, key: Any) -> _Sub:
+        assert self.template is not None
+        sub = _Sub(key)
+        name = f"{self.stage_name}#{self.started}"
+        sub.inlet = Channel(self.buffer, f"{name}.in")
+        sub.out = _OutChannel(self.buffer, f"{name}.out", self, sub)
+        self.started += 1
+        self.running += 1
+        self.runs.start(self.template.closed(sub.inlet, sub.out), self.ctx, name, self.buffer)
+        return sub
+
+    async def _route_groups(self, sp: GroupBy, chunk: list[Any]) -> None:
+        key = sp.key
+        groups: dict[Any, list[Any]] = {}
+        for x in chunk:
+            k = key(x)
+            part = groups.get(k)
+            if part is None:
+                groups[k] = [x]
+            else:
+                part.append(x)
+        for k, part in groups.items():
+            sub = self.open.get(k)
+            if sub is None:
+                if k in self.closed_keys and not sp.allow_recreation:
+                    continue  # that substream completed: it wants no more elements
+                if len(self.open) >= sp.max_substreams:
+                    self._forget_closing()
+                if len(self.open) >= sp.max_substreams:
+                    raise TooManySubstreamsError(
+                        f"{self.stage_name}: key {k!r} would open substream {len(self.open) + 1}, "
+                        f"more than max_substreams={sp.max_substreams}"
+                    )
+                await self._wait_slot()
+                sub = self.open[k] = self._start_flow(k)
+                self.closed_keys.discard(k)
+            assert sub.inlet is not None
+            try:
+                await sub.inlet.put(part)
+            except DownstreamCancelled:
+                pass  # completed meanwhile; its END reaches the merger, which closes the key
+
+    def _forget_closing(self) -> None:
+        """Substreams that cancelled their input are completing: they no longer count as open."""
+        for k, sub in list(self.open.items()):
+            if sub.inlet is not None and sub.inlet.cancelled:
+                del self.open[k]
+                self.closed_keys.add(k)
+
+    async def _route_split(self, sp: Split, chunk: list[Any]) -> None:
+        p, after = sp.predicate, sp.after
+        part: list[Any] = []
+        for x in chunk:
+            if after:
+                if self.current is None:
+                    await self._open_split()
+                part.append(x)
+                if p(x):
+                    await self._close_split(part)
+                    part = []
+            else:
+                if self.current is not None and p(x) and (part or self.current_has_elements):
+                    await self._close_split(part)
+                    part = []
+                if self.current is None:
+                    await self._open_split()
+                part.append(x)
+        if part:
+            await self._feed_current(part)
+
+    async def _open_split(self) -> None:
+        await self._wait_slot()
+        self.current = self._start_flow(None)
+        self.current_has_elements = False
+
+    async def _feed_current(self, part: list[Any]) -> None:
+        sub = self.current
+        assert sub is not None and sub.inlet is not None
+        self.current_has_elements = True
+        if not sub.inlet.cancelled:
+            try:
+                await sub.inlet.put(part)
+            except DownstreamCancelled:
+                pass  # the substream completed early: drop up to the next split
+
+    async def _close_split(self, part: list[Any]) -> None:
+        if part:
+            await self._feed_current(part)
+        sub = self.current
+        assert sub is not None and sub.inlet is not None
+        sub.inlet.put_final(END)
+        self.current = None
+
+    async def _start_source(self, sp: FlatMap, x: Any) -> None:
+        blueprint = sp.f(x)
+        module = getattr(blueprint, "_module", None)
+        if not isinstance(module, Module) or module.inlet is not None or module.outlet is None:
+            raise TypeError(f"{self.stage_name}: f must return a Source, got {blueprint!r} for element {x!r}")
+        if self.ctx.supervision is not None:
+            from .supervision import with_default_supervision
+
+            module = with_default_supervision(module, self.ctx.supervision)
+        await self._wait_slot()
+        sub = _Sub(None)
+        name = f"{self.stage_name}#{self.started}"
+        sub.out = _OutChannel(self.buffer, f"{name}.out", self, sub)
+        self.started += 1
+        self.running += 1
+        self.runs.start(close_source(module, sub.out), self.ctx, name, self.buffer)
