@@ -12,6 +12,7 @@ stream; running one starts asyncio tasks joined by bounded channels.
 from ._dsl.flow import Flow
 from ._dsl.graph import GraphBuilder, GraphError, InPort, Node, OutPort
 from ._dsl.keep import Keep
+from ._dsl.keyed import Keyed, Windowed
 from ._dsl.runnable import RunnableGraph
 from ._dsl.sink import Sink
 from ._dsl.source import Source
@@ -30,6 +31,19 @@ from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
 from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore, Table
+from ._state.operators import KeyState
+from ._time import (
+    CountWindows,
+    HoppingWindows,
+    LateDataError,
+    LateRecord,
+    SessionWindows,
+    SlidingWindows,
+    TumblingWindows,
+    WindowAssigner,
+    WindowResult,
+    is_late,
+)
 from .stage import AsyncLogic, PullSourceLogic, SinkLogic, Stage, StageLogic
 
 __version__ = "0.1.0"
@@ -43,15 +57,21 @@ __all__ = [
     "Clock",
     "Commit",
     "Concat",
+    "CountWindows",
     "EmptyStreamError",
     "Flow",
     "GraphBuilder",
     "GraphError",
+    "HoppingWindows",
     "InPort",
     "Interleave",
+    "KeyState",
+    "Keyed",
     "KillSwitch",
     "KillSwitches",
     "Keep",
+    "LateDataError",
+    "LateRecord",
     "LoopClock",
     "MemoryStore",
     "Merge",
@@ -69,10 +89,12 @@ __all__ = [
     "RocksDBStore",
     "RunnableGraph",
     "RunningGraph",
+    "SessionWindows",
     "SharedKillSwitch",
     "Sink",
     "SinkLogic",
     "SinkQueue",
+    "SlidingWindows",
     "Source",
     "SourceQueue",
     "Stage",
@@ -83,10 +105,15 @@ __all__ = [
     "Supervision",
     "Table",
     "TooManySubstreamsError",
+    "TumblingWindows",
     "Unzip",
     "UnzipWith",
     "Watermark",
+    "WindowAssigner",
+    "WindowResult",
+    "Windowed",
     "Zip",
     "ZipWith",
+    "is_late",
     "native_enabled",
 ]

@@ -98,7 +98,8 @@ class Island:
                 raise
             if emitted:
                 self._push(i + 1, emitted)
-            if lg.pending_signals:
+            # Signals set while handling a signal replace it; an empty list drops it.
+            if lg.pending_signals is not None:
                 signals = lg.pending_signals
                 lg.pending_signals = None
                 for s in signals:

@@ -26,13 +26,17 @@ materializes and leave when their stage ends.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .._runtime.context import RunContext
 from .._runtime.signals import Barrier, Signal
 from ..stage import Stage, StageLogic
-from .store import BaseStore, Checkpoint, Writes
+from .store import Checkpoint, StateStore, Writes
+
+#: Live coordinators: store -> {id(run context): coordinator}.
+_RUNS: weakref.WeakKeyDictionary[Any, dict[int, RunCheckpoints]] = weakref.WeakKeyDictionary()
 
 
 class _Staged:
@@ -47,13 +51,14 @@ class _Staged:
 class RunCheckpoints:
     """Collects one run's staged state per checkpoint id and commits complete checkpoints."""
 
-    def __init__(self, store: BaseStore, key: int) -> None:
+    def __init__(self, store: StateStore, key: int) -> None:
         self.store = store
         self.key = key
         self.members: list[str] = []
         self.live: set[str] = set()
         self.staged: dict[int, _Staged] = {}
         self.listeners: dict[str, Callable[[int], None]] = {}
+        self.ctx: RunContext | None = None
         self.start: Checkpoint | None = store.restore()
 
     def join(self, base: str, on_committed: Callable[[int], None] | None = None) -> str:
@@ -112,23 +117,41 @@ class RunCheckpoints:
         self.live.discard(member)
         self.listeners.pop(member, None)
         if not self.live:
-            self.store._runs.pop(self.key, None)
-            self.store._release()
+            runs = _RUNS.get(self.store)
+            if runs is not None:
+                runs.pop(self.key, None)
+            release = getattr(self.store, "_release", None)
+            if release is not None:
+                release()
 
 
-def attach(store: BaseStore, ctx: RunContext) -> RunCheckpoints:
-    """The checkpoint coordinator of ``store`` for the run of ``ctx`` (created on first use)."""
+def attach(store: StateStore, ctx: RunContext) -> RunCheckpoints:
+    """The checkpoint coordinator of ``store`` for the run of ``ctx`` (created on first use).
+
+    Stores with ``_acquire``/``_release`` (both built-in ones) are told when the
+    first member of a run joins and when the last one leaves; a RocksDBStore
+    closes its database then.
+    """
+    if not isinstance(store, StateStore):
+        raise TypeError(f"expected a state store (MemoryStore, RocksDBStore or a StateStore), got {store!r}")
+    runs = _RUNS.get(store)
+    if runs is None:
+        runs = _RUNS[store] = {}
     key = id(ctx)
-    run: RunCheckpoints | None = store._runs.get(key)
+    run = runs.get(key)
     if run is None:
-        store._acquire()
+        acquire = getattr(store, "_acquire", None)
+        if acquire is not None:
+            acquire()
         try:
             run = RunCheckpoints(store, key)
         except BaseException:
-            store._release()
+            release = getattr(store, "_release", None)
+            if release is not None:
+                release()
             raise
-        store._runs[key] = run
-        run.ctx = ctx  # type: ignore[attr-defined]  # keeps id(ctx) unique while the run lives
+        run.ctx = ctx  # keeps id(ctx) unique while the run lives
+        runs[key] = run
     return run
 
 
@@ -138,15 +161,15 @@ def attach(store: BaseStore, ctx: RunContext) -> RunCheckpoints:
 class Checkpointed(Stage):
     """Injects checkpoint barriers every ``every`` elements or ``interval`` seconds; resumes after a restart."""
 
-    def __init__(self, store: BaseStore, every: int | None, interval: float | None, name: str | None) -> None:
+    def __init__(self, store: StateStore, every: int | None, interval: float | None, name: str | None) -> None:
         if every is None and interval is None:
             raise ValueError("checkpointed(store, ...) needs every= (elements) or interval= (seconds)")
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"checkpointed(every=) is a positive number of elements, got {every!r}")
         if interval is not None and interval <= 0:
             raise ValueError(f"checkpointed(interval=) is a positive number of seconds, got {interval!r}")
-        if not isinstance(store, BaseStore):
-            raise TypeError(f"checkpointed(store) needs a MemoryStore or RocksDBStore, got {store!r}")
+        if not isinstance(store, StateStore):
+            raise TypeError(f"checkpointed(store) needs a state store (MemoryStore, RocksDBStore), got {store!r}")
         self.store = store
         self.every = every
         self.interval = interval

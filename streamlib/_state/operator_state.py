@@ -20,7 +20,7 @@ from typing import Any
 from .._runtime.context import RunContext
 from .checkpoint import RunCheckpoints, attach
 from .codec import decode_key, encode, encode_key, value_decoder
-from .store import BaseStore
+from .store import StateStore
 
 EXTRA_PREFIX = b"\xc1"
 
@@ -44,7 +44,7 @@ class OperatorState:
 
     def __init__(
         self,
-        store: BaseStore | None,
+        store: StateStore | None,
         ctx: RunContext,
         base_name: str,
         value_type: Any = None,
@@ -79,11 +79,15 @@ class OperatorState:
             self.data[key] = decode(v)
             self.persisted.add(key)
 
-    def remove(self, key: Hashable) -> None:
-        """``key`` left the live state (``data`` already updated by the caller)."""
+    def remove(self, key: Hashable, maybe_stored: bool = False) -> None:
+        """``key`` left the live state (``data`` already updated by the caller).
+
+        ``maybe_stored``: the key may be in the store without this object
+        knowing (state read lazily), so delete it there in any case.
+        """
         if self.tracking:
             self.dirty.discard(key)
-            if key in self.persisted:
+            if maybe_stored or key in self.persisted:
                 self.drop.add(key)
 
     def stage(self, checkpoint_id: int, extra: dict[bytes, Any] | None = None) -> None:

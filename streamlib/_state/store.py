@@ -199,8 +199,6 @@ class BaseStore:
         self._hooks: list[CommitHook] = []
         self._last: Checkpoint | None = None
         self._loaded = False
-        #: Per-run checkpoint coordinators (``checkpoint.py``), by id of the run context.
-        self._runs: dict[int, Any] = {}
         self._users = 0
 
     # -- protocol ------------------------------------------------------------

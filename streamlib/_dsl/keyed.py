@@ -1,0 +1,388 @@
+"""Keyed streams and windows in the DSL: ``key_by``, ``window``, aggregations, ``stateful_map``.
+
+``source.key_by(f)`` returns a :class:`Keyed` wrapper around the blueprint
+(a Source or a Flow) and the key function. ``Keyed.window(...)`` returns a
+:class:`Windowed` wrapper; its aggregation methods (``count``, ``sum``, ...)
+append one window stage and return a plain Source/Flow of
+:class:`WindowResult`. Neither wrapper runs anything or holds state.
+
+Build-time lookups in the blueprint (walking its edges back from the open
+output): the event-time function of the nearest upstream ``with_timestamps``,
+and the store of the nearest upstream ``checkpointed`` stage, which is the
+default store of every stateful operator after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
+
+from .._state.checkpoint import Checkpointed
+from .._state.store import StateStore
+from .._time import aggregations as _aggs
+from .._time.durations import event_ms, seconds
+from .._time.results import LateRecord, WindowResult, is_late
+from .._time.watermarks import WithTimestamps, find_upstream
+from .._time.windows import WindowAssigner
+from .keep import Keep
+
+if TYPE_CHECKING:
+    from .._state.operators import KeyState
+    from .flow import Flow
+    from .sink import Sink
+    from .source import Source
+
+B = TypeVar("B")
+T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+A = TypeVar("A")
+S = TypeVar("S")
+U = TypeVar("U")
+I = TypeVar("I")  # noqa: E741
+M = TypeVar("M")
+
+EmitMode = Literal["final", "updates"]
+
+
+# -- helpers used by the operator methods of Source and Flow ---------------------
+
+
+def with_timestamps_stage(
+    fn: Callable[[Any], int], max_out_of_orderness: int | timedelta, idle_timeout: float | timedelta | None
+) -> WithTimestamps:
+    bound = event_ms(max_out_of_orderness, "with_timestamps(max_out_of_orderness)")
+    idle = None if idle_timeout is None else seconds(idle_timeout, "with_timestamps(idle_timeout)")
+    return WithTimestamps(fn, bound, idle)
+
+
+def timestamp_of(blueprint: Any, explicit: Callable[[Any], int] | None, what: str) -> Callable[[Any], int] | None:
+    """``explicit``, else the function of the nearest upstream ``with_timestamps`` (None if there is none)."""
+    if explicit is not None:
+        if not callable(explicit):
+            raise TypeError(f"{what}(timestamp=) must be a function returning int milliseconds, got {explicit!r}")
+        return explicit
+    found = find_upstream(blueprint._module, WithTimestamps, what)
+    if len(found) > 1:
+        raise ValueError(
+            f"{what}: the inputs have different with_timestamps(...) stages upstream; "
+            "pass timestamp=<function> to say which event time to use"
+        )
+    return found[0].fn if found else None
+
+
+def default_store(blueprint: Any, explicit: StateStore | None, what: str) -> StateStore | None:
+    """``explicit``, else the store of the nearest upstream ``checkpointed`` stage (None if none)."""
+    if explicit is not None:
+        if not isinstance(explicit, StateStore):
+            raise TypeError(f"{what}(store=) needs a state store (MemoryStore(), RocksDBStore(path)), got {explicit!r}")
+        return explicit
+    found = find_upstream(blueprint._module, Checkpointed, what)
+    stores = {id(c.store): c.store for c in found}
+    if len(stores) > 1:
+        raise ValueError(f"{what}: several checkpointed(...) stores upstream; pass store= to choose one")
+    return next(iter(stores.values())) if stores else None
+
+
+def checkpointed_stage(
+    store: StateStore, every: int | None, interval: float | timedelta | None, name: str | None
+) -> Checkpointed:
+    secs = None if interval is None else seconds(interval, "checkpointed(interval)")
+    return Checkpointed(store, every, secs, name)
+
+
+def dedupe_stage(
+    blueprint: Any,
+    key: Callable[[Any], Hashable],
+    within: int | timedelta,
+    store: StateStore | None,
+    timestamp: Callable[[Any], int] | None,
+    name: str | None,
+) -> Any:
+    from .._state.operators import Dedupe
+
+    within_ms = event_ms(within, "dedupe(within)", positive=True)
+    ts_of = timestamp_of(blueprint, timestamp, "dedupe")
+    return Dedupe(key, within_ms, ts_of, default_store(blueprint, store, "dedupe"), name)
+
+
+# -- the wrappers ------------------------------------------------------------------
+
+
+class Keyed(Generic[B, T, K]):
+    """A blueprint ``B`` (Source or Flow) of ``T`` elements with a key function; from ``key_by``.
+
+    >>> keyed = Source.from_iterable(events).with_timestamps(ts).key_by(lambda e: e.user)
+    >>> keyed.window(TumblingWindows(timedelta(minutes=1))).count()
+    """
+
+    __slots__ = ("_parent", "_key")
+
+    def __init__(self, parent: B, key: Callable[[T], K]) -> None:
+        if not callable(key):
+            raise TypeError(f"key_by(f) needs a key function, got {key!r}")
+        self._parent = parent
+        self._key = key
+
+    def window(
+        self,
+        assigner: WindowAssigner,
+        *,
+        store: StateStore | None = None,
+        allowed_lateness: int | timedelta = 0,
+        emit: EmitMode = "final",
+        late: Sink[LateRecord, Any] | Literal["fail", "emit"] = "fail",
+        timestamp: Callable[[T], int] | None = None,
+        name: str | None = None,
+    ) -> Windowed[B, T, K]:
+        """Group each key's elements into windows; pick an aggregation on the result.
+
+        ``store``: where window state is checkpointed (default: the store of an
+        upstream ``checkpointed``, else memory only). ``allowed_lateness``
+        (int ms or timedelta): how long after its end a window still accepts
+        elements. ``emit``: ``"final"`` (one result per window when the watermark
+        passes end + allowed lateness) or ``"updates"`` (a result per change).
+        ``late``: where late elements go, as :class:`LateRecord` -- a Sink,
+        ``"emit"`` (into this stream, next to the results) or ``"fail"`` (the
+        default: a late element fails the stream with ``LateDataError``).
+        ``timestamp``: the event-time function, when no ``with_timestamps``
+        upstream in this blueprint provides it.
+        """
+        if not isinstance(assigner, WindowAssigner):
+            raise TypeError(
+                f"window(assigner) needs TumblingWindows, HoppingWindows, SlidingWindows, SessionWindows "
+                f"or CountWindows, got {assigner!r}"
+            )
+        if emit not in ("final", "updates"):
+            raise ValueError(f"window(emit=) is 'final' or 'updates', got {emit!r}")
+        lateness = event_ms(allowed_lateness, "window(allowed_lateness)")
+        ts_of = timestamp_of(self._parent, timestamp, "window")
+        if assigner.timed and ts_of is None:
+            raise ValueError(
+                f"window({assigner!r}) needs event timestamps: add .with_timestamps(lambda e: e.ts_ms) "
+                "before key_by, or pass window(..., timestamp=lambda e: ...)"
+            )
+        if not assigner.timed and lateness:
+            raise ValueError(f"{assigner!r} has no event time: allowed_lateness does not apply")
+        from .sink import Sink as _Sink
+
+        if not (isinstance(late, _Sink) or late in ("fail", "emit")):
+            raise ValueError(f"window(late=) is a Sink, 'emit' or 'fail', got {late!r}")
+        return Windowed(
+            self._parent, self._key, assigner, ts_of, default_store(self._parent, store, "window"),
+            lateness, emit, late, name,
+        )  # fmt: skip
+
+    @overload
+    def stateful_map(
+        self: Keyed[Source[Any, M], T, K],
+        fn: Callable[[T, KeyState[K, S]], U | None],
+        *,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Source[U, M]: ...
+
+    @overload
+    def stateful_map(
+        self: Keyed[Flow[I, Any, M], T, K],
+        fn: Callable[[T, KeyState[K, S]], U | None],
+        *,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Flow[I, U, M]: ...
+
+    def stateful_map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Any:
+        """Map each element with ``fn(element, state)``, ``state`` a handle on the element's key.
+
+        ``state.get(default)``, ``state.set(value)``, ``state.delete()``,
+        ``state.exists()``, ``state.key``. Emits what ``fn`` returns; a None
+        result emits nothing. Backpressures when downstream does; completes when
+        upstream does. With a store (``store=`` or an upstream
+        ``checkpointed``), state is read from it on a miss, checkpointed at each
+        barrier and restored on restart; ``state_type`` decodes stored values to
+        their type (msgspec); at most ``cache_size`` clean keys stay in memory.
+
+        >>> def count(e, state):
+        ...     n = state.get(0) + 1
+        ...     state.set(n)
+        ...     return (state.key, n)
+        >>> await Source.from_iterable("abca").key_by(str).stateful_map(count).run_with(Sink.collect())
+        [('a', 1), ('b', 1), ('c', 1), ('a', 2)]
+        """
+        from .._state.operators import StatefulMap
+
+        stage = StatefulMap(
+            self._key, fn, default_store(self._parent, store, "stateful_map"), state_type, cache_size, name
+        )
+        return self._parent._then(stage)  # type: ignore[attr-defined]
+
+    def dedupe(
+        self,
+        within: int | timedelta,
+        *,
+        store: StateStore | None = None,
+        timestamp: Callable[[T], int] | None = None,
+        name: str | None = None,
+    ) -> B:
+        """``dedupe(key_fn, within)`` with this stream's key function."""
+        return self._parent._then(dedupe_stage(self._parent, self._key, within, store, timestamp, name))  # type: ignore[attr-defined, no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Keyed({self._parent!r})"
+
+
+class Windowed(Generic[B, T, K]):
+    """A keyed, windowed blueprint; an aggregation method turns it into a stream of results."""
+
+    __slots__ = ("_parent", "_key", "_assigner", "_ts", "_store", "_lateness", "_emit", "_late", "_name")
+
+    def __init__(
+        self,
+        parent: B,
+        key: Callable[[T], K],
+        assigner: WindowAssigner,
+        ts_of: Callable[[T], int] | None,
+        store: StateStore | None,
+        lateness: int,
+        emit: EmitMode,
+        late: Any,
+        name: str | None,
+    ) -> None:
+        self._parent = parent
+        self._key = key
+        self._assigner = assigner
+        self._ts = ts_of
+        self._store = store
+        self._lateness = lateness
+        self._emit = emit
+        self._late = late
+        self._name = name
+
+    def _agg(self, agg: _aggs.Aggregation) -> Any:
+        from .._time.window_op import WindowStage
+
+        late_sink = None if isinstance(self._late, str) else self._late
+        stage = WindowStage(
+            self._assigner, agg, self._key, self._ts, self._store, self._lateness, self._emit,
+            "fail" if self._late == "fail" else "emit", self._name,
+        )  # fmt: skip
+        out = self._parent._then(stage)  # type: ignore[attr-defined]
+        if late_sink is not None:
+            from .._ops.junctions import divert_to
+
+            out = out._via_module(divert_to(late_sink._module, is_late), Keep.left)
+        return out
+
+    @overload
+    def count(self: Windowed[Source[Any, M], T, K]) -> Source[WindowResult[K, int], M]: ...
+    @overload
+    def count(self: Windowed[Flow[I, Any, M], T, K]) -> Flow[I, WindowResult[K, int], M]: ...
+    def count(self) -> Any:
+        """The number of elements per window.
+
+        Emits per the window's ``emit`` mode; fused with its neighbours; one
+        dict update per element.
+
+        >>> .key_by(k).window(TumblingWindows(60_000)).count()
+        """
+        return self._agg(_aggs.count())
+
+    @overload
+    def sum(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
+    @overload
+    def sum(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
+    def sum(self, value: Callable[[Any], Any]) -> Any:
+        """The sum of ``value(element)`` per window.
+
+        >>> .key_by(lambda e: e.key).window(TumblingWindows(10_000)).sum(lambda e: e.value)
+        """
+        return self._agg(_aggs.sum_(value))
+
+    @overload
+    def min(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
+    @overload
+    def min(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
+    def min(self, value: Callable[[Any], Any]) -> Any:
+        """The smallest ``value(element)`` per window."""
+        return self._agg(_aggs.min_(value))
+
+    @overload
+    def max(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
+    @overload
+    def max(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
+    def max(self, value: Callable[[Any], Any]) -> Any:
+        """The largest ``value(element)`` per window."""
+        return self._agg(_aggs.max_(value))
+
+    @overload
+    def mean(self: Windowed[Source[Any, M], T, K], value: Callable[[T], float]) -> Source[WindowResult[K, float], M]: ...
+    @overload
+    def mean(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], float]) -> Flow[I, WindowResult[K, float], M]: ...
+    def mean(self, value: Callable[[Any], Any]) -> Any:
+        """The arithmetic mean of ``value(element)`` per window."""
+        return self._agg(_aggs.mean(value))
+
+    @overload
+    def collect(
+        self: Windowed[Source[Any, M], T, K], value: Callable[[T], V] | None = None
+    ) -> Source[WindowResult[K, list[V]], M]: ...
+    @overload
+    def collect(
+        self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V] | None = None
+    ) -> Flow[I, WindowResult[K, list[V]], M]: ...
+    def collect(self, value: Callable[[Any], Any] | None = None) -> Any:
+        """The list of ``value(element)`` (default: the elements) per window, in arrival order."""
+        return self._agg(_aggs.collect(value))
+
+    @overload
+    def aggregate(
+        self: Windowed[Source[Any, M], T, K],
+        initial: A | Callable[[], A],
+        add: Callable[[A, T], A],
+        merge: Callable[[A, A], A] | None = None,
+        result: Callable[[A], V] | None = None,
+        acc_type: Any = None,
+    ) -> Source[WindowResult[K, Any], M]: ...
+    @overload
+    def aggregate(
+        self: Windowed[Flow[I, Any, M], T, K],
+        initial: A | Callable[[], A],
+        add: Callable[[A, T], A],
+        merge: Callable[[A, A], A] | None = None,
+        result: Callable[[A], V] | None = None,
+        acc_type: Any = None,
+    ) -> Flow[I, WindowResult[K, Any], M]: ...
+    def aggregate(
+        self,
+        initial: Any,
+        add: Callable[[Any, Any], Any],
+        merge: Callable[[Any, Any], Any] | None = None,
+        result: Callable[[Any], Any] | None = None,
+        acc_type: Any = None,
+    ) -> Any:
+        """A user aggregation: ``add(acc, element)`` from ``initial``, ``result(acc)`` emitted.
+
+        ``initial`` is a value (shallow-copied for each window) or a function
+        making one. ``merge(a, b)`` combines two accumulators (may modify ``a``,
+        not ``b``); session and sliding windows need it. ``acc_type`` decodes
+        accumulators restored from a store (msgspec types).
+
+        >>> .window(SessionWindows(30_000)).aggregate(0, lambda n, e: n + e.clicks, merge=operator.add)
+        """
+        return self._agg(_aggs.aggregate(initial, add, merge, result, acc_type))
+
+    def __repr__(self) -> str:
+        return f"Windowed({self._assigner!r}, {self._parent!r})"

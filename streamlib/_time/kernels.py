@@ -1,0 +1,261 @@
+"""Per-chunk window updates: the hot loops of the window operators.
+
+One function per window family. Each takes one input chunk and the operator's
+live state (plain dicts), applies every element in order, and reports what it
+did through output containers the caller owns; it never emits, never touches
+the store and never looks at the watermark except through ``closed_to``. These
+are the functions a compiled twin replaces; the contract below is exhaustive.
+
+Common arguments:
+
+* ``ts_of(e) -> int``, ``key_of(e) -> hashable``: the user's functions.
+* ``value_of``: the aggregated value is ``value_of(e)``, or ``e`` itself when
+  ``value_of`` is None.
+* ``create(v) -> acc`` and ``add(acc, v) -> acc`` (``merge(a, b)`` for
+  sessions): the aggregation. ``add`` may mutate ``acc``; the state keeps
+  whatever it returns.
+* ``closed_to``: ``watermark - allowed_lateness``. A window ``[s, e)`` with
+  ``e <= closed_to`` is closed. An element whose earliest window is closed is
+  *late*: it changes no state and is appended to ``late`` as
+  ``(element, ts, key, window_start, window_end)`` naming that window.
+
+Exceptions from user functions propagate unchanged; the elements before the
+failing one have been applied.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Callable, Hashable
+from operator import itemgetter
+from typing import Any
+
+#: Marks "no accumulator yet" in dict lookups.
+MISSING: Any = object()
+
+_ts_key = itemgetter(0)
+
+
+def update_fixed(
+    chunk: list[Any],
+    ts_of: Callable[[Any], int],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    size: int,
+    step: int,
+    offset: int,
+    create: Callable[[Any], Any],
+    add: Callable[[Any, Any], Any],
+    accs: dict[tuple[Hashable, int], Any],
+    closed_to: int,
+    touched: set[tuple[Hashable, int]],
+    created: list[tuple[Hashable, int]],
+    late: list[tuple[Any, int, Hashable, int, int]],
+) -> None:
+    """Tumbling (``step == size``) and hopping windows.
+
+    Element ``e`` with timestamp ``ts`` belongs to every window
+    ``[s, s + size)`` with ``s <= ts < s + size`` and ``s ≡ offset (mod step)``.
+    ``accs[(key, s)]`` holds each open window's accumulator: ``create(v)``
+    when the element is the window's first, else ``add(acc, v)``. Each window
+    changed is added to ``touched``; each window created is appended to
+    ``created`` (in creation order). Late when ``s_min + size <= closed_to`` for
+    the earliest window ``s_min``.
+    """
+    for e in chunk:
+        ts = ts_of(e)
+        k = key_of(e)
+        v = e if value_of is None else value_of(e)
+        last = ts - (ts - offset) % step
+        if step == size:
+            if last + size <= closed_to:
+                late.append((e, ts, k, last, last + size))
+                continue
+            wk = (k, last)
+            acc = accs.get(wk, MISSING)
+            if acc is MISSING:
+                accs[wk] = create(v)
+                created.append(wk)
+            else:
+                accs[wk] = add(acc, v)
+            touched.add(wk)
+            continue
+        first = last - ((size - 1 - (ts - last)) // step) * step
+        if first + size <= closed_to:
+            late.append((e, ts, k, first, first + size))
+            continue
+        s = first
+        while s <= last:
+            wk = (k, s)
+            acc = accs.get(wk, MISSING)
+            if acc is MISSING:
+                accs[wk] = create(v)
+                created.append(wk)
+            else:
+                accs[wk] = add(acc, v)
+            touched.add(wk)
+            s += step
+
+
+def update_sessions(
+    chunk: list[Any],
+    ts_of: Callable[[Any], int],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    gap: int,
+    create: Callable[[Any], Any],
+    add: Callable[[Any, Any], Any],
+    merge: Callable[[Any, Any], Any],
+    sessions: dict[Hashable, list[Any]],
+    closed_to: int,
+    touched: dict[Hashable, list[int]],
+    created: list[tuple[Hashable, int]],
+    late: list[tuple[Any, int, Hashable, int, int]],
+) -> None:
+    """Session windows.
+
+    ``sessions[key]`` is ``[closed, open]``: ``closed`` is ``[start, end]`` of
+    the key's latest closed session (or None) and ``open`` the key's open
+    sessions, each ``[start, end, acc]`` (``end`` = last timestamp + gap). An
+    element at ``ts`` spans ``[ts, ts + gap)``.
+
+    * Late when ``ts < closed[1]`` (it would join the closed session, or sits
+      before it), or when it overlaps no open session and ``ts + gap <=
+      closed_to`` (its own session would be closed already).
+    * Otherwise it joins every open session it overlaps (``start < ts + gap
+      and ts < end``), merging them into the first one found (``merge`` of
+      accumulators, bounds widened), then ``add``; with no overlap it starts
+      ``[ts, ts + gap, create(v)]``, appended to the open list and to
+      ``created`` as ``(key, end)``.
+
+    ``touched[key]`` collects the timestamps applied per key.
+    """
+    for e in chunk:
+        ts = ts_of(e)
+        k = key_of(e)
+        v = e if value_of is None else value_of(e)
+        end = ts + gap
+        entry = sessions.get(k)
+        hit: list[Any] | None = None
+        if entry is not None:
+            closed = entry[0]
+            if closed is not None and ts < closed[1]:
+                late.append((e, ts, k, closed[0], closed[1]))
+                continue
+            ss = entry[1]
+            i = 0
+            while i < len(ss):
+                s = ss[i]
+                if s[0] < end and ts < s[1]:
+                    if hit is None:
+                        hit = s
+                        i += 1
+                        continue
+                    # A second overlapping session: fold it into the first.
+                    if s[0] < hit[0]:
+                        hit[0] = s[0]
+                    if s[1] > hit[1]:
+                        hit[1] = s[1]
+                    hit[2] = merge(hit[2], s[2])
+                    del ss[i]
+                    continue
+                i += 1
+        if hit is None:
+            if end <= closed_to:
+                late.append((e, ts, k, ts, end))
+                continue
+            new = [ts, end, create(v)]
+            if entry is None:
+                sessions[k] = [None, [new]]
+            else:
+                entry[1].append(new)
+            created.append((k, end))
+        else:
+            if ts < hit[0]:
+                hit[0] = ts
+            if end > hit[1]:
+                hit[1] = end
+            hit[2] = add(hit[2], v)
+        t = touched.get(k)
+        if t is None:
+            touched[k] = [ts]
+        else:
+            t.append(ts)
+
+
+def update_sliding(
+    chunk: list[Any],
+    ts_of: Callable[[Any], int],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    create: Callable[[Any], Any],
+    records: dict[Hashable, list[list[Any]]],
+    closed_to: int,
+    touched: dict[Hashable, list[int]],
+    late: list[tuple[Any, int, Hashable, int, int]],
+    size: int,
+) -> None:
+    """Sliding windows: record the elements; windows are folded from records when emitted.
+
+    ``records[key]`` is the key's elements as ``[ts, create(v)]`` sorted by
+    ``ts`` (equal timestamps in arrival order). An element is late when its own
+    window ``[ts - size + 1, ts + 1)`` is closed (``ts + 1 <= closed_to``).
+    ``touched[key]`` collects the timestamps inserted per key.
+    """
+    for e in chunk:
+        ts = ts_of(e)
+        k = key_of(e)
+        if ts + 1 <= closed_to:
+            late.append((e, ts, k, ts - size + 1, ts + 1))
+            continue
+        item = [ts, create(e if value_of is None else value_of(e))]
+        recs = records.get(k)
+        if recs is None:
+            records[k] = [item]
+        elif recs[-1][0] <= ts:
+            recs.append(item)
+        else:
+            insort(recs, item, key=_ts_key)
+        t = touched.get(k)
+        if t is None:
+            touched[k] = [ts]
+        else:
+            t.append(ts)
+
+
+def update_count(
+    chunk: list[Any],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    n: int,
+    create: Callable[[Any], Any],
+    add: Callable[[Any, Any], Any],
+    counts: dict[Hashable, list[Any]],
+    touched: dict[Hashable, int],
+    full: list[tuple[Hashable, int, Any]],
+) -> None:
+    """Count windows: every ``n`` elements of a key, in arrival order.
+
+    ``counts[key]`` is ``[total]`` (the key's element count so far, current
+    window empty) or ``[total, acc]`` (current window's accumulator). When a
+    window fills, ``(key, total, acc)`` is appended to ``full`` (the window is
+    ``[total - n, total)``) and the entry goes back to ``[total]``.
+    ``touched[key]`` is set to the key's total after each element.
+    """
+    for e in chunk:
+        k = key_of(e)
+        v = e if value_of is None else value_of(e)
+        st = counts.get(k)
+        if st is None:
+            st = counts[k] = [0]
+        total = st[0] + 1
+        if len(st) == 1:
+            acc = create(v)
+            st.append(acc)
+        else:
+            acc = st[1] = add(st[1], v)
+        st[0] = total
+        if total % n == 0:
+            full.append((k, total, acc))
+            del st[1]
+        touched[k] = total

@@ -1,0 +1,499 @@
+"""The window operator: one fused stage per ``.window(...).<aggregation>()``.
+
+Per chunk the operator calls its family's kernel (``kernels.py``) on a plain
+dict of live windows, then, depending on the emission mode:
+
+* ``final``: nothing more. On ``Watermark(w)`` every window whose end plus
+  allowed lateness is at most ``w`` is emitted once, as a
+  :class:`WindowResult`, and deleted (from memory, and from the store at the
+  next barrier). Windows are found through an index of close times (a heap of
+  distinct times and a dict time -> windows), so a watermark costs in
+  proportion to the windows it closes, not to the windows open.
+* ``updates``: after each chunk, one result per window the chunk changed
+  (the latest value; several changes within one chunk are coalesced). Closed
+  windows are deleted silently, their last update was their final value.
+
+Late elements (their earliest window already closed) become
+:class:`LateRecord` items, which the DSL routes to the late-data output, or
+fail the stream with :class:`LateDataError` when no output was connected.
+End of stream emits every open window (``final``). ``Barrier`` stages the dirty
+windows and the operator's watermark into the store; on start the operator
+reloads them from the store's last checkpoint. Watermarks and barriers are
+forwarded after the results they caused.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Hashable
+from copy import copy
+from heapq import heappop, heappush
+from typing import Any, Literal
+
+import msgspec
+
+from .._runtime.context import RunContext
+from .._runtime.signals import Barrier, Signal, Watermark
+from .._state.operator_state import EXTRA_PREFIX, OperatorState
+from .._state.store import StateStore
+from ..stage import Stage, StageLogic
+from .aggregations import Aggregation
+from .kernels import MISSING, update_count, update_fixed, update_sessions, update_sliding
+from .results import LateDataError, LateRecord, WindowResult
+from .watermarks import NO_WATERMARK
+from .windows import CountWindows, HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows, WindowAssigner
+
+EmitMode = Literal["final", "updates"]
+_WM_KEY = EXTRA_PREFIX + b"watermark"
+
+
+class WindowStage(Stage):
+    """Blueprint of one window operator (assigner + aggregation + functions + options)."""
+
+    def __init__(
+        self,
+        assigner: WindowAssigner,
+        agg: Aggregation,
+        key_of: Callable[[Any], Hashable],
+        ts_of: Callable[[Any], int] | None,
+        store: StateStore | None,
+        lateness_ms: int,
+        emit: EmitMode,
+        late: Literal["fail", "emit"],
+        name: str | None,
+    ) -> None:
+        if assigner.needs_merge and agg.merge is None:
+            raise ValueError(
+                f"{assigner!r} merges accumulators: give aggregate(..., merge=f) a merge function"
+            )
+        if assigner.timed and ts_of is None:
+            raise ValueError(f"{assigner!r} needs event timestamps")
+        self.assigner = assigner
+        self.agg = agg
+        self.key_of = key_of
+        self.ts_of = ts_of
+        self.store = store
+        self.lateness = lateness_ms
+        self.emit = emit
+        self.late = late
+        self.name = name or f"window.{assigner.kind}.{agg.name}"
+
+    def materialize(self, ctx: RunContext) -> tuple[StageLogic, None]:
+        a = self.assigner
+        logic: _WindowLogic
+        if isinstance(a, (TumblingWindows, HoppingWindows)):
+            logic = FixedWindowLogic(self, ctx)
+        elif isinstance(a, SessionWindows):
+            logic = SessionWindowLogic(self, ctx)
+        elif isinstance(a, SlidingWindows):
+            logic = SlidingWindowLogic(self, ctx)
+        elif isinstance(a, CountWindows):
+            logic = CountWindowLogic(self, ctx)
+        else:
+            raise TypeError(f"unknown window assigner {a!r}")
+        return logic, None
+
+
+class _WindowLogic(StageLogic):
+    def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
+        agg = stage.agg
+        self.key_of = stage.key_of
+        self.ts_of: Callable[[Any], int] = stage.ts_of  # type: ignore[assignment]
+        self.value_of = agg.value_of
+        self.create = agg.create
+        self.add = agg.add
+        self.merge: Callable[[Any, Any], Any] = agg.merge  # type: ignore[assignment]
+        self.result = agg.result
+        self.acc_type = agg.acc_type
+        self.lateness = stage.lateness
+        self.updates = stage.emit == "updates"
+        self.fail_late = stage.late == "fail"
+        self.state = OperatorState(stage.store, ctx, stage.name)
+        self.tracking = self.state.tracking
+        self.wm = NO_WATERMARK
+        self.heap: list[int] = []
+        self.by_close: dict[int, list[Any]] = {}
+
+    # -- shared machinery --------------------------------------------------------
+
+    def _schedule(self, at: int, item: Any) -> None:
+        items = self.by_close.get(at)
+        if items is None:
+            self.by_close[at] = [item]
+            heappush(self.heap, at)
+        else:
+            items.append(item)
+
+    def _value(self, acc: Any) -> Any:
+        res = self.result
+        return acc if res is None else res(acc)
+
+    def _typed(self, acc: Any) -> Any:
+        return acc if self.acc_type is None else msgspec.convert(acc, self.acc_type)
+
+    def on_start(self) -> list[Any]:
+        self.state.load()
+        wm = self.state.extra.get(_WM_KEY)
+        if wm is not None:
+            self.wm = wm
+        self._restored()
+        return []
+
+    def _restored(self) -> None:
+        """Rebuild indexes (close times) from the state loaded from the store."""
+
+    def on_signal(self, signal: Signal) -> list[Any] | None:
+        if type(signal) is Watermark:
+            if signal.time_ms > self.wm:
+                self.wm = signal.time_ms
+                return self._close(self.wm - self.lateness)
+        elif type(signal) is Barrier:
+            self.state.stage(signal.checkpoint_id, {_WM_KEY: self.wm})
+        return None
+
+    def _close(self, closed_to: int) -> list[Any]:
+        heap = self.heap
+        if not heap or heap[0] > closed_to:
+            return []
+        items: list[Any] = []
+        by_close = self.by_close
+        while heap and heap[0] <= closed_to:
+            items.extend(by_close.pop(heappop(heap)))
+        out: list[Any] = []
+        self._expire(items, closed_to, out)
+        return out
+
+    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _late(self, late: list[tuple[Any, int, Hashable, int, int]]) -> list[Any]:
+        wm, lateness = self.wm, self.lateness
+        if self.fail_late:
+            e, ts, k, s, end = late[0]
+            raise LateDataError(
+                f"{self.stage_name}: late element {e!r:.200} (key {k!r}, timestamp {ts}) arrived after "
+                f"its window [{s}, {end}) closed (watermark {wm}, allowed lateness {lateness} ms). "
+                "Connect a late-data output: .window(..., late=Sink.foreach(...)) or late='emit'; or "
+                "allow more disorder: with_timestamps(max_out_of_orderness=...) or allowed_lateness="
+            )
+        return [
+            LateRecord(
+                e,
+                k,
+                ts,
+                wm,
+                s,
+                end,
+                f"window [{s}, {end}) closed: watermark {wm} passed its end plus allowed lateness {lateness} ms",
+            )
+            for e, ts, k, s, end in late
+        ]
+
+    def on_finish(self) -> list[Any]:
+        out: list[Any] = []
+        if not self.updates:
+            self._flush(out)
+        self.state.close()
+        return out
+
+    def _flush(self, out: list[Any]) -> None:
+        """End of stream: emit every open window."""
+        items: list[Any] = []
+        by_close = self.by_close
+        for at in sorted(by_close):
+            items.extend(by_close[at])
+        by_close.clear()
+        self.heap.clear()
+        self._expire(items, 2**63, out)
+
+    def on_cancel(self) -> None:
+        self.state.close()
+
+    def on_failure(self, error: BaseException) -> None:
+        self.state.close()
+
+
+class FixedWindowLogic(_WindowLogic):
+    """Tumbling and hopping windows: ``accs[(key, start)] = acc``."""
+
+    def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        a: TumblingWindows | HoppingWindows = stage.assigner  # type: ignore[assignment]
+        self.size, self.step, self.offset = a.size, a.step, a.offset
+        self.accs: dict[tuple[Hashable, int], Any] = self.state.data  # type: ignore[assignment]
+
+    def _restored(self) -> None:
+        for wk in self.accs:
+            if self.acc_type is not None:
+                self.accs[wk] = self._typed(self.accs[wk])
+            self._schedule(wk[1] + self.size, wk)  # type: ignore[index]
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        touched: set[tuple[Hashable, int]] = set()
+        created: list[tuple[Hashable, int]] = []
+        late: list[Any] = []
+        accs, size = self.accs, self.size
+        update_fixed(
+            chunk, self.ts_of, self.key_of, self.value_of, size, self.step, self.offset,
+            self.create, self.add, accs, self.wm - self.lateness, touched, created, late,
+        )  # fmt: skip
+        for wk in created:
+            self._schedule(wk[1] + size, wk)
+        if self.tracking:
+            self.state.dirty |= touched
+        out = self._late(late) if late else []
+        if self.updates:
+            value = self._value
+            out.extend(WindowResult(k, s, s + size, value(accs[(k, s)])) for k, s in touched)
+        return out
+
+    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
+        accs, size, remove = self.accs, self.size, self.state.remove
+        emit = not self.updates
+        value = self._value
+        for wk in items:
+            acc = accs.pop(wk, MISSING)
+            if acc is MISSING:
+                continue
+            remove(wk)
+            if emit:
+                out.append(WindowResult(wk[0], wk[1], wk[1] + size, value(acc)))
+
+
+class SessionWindowLogic(_WindowLogic):
+    """Session windows: ``sessions[key] = [closed, [[start, end, acc], ...]]``.
+
+    ``closed`` (``[start, end]`` of the key's latest closed session) makes an
+    element that would join a closed session late, so the results never depend
+    on when a session closed. It is dropped once no element can reach it: the
+    key has no open session and the watermark minus allowed lateness is a gap
+    past its end.
+    """
+
+    def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.gap = stage.assigner.gap  # type: ignore[attr-defined]
+        self.sessions = self.state.data
+
+    def _restored(self) -> None:
+        for k, (closed, ss) in self.sessions.items():
+            open_ = [[s[0], s[1], self._typed(s[2])] for s in ss]
+            self.sessions[k] = [closed, open_]
+            if open_:
+                self._schedule(min(s[1] for s in open_), k)
+            elif closed is not None:
+                self._schedule(closed[1] + self.gap, k)
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        touched: dict[Hashable, list[int]] = {}
+        created: list[tuple[Hashable, int]] = []
+        late: list[Any] = []
+        sessions = self.sessions
+        update_sessions(
+            chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add,
+            self.merge, sessions, self.wm - self.lateness, touched, created, late,
+        )  # fmt: skip
+        for k, end in created:
+            self._schedule(end, k)
+        if self.tracking:
+            self.state.dirty.update(touched)
+        out = self._late(late) if late else []
+        if self.updates:
+            value = self._value
+            for k, tss in touched.items():
+                for s in sessions[k][1]:
+                    if any(s[0] <= t < s[1] for t in tss):
+                        out.append(WindowResult(k, s[0], s[1], value(s[2])))
+        return out
+
+    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
+        sessions, gap = self.sessions, self.gap
+        emit = not self.updates
+        value = self._value
+        for k in dict.fromkeys(items):
+            entry = sessions.get(k)
+            if entry is None:
+                continue
+            ss = entry[1]
+            keep = [s for s in ss if s[1] > closed_to]
+            if len(keep) < len(ss):
+                done = sorted((s for s in ss if s[1] <= closed_to), key=_end)
+                if emit:
+                    for s in done:
+                        out.append(WindowResult(k, s[0], s[1], value(s[2])))
+                entry[0] = [done[-1][0], done[-1][1]]
+                entry[1] = keep
+                if self.tracking:
+                    self.state.dirty.add(k)
+            if keep:
+                self._schedule(min(s[1] for s in keep), k)
+            elif closed_to >= entry[0][1] + gap:
+                del sessions[k]
+                self.state.remove(k)
+            else:
+                self._schedule(entry[0][1] + gap, k)
+
+
+def _end(s: list[Any]) -> int:
+    end: int = s[1]
+    return end
+
+
+class SlidingWindowLogic(_WindowLogic):
+    """Sliding windows: ``records[key] = [[ts, create(v)], ...]``; windows are folded when emitted.
+
+    The windows of a key with element timestamps R are ``[t - size + 1, t + 1)``
+    for every t in R, and ``[t + 1, t + 1 + size)`` for every t in R with some
+    r in R, ``t < r <= t + size``. Each is folded with ``merge`` from the
+    records inside it when it closes (``final``) or changes (``updates``).
+    Each record schedules its key at ``t + 1`` and ``t + 1 + size``, the ends of
+    the windows it defines; after the latter the record is no longer needed.
+    """
+
+    def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.size = stage.assigner.size  # type: ignore[attr-defined]
+        self.records = self.state.data
+        self.closed_to = NO_WATERMARK
+
+    def _restored(self) -> None:
+        size = self.size
+        self.closed_to = self.wm - self.lateness
+        for k, recs in self.records.items():
+            self.records[k] = [[r[0], self._typed(r[1])] for r in recs]
+            for r in recs:
+                self._schedule(r[0] + 1, k)
+                self._schedule(r[0] + 1 + size, k)
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        touched: dict[Hashable, list[int]] = {}
+        late: list[Any] = []
+        size = self.size
+        update_sliding(
+            chunk, self.ts_of, self.key_of, self.value_of, self.create, self.records,
+            self.wm - self.lateness, touched, late, size,
+        )  # fmt: skip
+        for k, tss in touched.items():
+            for t in tss:
+                self._schedule(t + 1, k)
+                self._schedule(t + 1 + size, k)
+        if self.tracking:
+            self.state.dirty.update(touched)
+        out = self._late(late) if late else []
+        if self.updates:
+            for k, tss in touched.items():
+                self._emit_windows(k, self._starts_changed(k, tss), out)
+        return out
+
+    def _starts_changed(self, k: Hashable, tss: list[int]) -> list[int]:
+        """Starts of the windows that records at ``tss`` changed or created."""
+        recs = self.records[k]
+        times = [r[0] for r in recs]
+        size = self.size
+        starts: set[int] = set()
+        for t in tss:
+            # Windows ending just after a record r with t <= r <= t + size - 1.
+            for i in range(bisect_left(times, t), bisect_right(times, t + size - 1)):
+                starts.add(times[i] - size + 1)
+            # Windows starting just after a record p with t - size <= p <= t - 1 (t is their witness).
+            for i in range(bisect_left(times, t - size), bisect_right(times, t - 1)):
+                starts.add(times[i] + 1)
+            # The window starting just after t, when a later record is within size of t.
+            j = bisect_right(times, t)
+            if j < len(times) and times[j] <= t + size:
+                starts.add(t + 1)
+        return sorted(starts)
+
+    def _emit_windows(self, k: Hashable, starts: list[int], out: list[Any]) -> None:
+        recs = self.records[k]
+        times = [r[0] for r in recs]
+        size, merge, value = self.size, self.merge, self._value
+        for s in starts:
+            i0 = bisect_left(times, s)
+            i1 = bisect_left(times, s + size)
+            acc = copy(recs[i0][1])
+            for i in range(i0 + 1, i1):
+                acc = merge(acc, recs[i][1])
+            out.append(WindowResult(k, s, s + size, value(acc)))
+
+    def _close(self, closed_to: int) -> list[Any]:
+        out = super()._close(closed_to)
+        self.closed_to = closed_to
+        return out
+
+    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
+        lo = self.closed_to  # windows ending at or before lo were emitted already
+        records, size = self.records, self.size
+        for k in dict.fromkeys(items):
+            recs = records.get(k)
+            if not recs:
+                continue
+            if not self.updates:
+                times = [r[0] for r in recs]
+                n = len(times)
+                starts: set[int] = set()
+                # Windows ending in (lo, closed_to]: left windows of t with lo < t + 1 <= closed_to ...
+                for i in range(bisect_right(times, lo - 1), bisect_right(times, closed_to - 1)):
+                    starts.add(times[i] - size + 1)
+                # ... and right windows of t with lo < t + 1 + size <= closed_to that have a witness.
+                for i in range(bisect_right(times, lo - 1 - size), bisect_right(times, closed_to - 1 - size)):
+                    j = bisect_right(times, times[i])
+                    if j < n and times[j] <= times[i] + size:
+                        starts.add(times[i] + 1)
+                self._emit_windows(k, sorted(starts), out)
+            cut = bisect_right([r[0] for r in recs], closed_to - 1 - size)
+            if cut:
+                del recs[:cut]
+                if recs:
+                    if self.tracking:
+                        self.state.dirty.add(k)
+                else:
+                    del records[k]
+                    self.state.remove(k)
+
+
+class CountWindowLogic(_WindowLogic):
+    """Count windows: ``counts[key] = [total]`` or ``[total, acc]``; no timestamps, never late."""
+
+    def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.n = stage.assigner.n  # type: ignore[attr-defined]
+        self.counts = self.state.data
+
+    def _restored(self) -> None:
+        if self.acc_type is not None:
+            for st in self.counts.values():
+                if len(st) == 2:
+                    st[1] = self._typed(st[1])
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        touched: dict[Hashable, int] = {}
+        full: list[tuple[Hashable, int, Any]] = []
+        counts, n, value = self.counts, self.n, self._value
+        update_count(chunk, self.key_of, self.value_of, n, self.create, self.add, counts, touched, full)
+        if self.tracking:
+            self.state.dirty.update(touched)
+        out = [WindowResult(k, total - n, total, value(acc)) for k, total, acc in full]
+        if self.updates:
+            for k in touched:
+                st = counts[k]
+                if len(st) == 2:
+                    total = st[0]
+                    start = total - total % n
+                    out.append(WindowResult(k, start, start + n, value(st[1])))
+        return out
+
+    def on_signal(self, signal: Signal) -> list[Any] | None:
+        if type(signal) is Barrier:
+            self.state.stage(signal.checkpoint_id)
+        return None
+
+    def _flush(self, out: list[Any]) -> None:
+        n, value = self.n, self._value
+        for k, st in self.counts.items():
+            if len(st) == 2:
+                start = st[0] - st[0] % n
+                out.append(WindowResult(k, start, start + n, value(st[1])))
+
+    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
+        pass
