@@ -16,6 +16,8 @@ from ._dsl.keyed import Keyed, Windowed
 from ._dsl.runnable import RunnableGraph
 from ._dsl.sink import Sink
 from ._dsl.source import Source
+from ._io.files import FileSink, FileSource
+from ._io.framing import BadRecord, BadRecordError, Framing
 from ._native import native_enabled
 from ._ops.concurrent import BufferOverflowError
 from ._ops.fan import Interleave, MergeSorted, Unzip, UnzipWith
@@ -50,6 +52,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLogic",
+    "BadRecord",
+    "BadRecordError",
     "Balance",
     "Broadcast",
     "BufferOverflowError",
@@ -59,7 +63,10 @@ __all__ = [
     "Concat",
     "CountWindows",
     "EmptyStreamError",
+    "FileSink",
+    "FileSource",
     "Flow",
+    "Framing",
     "GraphBuilder",
     "GraphError",
     "HoppingWindows",

@@ -87,6 +87,21 @@ class Sink(Generic[In, Mat]):
         """
         return Sink(Module.of(_sinks.QueueSink(capacity)))
 
+    @staticmethod
+    def to_subscriber(subscriber: Any) -> Sink[Any, asyncio.Future[None]]:
+        """Hand each element to ``subscriber``: an (async) callable, or an object with ``on_next``.
+
+        ``on_next(x)`` is awaited for each element in order (backpressure: the next
+        waits); ``on_complete()`` and ``on_error(error)``, when the object has them,
+        are called (and awaited) at the end. The future completes after
+        ``on_complete`` and fails with the stream's error.
+
+        >>> done = events.run_with(Sink.to_subscriber(websocket.send))
+        """
+        from .._io.publisher import SubscriberSink
+
+        return Sink(Module.of(SubscriberSink(subscriber)))
+
     def map_materialized_value(self, f: Callable[[Mat], M2]) -> Sink[In, M2]:
         """Transform the materialized value with ``f`` at each run."""
         return Sink(self._module.map_mat(f))

@@ -140,6 +140,31 @@ class Source(Generic[Out, Mat]):
         """
         return Source(Module.of(_sources.QueueSource(capacity)))
 
+    @staticmethod
+    def from_publisher(publisher: Any) -> Source[Any, None]:
+        """Emit what an async publisher produces: an async iterable, a factory of one, or ``async def p(emit)``.
+
+        With ``async def publish(emit)``, each ``await emit(x)`` emits ``x``,
+        waiting while downstream is full and raising once downstream cancelled;
+        the stream completes when ``publish`` returns and fails when it raises.
+        An async iterable is read as it yields (gathering a chunk while
+        backpressured) and closed when downstream cancels.
+
+        >>> async def publish(emit):
+        ...     async for msg in websocket:
+        ...         await emit(msg)
+        >>> await Source.from_publisher(publish).take(10).run_with(Sink.collect())
+        """
+        from .._io.publisher import PushPublisherSource, is_push_publisher
+
+        if is_push_publisher(publisher):
+            return Source(Module.of(PushPublisherSource(publisher)))
+        if not (hasattr(publisher, "__aiter__") or callable(publisher)):
+            raise TypeError(f"from_publisher needs an async iterable, a factory of one or async def p(emit), got {publisher!r}")
+        stage = _sources.AsyncIterableSource(publisher)
+        stage.name = "from_publisher"
+        return Source(Module.of(stage))
+
     # -- composition --------------------------------------------------------
 
     def _then(self, stage: Stage) -> Any:

@@ -1,0 +1,1 @@
+"""Integration sources and sinks: files, record framing, async publishers and subscribers."""
