@@ -146,7 +146,7 @@ def rx_runners() -> dict[str, Runner]:
 
 
 def _streamz(n: int, build: Callable[[Any], Any]) -> Any:
-    from streamz import Stream
+    from streamz import Stream  # type: ignore[import-untyped]
 
     source = Stream()
     last: list[Any] = [None]
@@ -168,7 +168,10 @@ def streamz_runners() -> dict[str, Runner]:
 
 
 def aiostream_runners() -> dict[str, Runner]:
-    from aiostream import pipe, stream
+    import aiostream
+
+    pipe: Any = aiostream.pipe  # its overloads do not type-check these uses
+    stream: Any = aiostream.stream
 
     def go(xs: Any) -> Any:
         async def main() -> Any:
