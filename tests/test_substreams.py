@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import operator
 from collections import defaultdict
 from typing import Any
@@ -31,18 +32,52 @@ def groups_model(xs: list[int], key: Any) -> dict[Any, list[int]]:
 # -- group_by ------------------------------------------------------------------------------
 
 
+def tasks_or_inline(sub: Any, tasks: bool) -> Any:
+    """With ``tasks``, an async boundary makes every substream a run of its own; else it runs inline."""
+    return sub.async_boundary() if tasks else sub
+
+
 @SETTINGS
-@given(chunked, st.integers(1, 7))
-async def test_group_by_fold_per_key(case: Any, mod: int) -> None:
+@given(chunked, st.integers(1, 7), st.booleans())
+async def test_group_by_fold_per_key(case: Any, mod: int, tasks: bool) -> None:
     xs, cuts = case
+    sub = source_from_chunks(split_at(xs, cuts)).group_by(100, lambda x: x % mod)
     got = await (
-        source_from_chunks(split_at(xs, cuts))
-        .group_by(100, lambda x: x % mod)
+        tasks_or_inline(sub, tasks)
         .fold((None, []), lambda acc, x: (x % mod, acc[1] + [x]))
         .merge_substreams()
         .run_with(Sink.collect())
     )
     assert dict(got) == groups_model(xs, lambda x: x % mod)
+
+
+@settings(max_examples=20, deadline=None)
+@given(chunked, st.integers(1, 5), st.integers(0, 3), st.booleans())
+async def test_group_by_take_per_key_closes_keys(case: Any, mod: int, n: int, tasks: bool) -> None:
+    xs, cuts = case
+    sub = source_from_chunks(split_at(xs, cuts)).group_by(100, lambda x: x % mod)
+    got = await tasks_or_inline(sub, tasks).take(n).merge_substreams().run_with(Sink.collect())
+    per_key: dict[int, list[int]] = defaultdict(list)
+    for x in got:
+        per_key[x % mod].append(x)
+    model = {k: v[:n] for k, v in groups_model(xs, lambda x: x % mod).items() if n}
+    assert dict(per_key) == model
+
+
+async def test_inline_substreams_need_no_task_per_key() -> None:
+    async def run_and_count(tasks: bool) -> int:
+        sub = Source.from_iterable(itertools.cycle(range(2000))).group_by(2000, lambda x: x)
+        q = tasks_or_inline(sub, tasks).map(lambda x: x + 1).merge_substreams().run_with(Sink.queue(1))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        count = len(asyncio.all_tasks())
+        q.cancel()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        return count
+
+    assert await run_and_count(tasks=False) < 10
+    assert await run_and_count(tasks=True) > 2000
 
 
 @SETTINGS
@@ -108,11 +143,16 @@ async def test_group_by_completed_keys_free_their_slot_in_max_substreams() -> No
     assert sorted(await clock.run(done)) == list(range(20))
 
 
-async def test_substream_failure_fails_the_stream() -> None:
-    src = Source.from_iterable([1, 2, 0, 4]).group_by(10, lambda x: x % 2).map(lambda x: 1 // x).merge_substreams()
+@pytest.mark.parametrize("tasks", [False, True])
+async def test_substream_failure_fails_the_stream(tasks: bool) -> None:
+    sub = Source.from_iterable([1, 2, 0, 4]).group_by(10, lambda x: x % 2)
+    got: list[float] = []
+    done = tasks_or_inline(sub, tasks).map(lambda x: 1 // x).merge_substreams().run_with(Sink.foreach(got.append))
     with pytest.raises(ZeroDivisionError) as info:
-        await src.run_with(Sink.collect())
+        await done
     assert "in stage 'map'" in info.value.__notes__
+    if not tasks:
+        assert got == [1, 0]  # what came before the failing element is delivered
 
 
 async def test_key_function_failure_and_upstream_failure() -> None:
@@ -238,27 +278,23 @@ def split_model(xs: list[int], p: Any, after: bool) -> list[list[int]]:
 
 
 @SETTINGS
-@given(chunked, st.booleans(), st.integers(2, 5))
-async def test_split_matches_model(case: Any, after: bool, mod: int) -> None:
+@given(chunked, st.booleans(), st.integers(2, 5), st.booleans())
+async def test_split_matches_model(case: Any, after: bool, mod: int, tasks: bool) -> None:
     xs, cuts = case
 
     def p(x: int) -> bool:
         return x % mod == 0
 
     src = source_from_chunks(split_at(xs, cuts))
-    sub = src.split_after(p) if after else src.split_when(p)
+    sub = tasks_or_inline(src.split_after(p) if after else src.split_when(p), tasks)
     got = await sub.fold([], lambda acc, x: acc + [x]).concat_substreams().run_with(Sink.collect())
     assert got == split_model(xs, p, after)
 
 
-async def test_split_when_merge_and_early_completion_drops_until_next_split() -> None:
-    got = await (
-        Source.from_iterable([0, 1, 2, 0, 3, 4, 0])
-        .split_when(lambda x: x == 0)
-        .take(2)
-        .concat_substreams()
-        .run_with(Sink.collect())
-    )
+@pytest.mark.parametrize("tasks", [False, True])
+async def test_split_when_merge_and_early_completion_drops_until_next_split(tasks: bool) -> None:
+    sub = Source.from_iterable([0, 1, 2, 0, 3, 4, 0]).split_when(lambda x: x == 0)
+    got = await tasks_or_inline(sub, tasks).take(2).concat_substreams().run_with(Sink.collect())
     assert got == [0, 1, 0, 3, 0]
     got = await (
         Source.from_iterable(range(10)).split_after(lambda x: x % 3 == 2).fold(0, operator.add).merge_substreams()

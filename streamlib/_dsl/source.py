@@ -614,6 +614,9 @@ class Source(Generic[Out, Mat]):
     def conflate_with_seed(self, seed: Callable[[Out], T], aggregate: Callable[[T, Out], T]) -> Source[T, Mat]:
         """Like ``conflate``, starting each summary with ``seed(element)``.
 
+        Emits when downstream has taken everything emitted before; backpressures
+        never; completes when upstream completes and the last summary is emitted.
+
         >>> lists = source.conflate_with_seed(lambda x: [x], lambda acc, x: acc + [x])
         """
         from .._ops.flow_control import conflate_with_seed
@@ -638,6 +641,10 @@ class Source(Generic[Out, Mat]):
         self, max_weight: float, cost: Callable[[Out], float], seed: Callable[[Out], T], aggregate: Callable[[T, Out], T]
     ) -> Source[T, Mat]:
         """Like ``batch``, counting ``cost(element)`` toward ``max_weight`` (an element heavier than it goes alone).
+
+        Emits when downstream has taken everything emitted before; backpressures
+        when the batch weighs ``max_weight`` and downstream is busy; completes
+        when upstream completes and the last batch is emitted.
 
         >>> frames = chunks.batch_weighted(64_000, len, bytearray, lambda b, x: b + x)
         """
@@ -687,6 +694,9 @@ class Source(Generic[Out, Mat]):
     def completion_timeout(self, seconds: float | timedelta) -> Source[Out, Mat]:
         """Fail with ``StreamTimeoutError`` when the stream has not completed ``seconds`` after it started.
 
+        Emits what upstream emits (fused, chunks unchanged); completes when
+        upstream completes in time; fails at the deadline otherwise.
+
         >>> batch_job.completion_timeout(timedelta(minutes=5))
         """
         from .._ops.flow_control import Timeout
@@ -695,6 +705,9 @@ class Source(Generic[Out, Mat]):
 
     def initial_timeout(self, seconds: float | timedelta) -> Source[Out, Mat]:
         """Fail with ``StreamTimeoutError`` when the first element has not arrived ``seconds`` after the start.
+
+        Emits what upstream emits (fused, chunks unchanged); after the first
+        element it only passes elements on.
 
         >>> replies.initial_timeout(5.0)
         """
@@ -785,6 +798,10 @@ class Source(Generic[Out, Mat]):
     def split_after(self, p: Callable[[Out], object]) -> SubFlow[Out, Source[Any, Mat]]:
         """End the current substream after each element for which ``p`` holds (that element closes it).
 
+        Returns a ``SubFlow`` (see ``split_when``); the element after a split
+        opens the next substream. Completes when upstream and every substream
+        completed.
+
         >>> await Source.from_iterable([1, 2, 0, 3, 0]).split_after(lambda x: x == 0).map(str).fold("", operator.add).concat_substreams().run_with(Sink.collect())
         ['120', '30']
         """
@@ -808,6 +825,10 @@ class Source(Generic[Out, Mat]):
 
     def flat_map_concat(self, f: Callable[[Out], Source[T, Any]]) -> Source[T, Mat]:
         """Run the Source ``f(element)`` for each element in turn, emitting all of one before the next.
+
+        Emits what the current source emits; backpressures when downstream does
+        and reads the next element only when the current source completed;
+        completes when upstream and the last source completed; fails when any does.
 
         >>> await Source.from_iterable([1, 2]).flat_map_concat(lambda n: Source.from_iterable([n] * n)).run_with(Sink.collect())
         [1, 2, 2]

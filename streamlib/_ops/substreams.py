@@ -23,6 +23,15 @@ run at once; the router waits for a slot before opening another (so
 complete, as in Akka). ``max_substreams`` bounds the open substreams of
 ``group_by``: one more key is :class:`TooManySubstreamsError`.
 
+When the substream Flow is synchronous from end to end (``map``, ``filter``,
+``fold``, ``scan``, ... with no timer and no async stage) and the substreams are
+never made to wait for a slot (``merge_substreams()`` after ``group_by``, or any
+``split_*``), the stage drives each substream itself, inline: a substream is
+then just its fused logics (the same code an island runs), with no task and no
+channel, and the outputs of one input chunk leave as one chunk. Results are
+those of the general path; only the interleaving of different substreams'
+outputs is fixed (the order their input arrived).
+
 A substream that completes early (its flow took what it wanted) is closed: later
 elements for its key are dropped unless ``allow_closed_substream_recreation``,
 and for ``split_*`` up to the next split. A substream that fails fails the stage.
@@ -40,9 +49,10 @@ from typing import Any
 from .._dsl.module import Module
 from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
-from .._runtime.materializer import Edge
+from .._runtime.island import Island
+from .._runtime.materializer import Edge, _fuse_chains
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, SinkLogic, Stage, StageLogic, annotate
 from ._subrun import ChannelSinkStage, ChannelSourceStage, SubRuns, close_source
 
 #: Elements a substream's input and output channels each hold before their producer waits.
@@ -187,7 +197,10 @@ class _SubstreamsLogic(AsyncLogic):
             from .supervision import with_default_supervision
 
             flow = with_default_supervision(flow, ctx.supervision)
+        self.flow = flow
         self.template = _FlowTemplate(flow) if flow is not None else None
+        self.order = _linear_order(flow) if flow is not None else None
+        self._probe: list[StageLogic] | None = None
         #: Open substreams by key (``group_by``); the current one is ``self.current`` for the others.
         self.open: dict[Any, _Sub] = {}
         self.closed_keys: set[Any] = set()
@@ -201,6 +214,38 @@ class _SubstreamsLogic(AsyncLogic):
         self._queued: set[int] = set()
         self._wake: asyncio.Future[None] | None = None
         self._slot: asyncio.Future[None] | None = None
+
+    # -- the inline path -------------------------------------------------------------
+
+    def inline_logics(self) -> list[StageLogic] | None:
+        """Fresh logics for one substream, fused; None when one of them cannot be driven inline."""
+        if self._probe is not None:
+            logics, self._probe = self._probe, None
+            return logics
+        assert self.flow is not None and self.order is not None
+        out: list[StageLogic] = []
+        for i in self.order:
+            stage = self.flow.stages[i]
+            logic, _mat = stage.materialize(self.ctx)
+            if (
+                not isinstance(logic, StageLogic)
+                or isinstance(logic, SinkLogic)
+                or not logic.fuse_output
+                or logic.uses_timers
+            ):
+                return None
+            logic.stage_name = stage.stage_name()
+            out.append(logic)
+        return _fuse_chains(out)
+
+    def _can_inline(self) -> bool:
+        sp = self.splitter
+        if isinstance(sp, FlatMap) or self.order is None:
+            return False
+        if isinstance(sp, GroupBy) and self.stage.parallelism < sp.max_substreams:
+            return False  # substreams may have to wait for a slot: they need tasks of their own
+        self._probe = self.inline_logics()
+        return self._probe is not None
 
     # -- notifications -------------------------------------------------------------
 
@@ -225,6 +270,9 @@ class _SubstreamsLogic(AsyncLogic):
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (inlet,), (out,) = inlets, outlets
+        if self._can_inline():
+            await _Inline(self).run(inlet, out)
+            return
         router = self.ctx.loop.create_task(self._route_and_report(inlet))
         try:
             await self._merge(out)
@@ -428,3 +476,204 @@ class _SubstreamsLogic(AsyncLogic):
         self.started += 1
         self.running += 1
         self.runs.start(close_source(module, sub.out), self.ctx, name, self.buffer)
+
+
+def _linear_order(flow: Module) -> list[int] | None:
+    """The stage indices of a one-in one-out chain from inlet to outlet; None for anything else."""
+    if flow.inlet is None or flow.outlet is None:
+        return None
+    if any(st.inputs != 1 or st.outputs != 1 for st in flow.stages):
+        return None
+    nxt = {e.src: e.dst for e in flow.edges}
+    order = [flow.inlet[0]]
+    while order[-1] != flow.outlet[0]:
+        i = nxt.get(order[-1])
+        if i is None or len(order) > len(flow.stages):
+            return None
+        order.append(i)
+    return order if len(order) == len(flow.stages) else None
+
+
+class _Inline:
+    """Substreams of synchronous stages, driven by the substreams stage's own task.
+
+    Each substream is an :class:`Island` used only for its synchronous core
+    (``_start``, ``_push``, ``_finish``): no head, no task, no channel. The
+    outputs of all substreams for one input chunk are gathered and put on the
+    outlet together; an error delivers what was gathered before it.
+    """
+
+    def __init__(self, logic: _SubstreamsLogic) -> None:
+        self.logic = logic
+        self.ctx = logic.ctx
+        self.name = logic.stage_name
+        self.tail = Channel(1, f"{self.name}.inline")  # never used: an island only gathers output with a tail
+        self.open: dict[Any, Island] = {}
+        self.current: Island | None = None
+        self.current_done = False  # the current split substream completed early
+        self.current_fed = False
+
+    async def run(self, inlet: Channel, out: Channel) -> None:
+        sp = self.logic.splitter
+        try:
+            while True:
+                item = await inlet.get()
+                outs: list[Any] = []
+                try:
+                    if type(item) is list:
+                        if isinstance(sp, GroupBy):
+                            self._groups(sp, item, outs)
+                        else:
+                            assert isinstance(sp, Split)
+                            self._split(sp, item, outs)
+                    elif item is END:
+                        for isl in list(self.open.values()):
+                            self._end(isl, outs)
+                        self.open.clear()
+                        if self.current is not None and not self.current_done:
+                            self._end(self.current, outs)
+                        self.current = None
+                    elif isinstance(item, Failure):
+                        raise item.error
+                except Exception:
+                    if outs:
+                        try:
+                            await self._put(out, outs)
+                        except DownstreamCancelled:
+                            pass
+                    raise
+                if outs:
+                    await self._put(out, outs)
+                if item is END:
+                    return
+        except BaseException as error:
+            for isl in [*self.open.values(), *([self.current] if self.current is not None else [])]:
+                for lg in isl.logics:
+                    if isinstance(error, DownstreamCancelled):
+                        lg.on_cancel()
+                    else:
+                        lg.on_failure(error)
+            raise
+
+    async def _put(self, out: Channel, outs: list[Any]) -> None:
+        step = self.ctx.max_chunk
+        for k in range(0, len(outs), step):
+            await out.put(outs[k : k + step])
+
+    # -- one substream --------------------------------------------------------------
+
+    def _new(self, outs: list[Any]) -> Island:
+        logics = self.logic.inline_logics()
+        assert logics is not None  # the probe said every stage can run inline
+        isl = Island(None, None, logics, self.tail, self.ctx)
+        self._guard(isl, isl._start, outs)
+        return isl
+
+    def _guard(self, isl: Island, step: Any, outs: list[Any], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception as error:
+            where = isl.failed_at
+            annotate(error, isl.logics[where].stage_name if 0 <= where < isl.n else self.name)
+            self._gather(isl, outs)
+            raise
+        self._gather(isl, outs)
+
+    @staticmethod
+    def _gather(isl: Island, outs: list[Any]) -> None:
+        for item in isl.out:
+            if type(item) is list:
+                outs.extend(item)  # END and signals stay inside the substream
+        isl.out = []
+
+    def _push(self, isl: Island, part: list[Any], outs: list[Any]) -> bool:
+        """Feed ``part``; True when the substream completed (it wants no more)."""
+        if isl.stop_at < 0:
+            self._guard(isl, isl._push, outs, 0, part)
+        if isl.stop_at >= 0:
+            for lg in isl.logics[: isl.stop_at + 1]:
+                lg.on_cancel()
+            self._guard(isl, isl._finish, outs, isl.stop_at + 1)
+            return True
+        return False
+
+    def _end(self, isl: Island, outs: list[Any]) -> None:
+        if isl.stop_at < 0:
+            self._guard(isl, isl._finish, outs, 0)
+
+    # -- routing ------------------------------------------------------------------------
+
+    def _groups(self, sp: GroupBy, chunk: list[Any], outs: list[Any]) -> None:
+        key = sp.key
+        groups: dict[Any, list[Any]] = {}
+        for x in chunk:
+            k = key(x)
+            part = groups.get(k)
+            if part is None:
+                groups[k] = [x]
+            else:
+                part.append(x)
+        closed = self.logic.closed_keys
+        for k, part in groups.items():
+            isl = self.open.get(k)
+            if isl is None:
+                if k in closed and not sp.allow_recreation:
+                    continue  # that substream completed: it wants no more elements
+                if len(self.open) >= sp.max_substreams:
+                    raise TooManySubstreamsError(
+                        f"{self.name}: key {k!r} would open substream {len(self.open) + 1}, "
+                        f"more than max_substreams={sp.max_substreams}"
+                    )
+                isl = self.open[k] = self._new(outs)
+                closed.discard(k)
+                if isl.stop_at >= 0:  # complete before any element (take(0))
+                    self._push(isl, [], outs)
+                    del self.open[k]
+                    closed.add(k)
+                    continue
+            if self._push(isl, part, outs):
+                del self.open[k]
+                closed.add(k)
+
+    def _split(self, sp: Split, chunk: list[Any], outs: list[Any]) -> None:
+        p, after = sp.predicate, sp.after
+        part: list[Any] = []
+        for x in chunk:
+            if after:
+                if self.current is None:
+                    self._open_split(outs)
+                part.append(x)
+                if p(x):
+                    self._close_split(part, outs)
+                    part = []
+            else:
+                if self.current is not None and p(x) and (part or self.current_fed):
+                    self._close_split(part, outs)
+                    part = []
+                if self.current is None:
+                    self._open_split(outs)
+                part.append(x)
+        if part:
+            self._feed(part, outs)
+
+    def _open_split(self, outs: list[Any]) -> None:
+        self.current = self._new(outs)
+        self.current_done = False
+        self.current_fed = False
+        if self.current.stop_at >= 0:
+            self._push(self.current, [], outs)
+            self.current_done = True
+
+    def _feed(self, part: list[Any], outs: list[Any]) -> None:
+        assert self.current is not None
+        self.current_fed = True
+        if not self.current_done and self._push(self.current, part, outs):
+            self.current_done = True  # completed early: drop up to the next split
+
+    def _close_split(self, part: list[Any], outs: list[Any]) -> None:
+        if part:
+            self._feed(part, outs)
+        assert self.current is not None
+        if not self.current_done:
+            self._end(self.current, outs)
+        self.current = None
