@@ -135,7 +135,9 @@ def _supervisable(stage: Stage) -> bool:
         return stage.kind in _SUPERVISED_KINDS
     if isinstance(stage, MapAsync):
         return True
-    return type(stage).__name__ == "_LogicStage" and stage.name in _STEP_STAGES
+    from .simple import _LogicStage
+
+    return isinstance(stage, _LogicStage) and stage.name in _STEP_STAGES
 
 
 def _wrap(stage: Stage, decider: Decider) -> Stage:
@@ -193,6 +195,8 @@ class SupervisedStage(Stage):
         from .concurrent import MapAsync
 
         inner = self.inner
+        if self.decider is _stop:
+            return inner.materialize(ctx)  # stop is what the stage does anyway: keep it fusable
         if isinstance(inner, _chain.ChainStage):
             return SupervisedChainLogic(inner.kind, inner.fn, inner.arg, self.name, self.decider), None
         if isinstance(inner, MapAsync):
