@@ -100,13 +100,14 @@ class OperatorState:
         for key in self.dirty:
             if key in data:
                 writes.append((encode_key(key), encode(data[key], what)))
-        for key in self.drop:
+        drop = self.drop - self.dirty  # removed, then set again: the new value wins
+        for key in drop:
             writes.append((encode_key(key), None))
         if extra:
             for k, v in extra.items():
                 writes.append((k, encode(v, what)))
+        self.persisted -= drop
         self.persisted |= self.dirty
-        self.persisted -= self.drop
         self.dirty = set()
         self.drop = set()
         self.run.stage(checkpoint_id, self.member, self.table, writes)
