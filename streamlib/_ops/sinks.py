@@ -11,9 +11,11 @@ from typing import Any
 from .._native import fold_function
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
+from .._runtime.graph_run import RunningGraph
 from .._runtime.materializer import ChannelSinkLogic
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, SinkLogic, Stage
+from .sources import QueueClosedError, on_run_end
 
 
 class EmptyStreamError(ValueError):
@@ -251,13 +253,24 @@ class SinkQueue:
     complete; it raises the stream's error if it failed. Also an async iterator.
     """
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, graph: RunningGraph | None = None) -> None:
         self._channel = channel
         self._buffer: deque[Any] = deque()
         self._ended = False
+        self._graph = graph
+        self._watching = False
+
+    def _on_run_end(self) -> None:
+        # After END or a failure this is never read; otherwise the run was cancelled.
+        self._channel.put_final(Failure(QueueClosedError("the stream was cancelled before it completed")))
 
     async def pull(self) -> Any:
-        """The next element; None at the end of the stream."""
+        """The next element; None at the end of the stream.
+
+        Raises the stream's error if it failed, :class:`QueueClosedError` if it was cancelled.
+        """
+        if not self._watching:
+            self._watching = on_run_end(self._graph, self._on_run_end)
         while not self._buffer:
             if self._ended:
                 return None
@@ -297,4 +310,4 @@ class QueueSink(_SinkStage):
 
     def materialize(self, ctx: RunContext) -> tuple[ChannelSinkLogic, SinkQueue]:
         channel = Channel(self.capacity, "sink queue")
-        return ChannelSinkLogic(channel), SinkQueue(channel)
+        return ChannelSinkLogic(channel), SinkQueue(channel, ctx.graph)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
+from .._runtime.graph_run import RunningGraph
 from .._runtime.materializer import ChannelSourceLogic
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, PullSourceLogic, Stage
@@ -280,7 +281,20 @@ class _TickLogic(AsyncLogic):
 
 
 class QueueClosedError(RuntimeError):
-    """The stream behind a :class:`SourceQueue` is no longer accepting elements."""
+    """The stream behind a :class:`SourceQueue` or :class:`SinkQueue` is gone."""
+
+
+def on_run_end(graph: RunningGraph | None, callback: Callable[[], None]) -> bool:
+    """Call ``callback`` once every task of the run has ended.
+
+    False (nothing registered) while the run has not started. Queue handles use it
+    so that a producer or puller waiting on a run that was cancelled, even before
+    its stages started, is woken instead of waiting forever.
+    """
+    if graph is None or graph.task is None:
+        return False
+    graph.task.add_done_callback(lambda _task: callback())
+    return True
 
 
 class SourceQueue:
@@ -290,14 +304,23 @@ class SourceQueue:
     ``complete()`` ends the stream and ``fail(error)`` fails it.
     """
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, graph: RunningGraph | None = None) -> None:
         self._channel = channel
         self._closed = False
+        self._graph = graph
+        self._watching = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueClosedError("offer after complete() or fail()")
+        if not self._watching:
+            self._watching = on_run_end(self._graph, self._channel.cancel)
+        if self._graph is not None and self._graph.done:
+            raise QueueClosedError("the stream has ended")
 
     async def offer(self, element: Any) -> None:
         """Enqueue one element, waiting while the buffer is full."""
-        if self._closed:
-            raise QueueClosedError("offer after complete() or fail()")
+        self._check_open()
         try:
             await self._channel.put([element])
         except DownstreamCancelled:
@@ -306,8 +329,7 @@ class SourceQueue:
     async def offer_all(self, elements: Iterable[Any]) -> None:
         """Enqueue many elements as one chunk, waiting while the buffer is full."""
         chunk = list(elements)
-        if self._closed:
-            raise QueueClosedError("offer after complete() or fail()")
+        self._check_open()
         try:
             if chunk:
                 await self._channel.put(chunk)
@@ -316,7 +338,9 @@ class SourceQueue:
 
     def offer_nowait(self, element: Any) -> bool:
         """Enqueue without waiting; False when the buffer is full or the stream is gone."""
-        if self._closed:
+        try:
+            self._check_open()
+        except QueueClosedError:
             return False
         return self._channel.put_nowait([element])
 
@@ -348,5 +372,5 @@ class QueueSource(_SourceStage):
 
     def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, SourceQueue]:
         channel = Channel(self.capacity, "queue")
-        return ChannelSourceLogic(channel), SourceQueue(channel)
+        return ChannelSourceLogic(channel), SourceQueue(channel, ctx.graph)
 
