@@ -272,12 +272,34 @@ class _TickLogic(AsyncLogic):
         while True:
             delay = next_at - clock.now()
             if delay > 0:
-                await clock.sleep(delay)
+                await self._sleep_unless_cancelled(out, delay)
             if out.cancelled:
                 return
             # A tick is dropped (not queued) while downstream is backpressuring.
             out.put_nowait([self.stage.value])
             next_at += self.stage.interval
+
+    async def _sleep_unless_cancelled(self, out: Channel, delay: float) -> None:
+        """Sleep ``delay`` on the run's clock, but return as soon as downstream cancels.
+
+        The channel wakes its producer's waiter on cancellation (and when room
+        appears, which only means checking again); this source is that producer
+        and never waits for room otherwise.
+        """
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        loop = asyncio.get_running_loop()
+        try:
+            while not sleeper.done() and not out.cancelled:
+                waiter: asyncio.Future[None] = loop.create_future()
+                out._putter = waiter
+                try:
+                    await asyncio.wait((sleeper, waiter), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if out._putter is waiter:
+                        out._putter = None
+        finally:
+            sleeper.cancel()
+            await asyncio.wait((sleeper,))
 
 
 class QueueClosedError(RuntimeError):
