@@ -484,3 +484,46 @@ def test_ports_of_another_builder_and_foreign_pieces_are_errors() -> None:
 def test_junctions_need_a_port(junction: Any) -> None:
     with pytest.raises(ValueError, match="needs at least one port"):
         junction(0)
+
+
+# -- linear shorthands built on junctions ----------------------------------------------------------
+
+
+@SETTINGS
+@given(inp=chunked())
+def test_also_to_sends_every_element_to_both(inp: tuple[list[int], list[list[int]]]) -> None:
+    xs, chunks = inp
+
+    async def go() -> tuple[list[int], list[int]]:
+        side: list[int] = []
+        main = await source_from_chunks(chunks).also_to(Sink.foreach(side.append)).map(lambda x: x + 1).run_with(
+            Sink.collect()
+        )
+        await assert_no_running_graphs()
+        return main, side
+
+    assert run(go) == ([x + 1 for x in xs], xs)
+
+
+@SETTINGS
+@given(inp=chunked())
+def test_divert_to_sends_matching_elements_aside(inp: tuple[list[int], list[list[int]]]) -> None:
+    xs, chunks = inp
+
+    async def go() -> tuple[list[int], list[int]]:
+        aside: list[int] = []
+        main = await source_from_chunks(chunks).divert_to(Sink.foreach(aside.append), lambda x: x < 0).run_with(
+            Sink.collect()
+        )
+        await assert_no_running_graphs()
+        return main, aside
+
+    assert run(go) == ([x for x in xs if x >= 0], [x for x in xs if x < 0])
+
+
+async def test_flow_from_sink_and_source() -> None:
+    seen: list[int] = []
+    flow = Flow.from_sink_and_source(Sink.foreach(seen.append), Source.from_iterable("ab"))
+    assert await Source.from_iterable([1, 2, 3]).via(flow).run_with(Sink.collect()) == ["a", "b"]
+    await assert_no_running_graphs()
+    assert seen == [1, 2, 3]

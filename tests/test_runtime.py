@@ -521,3 +521,43 @@ async def test_run_graph_returns_the_running_graph() -> None:
     assert isinstance(graph, RunningGraph)
     await graph.wait()
     assert graph.done and value.result() == [0, 1, 2]
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_wrong_blueprint_kinds_are_clear_errors() -> None:
+    src, flow, sink = Source.single(1), Flow.map(str), Sink.ignore()
+    with pytest.raises(TypeError, match=r"via\(\) takes a Flow, got Sink"):
+        src.via(sink)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"via_mat\(\) takes a Flow, got Source"):
+        src.via_mat(src, Keep.both)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"to\(\) takes a Sink, got Flow"):
+        src.to(flow)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"to_mat\(\) takes a Sink, got Flow"):
+        flow.to_mat(flow, Keep.right)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"via\(\) takes a Flow, got Sink"):
+        flow.via(sink)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("option", ["max_chunk", "channel_capacity"])
+@pytest.mark.parametrize("value", [0, -3, 1.5])
+async def test_run_options_must_be_positive_ints(option: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=f"{option} must be a positive int, got {value}"):
+        Source.single(1).to(Sink.ignore()).run(**{option: value})
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Source.queue(0), "queue capacity must be at least 1"),
+        (lambda: Sink.queue(0), "queue capacity must be at least 1"),
+        (lambda: Source.single(1).take(-1), r"take\(n\) needs a non-negative int"),
+        (lambda: Source.single(1).drop(-1), r"drop\(n\) needs a non-negative int"),
+        (lambda: Source.single(1).grouped(0), r"grouped\(n\) needs n >= 1"),
+        (lambda: Source.single(1).sliding(2, 0), r"sliding\(n, step\) needs n >= 1 and step >= 1"),
+    ],
+)
+def test_bad_operator_arguments_fail_when_building(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()

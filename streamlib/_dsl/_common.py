@@ -21,3 +21,9 @@ def _count(n: int, what: str) -> int:
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"{what}(n) needs a non-negative int, got {n!r}")
     return n
+
+
+def _expect(value: object, kind: type, method: str) -> None:
+    """A clear error when a blueprint of the wrong kind is passed (a Sink to ``via``...)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{method}() takes a {kind.__name__}, got {value!r}")

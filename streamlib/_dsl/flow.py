@@ -24,7 +24,7 @@ from .._ops.chain import (
 )
 from .._ops.sinks import _NOTHING
 from ..stage import Stage
-from ._common import OverflowStrategy, _count, _seconds
+from ._common import OverflowStrategy, _count, _expect, _seconds
 from .keep import Keep
 from .module import Module
 
@@ -88,22 +88,26 @@ class Flow(Generic[In, Out, Mat]):
 
     def via(self, flow: Flow[Out, T, Any]) -> Flow[In, T, Mat]:
         """Append ``flow``; keeps this Flow's materialized value."""
+        _expect(flow, Flow, "via")
         return Flow(self._module.compose(flow._module, Keep.left))
 
     def via_mat(self, flow: Flow[Out, T, M2], combine: Callable[[Mat, M2], M3]) -> Flow[In, T, M3]:
         """Append ``flow``, combining materialized values with ``combine`` (see ``Keep``)."""
+        _expect(flow, Flow, "via_mat")
         return Flow(self._module.compose(flow._module, combine))
 
     def to(self, sink: Sink[Out, Any]) -> Sink[In, Mat]:
         """Close the output into ``sink``, giving a Sink that keeps this Flow's value."""
         from .sink import Sink
 
+        _expect(sink, Sink, "to")
         return Sink(self._module.compose(sink._module, Keep.left))
 
     def to_mat(self, sink: Sink[Out, M2], combine: Callable[[Mat, M2], M3]) -> Sink[In, M3]:
         """Close the output into ``sink``, combining materialized values."""
         from .sink import Sink
 
+        _expect(sink, Sink, "to_mat")
         return Sink(self._module.compose(sink._module, combine))
 
     def map_materialized_value(self, f: Callable[[Mat], M2]) -> Flow[In, Out, M2]:

@@ -58,6 +58,9 @@ class RunnableGraph(Generic[Mat]):
 
             supervision = as_decider(supervision)
             module = with_default_supervision(module, supervision)
+        for option, value in (("max_chunk", max_chunk), ("channel_capacity", channel_capacity)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{option} must be a positive int, got {value!r}")
         ctx = RunContext(current_loop(), supervision=supervision)
         if max_chunk is not None:
             ctx.max_chunk = max_chunk

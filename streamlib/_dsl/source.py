@@ -25,7 +25,7 @@ from .._ops.chain import (
 )
 from .._ops.sinks import _NOTHING
 from ..stage import Stage
-from ._common import OverflowStrategy, _count, _seconds
+from ._common import OverflowStrategy, _count, _expect, _seconds
 from .keep import Keep
 from .module import Module
 
@@ -175,22 +175,32 @@ class Source(Generic[Out, Mat]):
 
     def via(self, flow: Flow[Out, T, Any]) -> Source[T, Mat]:
         """Append ``flow``; keeps this Source's materialized value."""
+        from .flow import Flow
+
+        _expect(flow, Flow, "via")
         return Source(self._module.compose(flow._module, Keep.left))
 
     def via_mat(self, flow: Flow[Out, T, M2], combine: Callable[[Mat, M2], M3]) -> Source[T, M3]:
         """Append ``flow``, combining materialized values with ``combine`` (see ``Keep``)."""
+        from .flow import Flow
+
+        _expect(flow, Flow, "via_mat")
         return Source(self._module.compose(flow._module, combine))
 
     def to(self, sink: Sink[Out, Any]) -> RunnableGraph[Mat]:
         """Connect to ``sink``; the graph keeps this Source's materialized value."""
         from .runnable import RunnableGraph
+        from .sink import Sink
 
+        _expect(sink, Sink, "to")
         return RunnableGraph(self._module.compose(sink._module, Keep.left))
 
     def to_mat(self, sink: Sink[Out, M2], combine: Callable[[Mat, M2], M3]) -> RunnableGraph[M3]:
         """Connect to ``sink``, combining materialized values with ``combine``."""
         from .runnable import RunnableGraph
+        from .sink import Sink
 
+        _expect(sink, Sink, "to_mat")
         return RunnableGraph(self._module.compose(sink._module, combine))
 
     def run_with(self, sink: Sink[Out, M2]) -> M2:

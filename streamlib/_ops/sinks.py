@@ -306,6 +306,8 @@ class QueueSink(_SinkStage):
     name = "queue"
 
     def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"queue capacity must be at least 1, got {capacity}")
         self.capacity = capacity
 
     def materialize(self, ctx: RunContext) -> tuple[ChannelSinkLogic, SinkQueue]:
