@@ -25,6 +25,9 @@ import msgspec
 _encoder = msgspec.msgpack.Encoder()
 _any_decoder = msgspec.msgpack.Decoder()
 
+#: Encode without the friendly error (for hot loops that handle errors themselves).
+raw_encode = _encoder.encode
+
 
 class StateEncodingError(TypeError):
     """A key or value cannot be written to a state store (not MessagePack-encodable)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._runtime.context import RunContext
 from .checkpoint import RunCheckpoints, attach
-from .codec import decode_key, encode, encode_key, value_decoder
+from .codec import decode_key, encode, encode_key, raw_encode, value_decoder
 from .store import StateStore
 
 EXTRA_PREFIX = b"\xc1"
@@ -95,11 +95,17 @@ class OperatorState:
         if self.run is None:
             return
         data = self.data
-        writes: list[tuple[bytes, bytes | None]] = []
         what = f"state of {self.stage_name}"
-        for key in self.dirty:
-            if key in data:
-                writes.append((encode_key(key), encode(data[key], what)))
+        try:
+            writes: list[tuple[bytes, bytes | None]] = [
+                (raw_encode(key), raw_encode(data[key])) for key in self.dirty if key in data
+            ]
+        except (TypeError, OverflowError):
+            for key in self.dirty:  # name the culprit
+                if key in data:
+                    encode_key(key)
+                    encode(data[key], what)
+            raise
         drop = self.drop - self.dirty  # removed, then set again: the new value wins
         for key in drop:
             writes.append((encode_key(key), None))

@@ -62,16 +62,16 @@ def update_fixed(
     ``created`` (in creation order). Late when ``s_min + size <= closed_to`` for
     the earliest window ``s_min``.
     """
-    for e in chunk:
-        ts = ts_of(e)
-        k = key_of(e)
-        v = e if value_of is None else value_of(e)
-        last = ts - (ts - offset) % step
-        if step == size:
-            if last + size <= closed_to:
-                late.append((e, ts, k, last, last + size))
+    if step == size:  # tumbling: one window per element
+        for e in chunk:
+            ts = ts_of(e)
+            k = key_of(e)
+            start = ts - (ts - offset) % size
+            if start + size <= closed_to:
+                late.append((e, ts, k, start, start + size))
                 continue
-            wk = (k, last)
+            wk = (k, start)
+            v = e if value_of is None else value_of(e)
             acc = accs.get(wk, MISSING)
             if acc is MISSING:
                 accs[wk] = create(v)
@@ -79,11 +79,16 @@ def update_fixed(
             else:
                 accs[wk] = add(acc, v)
             touched.add(wk)
-            continue
+        return
+    for e in chunk:
+        ts = ts_of(e)
+        k = key_of(e)
+        last = ts - (ts - offset) % step
         first = last - ((size - 1 - (ts - last)) // step) * step
         if first + size <= closed_to:
             late.append((e, ts, k, first, first + size))
             continue
+        v = e if value_of is None else value_of(e)
         s = first
         while s <= last:
             wk = (k, s)
@@ -97,6 +102,10 @@ def update_fixed(
             s += step
 
 
+#: ``closed_end`` of a session entry whose key has no closed session yet.
+NO_CLOSED = -(2**63)
+
+
 def update_sessions(
     chunk: list[Any],
     ts_of: Callable[[Any], int],
@@ -108,79 +117,79 @@ def update_sessions(
     merge: Callable[[Any, Any], Any],
     sessions: dict[Hashable, list[Any]],
     closed_to: int,
-    touched: dict[Hashable, list[int]],
+    touched: set[Hashable],
     created: list[tuple[Hashable, int]],
     late: list[tuple[Any, int, Hashable, int, int]],
 ) -> None:
     """Session windows.
 
-    ``sessions[key]`` is ``[closed, open]``: ``closed`` is ``[start, end]`` of
-    the key's latest closed session (or None) and ``open`` the key's open
-    sessions, each ``[start, end, acc]`` (``end`` = last timestamp + gap). An
-    element at ``ts`` spans ``[ts, ts + gap)``.
+    ``sessions[key]`` is one flat list per key::
 
-    * Late when ``ts < closed[1]`` (it would join the closed session, or sits
+        [closed_start, closed_end, start_1, end_1, acc_1, start_2, end_2, acc_2, ...]
+
+    ``closed_start``/``closed_end`` bound the key's latest closed session
+    (``closed_end == NO_CLOSED`` when there is none); then come the key's open
+    sessions, three items each (``end`` = last timestamp + gap). An element at
+    ``ts`` spans ``[ts, ts + gap)``.
+
+    * Late when ``ts < closed_end`` (it would join the closed session, or lies
       before it), or when it overlaps no open session and ``ts + gap <=
       closed_to`` (its own session would be closed already).
-    * Otherwise it joins every open session it overlaps (``start < ts + gap
-      and ts < end``), merging them into the first one found (``merge`` of
+    * Otherwise it joins every open session it overlaps (``start < ts + gap and
+      ts < end``), merging them into the first one found (``merge`` of
       accumulators, bounds widened), then ``add``; with no overlap it starts
-      ``[ts, ts + gap, create(v)]``, appended to the open list and to
+      ``ts, ts + gap, create(v)`` at the end of the list and is appended to
       ``created`` as ``(key, end)``.
 
-    ``touched[key]`` collects the timestamps applied per key.
+    Each key applied to is added to ``touched``.
     """
     for e in chunk:
         ts = ts_of(e)
         k = key_of(e)
-        v = e if value_of is None else value_of(e)
         end = ts + gap
         entry = sessions.get(k)
-        hit: list[Any] | None = None
-        if entry is not None:
-            closed = entry[0]
-            if closed is not None and ts < closed[1]:
-                late.append((e, ts, k, closed[0], closed[1]))
-                continue
-            ss = entry[1]
-            i = 0
-            while i < len(ss):
-                s = ss[i]
-                if s[0] < end and ts < s[1]:
-                    if hit is None:
-                        hit = s
-                        i += 1
-                        continue
-                    # A second overlapping session: fold it into the first.
-                    if s[0] < hit[0]:
-                        hit[0] = s[0]
-                    if s[1] > hit[1]:
-                        hit[1] = s[1]
-                    hit[2] = merge(hit[2], s[2])
-                    del ss[i]
-                    continue
-                i += 1
-        if hit is None:
+        if entry is None:
             if end <= closed_to:
                 late.append((e, ts, k, ts, end))
                 continue
-            new = [ts, end, create(v)]
-            if entry is None:
-                sessions[k] = [None, [new]]
-            else:
-                entry[1].append(new)
+            sessions[k] = [0, NO_CLOSED, ts, end, create(e if value_of is None else value_of(e))]
+            created.append((k, end))
+            touched.add(k)
+            continue
+        if ts < entry[1]:
+            late.append((e, ts, k, entry[0], entry[1]))
+            continue
+        hit = -1
+        i = 2
+        n = len(entry)
+        while i < n:
+            if entry[i] < end and ts < entry[i + 1]:
+                if hit < 0:
+                    hit = i
+                else:  # a second overlapping session: fold it into the first
+                    if entry[i] < entry[hit]:
+                        entry[hit] = entry[i]
+                    if entry[i + 1] > entry[hit + 1]:
+                        entry[hit + 1] = entry[i + 1]
+                    entry[hit + 2] = merge(entry[hit + 2], entry[i + 2])
+                    del entry[i : i + 3]
+                    n -= 3
+                    continue
+            i += 3
+        v = e if value_of is None else value_of(e)
+        if hit < 0:
+            if end <= closed_to:
+                late.append((e, ts, k, ts, end))
+                continue
+            entry += (ts, end, create(v))
             created.append((k, end))
         else:
-            if ts < hit[0]:
-                hit[0] = ts
-            if end > hit[1]:
-                hit[1] = end
-            hit[2] = add(hit[2], v)
-        t = touched.get(k)
-        if t is None:
-            touched[k] = [ts]
-        else:
-            t.append(ts)
+            if ts < entry[hit]:
+                entry[hit] = ts
+            if end > entry[hit + 1]:
+                entry[hit + 1] = end
+            entry[hit + 2] = add(entry[hit + 2], v)
+        touched.add(k)
 
 
 def update_sliding(

@@ -25,6 +25,7 @@ forwarded after the results they caused.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Callable, Hashable
 from copy import copy
 from heapq import heappop, heappush
@@ -261,31 +262,37 @@ class FixedWindowLogic(_WindowLogic):
 
 
 class SessionWindowLogic(_WindowLogic):
-    """Session windows: ``sessions[key] = [closed, [[start, end, acc], ...]]``.
+    """Session windows: one flat list per key (see ``kernels.update_sessions``).
 
-    ``closed`` (``[start, end]`` of the key's latest closed session) makes an
-    element that would join a closed session late, so the results never depend
-    on when a session closed. It is dropped once no element can reach it: the
-    key has no open session and the watermark minus allowed lateness is a gap
-    past its end.
+    The key's latest closed session stays in its entry and makes an element
+    that would join it late, so results never depend on when a session
+    closed. An entry left with only that closed session is dropped once
+    nothing can reach it: when the watermark minus allowed lateness is a gap
+    past its end. Those drops come in the order sessions close, so they wait in
+    a plain FIFO (``tombs``) rather than in the close-time heap.
     """
 
     def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
         super().__init__(stage, ctx)
         self.gap = stage.assigner.gap  # type: ignore[attr-defined]
-        self.sessions = self.state.data
+        self.sessions: dict[Hashable, list[Any]] = self.state.data
+        self.tombs: deque[tuple[int, Hashable]] = deque()
 
     def _restored(self) -> None:
-        for k, (closed, ss) in self.sessions.items():
-            open_ = [[s[0], s[1], self._typed(s[2])] for s in ss]
-            self.sessions[k] = [closed, open_]
-            if open_:
-                self._schedule(min(s[1] for s in open_), k)
-            elif closed is not None:
-                self._schedule(closed[1] + self.gap, k)
+        tombs = []
+        for k, entry in self.sessions.items():
+            if self.acc_type is not None:
+                for i in range(4, len(entry), 3):
+                    entry[i] = self._typed(entry[i])
+            if len(entry) > 2:
+                self._schedule(min(entry[3::3]), k)
+            else:
+                tombs.append((entry[1] + self.gap, k))
+        tombs.sort(key=_first)
+        self.tombs.extend(tombs)
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
-        touched: dict[Hashable, list[int]] = {}
+        touched: set[Hashable] = set()
         created: list[tuple[Hashable, int]] = []
         late: list[Any] = []
         sessions = self.sessions
@@ -293,50 +300,80 @@ class SessionWindowLogic(_WindowLogic):
             chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add,
             self.merge, sessions, self.wm - self.lateness, touched, created, late,
         )  # fmt: skip
+        schedule = self._schedule
         for k, end in created:
-            self._schedule(end, k)
+            schedule(end, k)
         if self.tracking:
-            self.state.dirty.update(touched)
+            self.state.dirty |= touched
         out = self._late(late) if late else []
         if self.updates:
             value = self._value
-            for k, tss in touched.items():
-                for s in sessions[k][1]:
-                    if any(s[0] <= t < s[1] for t in tss):
-                        out.append(WindowResult(k, s[0], s[1], value(s[2])))
+            for k in touched:
+                entry = sessions[k]
+                for i in range(2, len(entry), 3):
+                    out.append(WindowResult(k, entry[i], entry[i + 1], value(entry[i + 2])))
+        return out
+
+    def _close(self, closed_to: int) -> list[Any]:
+        out = super()._close(closed_to)
+        tombs, sessions, gap = self.tombs, self.sessions, self.gap
+        while tombs and tombs[0][0] <= closed_to:
+            at, k = tombs.popleft()
+            entry = sessions.get(k)
+            if entry is not None and len(entry) == 2 and entry[1] + gap == at:
+                del sessions[k]
+                self.state.remove(k)
         return out
 
     def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
         sessions, gap = self.sessions, self.gap
         emit = not self.updates
         value = self._value
+        schedule = self._schedule
+        dirty = self.state.dirty if self.tracking else None
         for k in dict.fromkeys(items):
             entry = sessions.get(k)
             if entry is None:
                 continue
-            ss = entry[1]
-            keep = [s for s in ss if s[1] > closed_to]
-            if len(keep) < len(ss):
-                done = sorted((s for s in ss if s[1] <= closed_to), key=_end)
+            n = len(entry)
+            if n == 5:  # the common case: one open session
+                end = entry[3]
+                if end > closed_to:
+                    schedule(end, k)  # it grew since it was scheduled
+                    continue
                 if emit:
-                    for s in done:
-                        out.append(WindowResult(k, s[0], s[1], value(s[2])))
-                entry[0] = [done[-1][0], done[-1][1]]
-                entry[1] = keep
-                if self.tracking:
-                    self.state.dirty.add(k)
-            if keep:
-                self._schedule(min(s[1] for s in keep), k)
-            elif closed_to >= entry[0][1] + gap:
-                del sessions[k]
-                self.state.remove(k)
+                    out.append(WindowResult(k, entry[2], end, value(entry[4])))
+                entry[0] = entry[2]
+                entry[1] = end
+                del entry[2:]
+            elif n > 5:
+                done = sorted(
+                    (entry[i + 1], entry[i], entry[i + 2]) for i in range(2, n, 3) if entry[i + 1] <= closed_to
+                )
+                if not done:
+                    schedule(min(entry[3::3]), k)
+                    continue
+                if emit:
+                    for end, start, acc in done:
+                        out.append(WindowResult(k, start, end, value(acc)))
+                entry[2:] = [x for i in range(2, n, 3) if entry[i + 1] > closed_to for x in entry[i : i + 3]]
+                entry[0], entry[1] = done[-1][1], done[-1][0]
             else:
-                self._schedule(entry[0][1] + gap, k)
+                continue
+            if dirty is not None:
+                dirty.add(k)
+            if len(entry) > 2:
+                schedule(min(entry[3::3]), k)
+            else:
+                self.tombs.append((entry[1] + gap, k))
+
+    def _flush(self, out: list[Any]) -> None:
+        super()._flush(out)
+        self.tombs.clear()
 
 
-def _end(s: list[Any]) -> int:
-    end: int = s[1]
-    return end
+def _first(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 class SlidingWindowLogic(_WindowLogic):

@@ -1,0 +1,239 @@
+"""Windowed aggregation throughput, and bounded state for an endless session workload.
+
+Tumbling (default): ``--events`` events (1,000,000) ``(ts, key, value)`` with
+key ``k{i % 100}``, value 1 and timestamp ``i`` ms; 10-second tumbling windows;
+sum per key. Every contestant must produce the 10,000 results ``(key, window,
+100)``. Contestants, measured one after the other in this one process:
+
+* the plain-Python dict loop doing the same grouping (the baseline);
+* streamlib with no store (state in memory, no checkpoints);
+* streamlib with ``MemoryStore`` and with ``RocksDBStore``, both checkpointed
+  every ``--checkpoint-every`` events (100,000): each checkpoint writes the
+  changed windows and deletes the expired ones, atomically;
+* bytewax (``fold_window``, in-memory state) when it is installed.
+
+``--session``: also sessions with 60-second gaps over 100,000 keys (a
+pseudo-random key per event, one event per ms), ``--session-events`` events
+(1,000,000; ``--full`` for 10,000,000), checkpointed to each store. Prints the
+rate, how many sessions closed, and the rows left in the store at the end:
+bounded by the keys with an open (or just closed) session, not by history.
+
+The window operator runs in pure Python (there are no compiled window kernels
+yet); the header says whether the rest of the pipeline used compiled kernels.
+
+    python benchmarks/bench_windows.py [--events N] [--session [--full]] [--json]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _common import Result, best_of, parser, report, skipped  # noqa: E402
+
+from streamlib import MemoryStore, RocksDBStore, SessionWindows, Sink, Source, TumblingWindows, native_enabled  # noqa: E402
+
+WINDOW_MS = 10_000
+KEYS = 100
+SESSION_KEYS = 100_000
+SESSION_GAP_MS = 60_000
+
+Event = tuple[int, Any, int]  # (ts ms, key, value)
+
+ts_of = lambda e: e[0]  # noqa: E731 - the same functions for every contestant
+key_of = lambda e: e[1]  # noqa: E731
+value_of = lambda e: e[2]  # noqa: E731
+
+_LOOP = asyncio.new_event_loop()
+
+
+def tumbling_events(n: int) -> list[Event]:
+    return [(i, f"k{i % KEYS}", 1) for i in range(n)]
+
+
+def session_events(n: int) -> list[Event]:
+    """One event per ms, each for a pseudo-random one of 100,000 keys (a fixed LCG)."""
+    out: list[Event] = []
+    x = 12345
+    for i in range(n):
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+        out.append((i, (x >> 33) % SESSION_KEYS, 1))
+    return out
+
+
+def expected_tumbling(n: int) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for i in range(n):
+        w = (f"k{i % KEYS}", i - i % WINDOW_MS)
+        out[w] = out.get(w, 0) + 1
+    return out
+
+
+# -- contestants -----------------------------------------------------------------------
+
+
+def dict_loop(events: list[Event]) -> dict[tuple[str, int], int]:
+    """The baseline: group by (key, window start) in a dict, emitting nothing until the end."""
+    acc: dict[tuple[str, int], int] = {}
+    get = acc.get
+    for ts, k, v in events:
+        w = (k, ts - ts % WINDOW_MS)
+        acc[w] = get(w, 0) + v
+    return acc
+
+
+def _run(make: Any) -> Any:
+    """Run the graph ``make()`` builds and starts, on this script's event loop."""
+
+    async def go() -> Any:
+        return await make()
+
+    return _LOOP.run_until_complete(go())
+
+
+def streamlib_tumbling(events: list[Event], store: Any, every: int) -> dict[tuple[str, int], int]:
+    src = Source.from_iterable(events)
+    if store is not None:
+        src = src.checkpointed(store, every=every)
+    blueprint = src.with_timestamps(ts_of).key_by(key_of).window(TumblingWindows(WINDOW_MS), store=store).sum(value_of)
+    results = _run(lambda: blueprint.run_with(Sink.collect()))
+    return {(r.key, r.start): r.value for r in results}
+
+
+def bytewax_tumbling(events: list[Event]) -> dict[tuple[str, int], int]:
+    from datetime import datetime, timedelta, timezone
+
+    import bytewax.operators as op
+    import bytewax.operators.windowing as win
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    align = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    flow = Dataflow("windows")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(events, batch_size=1024)), key_of)
+    clock = win.EventClock(lambda e: align + timedelta(milliseconds=e[0]), wait_for_system_duration=timedelta(0))
+    windower = win.TumblingWindower(length=timedelta(milliseconds=WINDOW_MS), align_to=align)
+    summed = win.fold_window("sum", keyed, clock, windower, lambda: 0, lambda acc, e: acc + e[2], lambda a, b: a + b)
+    out: list[Any] = []
+    op.output("out", summed.down, TestingSink(out))
+    run_main(flow)
+    return {(k, wid * WINDOW_MS): v for k, (wid, v) in out}
+
+
+def _with_store(kind: str, run: Any) -> Any:
+    """Call ``run(store)`` with a fresh store of ``kind`` (a RocksDB directory is removed after)."""
+    if kind == "none":
+        return run(None)
+    if kind == "memory":
+        return run(MemoryStore())
+    tmp = tempfile.mkdtemp(prefix="bench_windows_")
+    try:
+        store = RocksDBStore(os.path.join(tmp, "db"))
+        try:
+            return run(store)
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tumbling_table(n: int, every: int, repeat: int, as_json: bool) -> None:
+    events = tumbling_events(n)
+    expected = expected_tumbling(n)
+    assert len(expected) == n // WINDOW_MS * KEYS or n % WINDOW_MS
+    rows: list[Result] = []
+
+    def measure(name: str, fn: Any, events_: list[Event], **extra: Any) -> None:
+        got: list[Any] = []
+        seconds = best_of(lambda: got.append(fn(events_)), repeat)
+        want = expected if events_ is events else expected_tumbling(len(events_))
+        if got[-1] != want:
+            raise AssertionError(f"{name}: wrong results ({len(got[-1])} windows, {len(want)} expected)")
+        rows.append(Result(name, len(events_), seconds, {"results": f"{len(want):,} ok", **extra}))
+
+    measure("plain dict loop", dict_loop, events, checkpoints="-")
+    for kind, label in (("none", "streamlib, no store"), ("memory", "streamlib, MemoryStore"), ("rocksdb", "streamlib, RocksDBStore")):
+        every_note = "-" if kind == "none" else f"every {every:,}"
+        measure(
+            label,
+            lambda evs, kind=kind: _with_store(kind, lambda store: streamlib_tumbling(evs, store, every)),
+            events,
+            checkpoints=every_note,
+        )
+    if importlib.util.find_spec("bytewax") is not None:
+        peer_n = min(n, 200_000)  # bytewax is slower: a smaller run, rates stay per event
+        measure("bytewax fold_window", bytewax_tumbling, events if peer_n == n else tumbling_events(peer_n), checkpoints="-")
+    else:
+        rows.append(skipped("bytewax fold_window", "not installed"))
+    title = (
+        f"10-second tumbling windows, sum per key: {n:,} events, {KEYS} keys "
+        f"(window operator in pure Python; compiled kernels elsewhere: {'on' if native_enabled() else 'off'})"
+    )
+    report(title, rows, baseline_name="plain dict loop", as_json=as_json)
+
+
+def session_table(n: int, every: int, as_json: bool) -> None:
+    events = session_events(n)
+    rows: list[Result] = []
+    for kind in ("memory", "rocksdb"):
+
+        def run(store: Any) -> Result:
+            closed = [0]
+
+            def count(r: Any) -> None:
+                closed[0] += 1
+
+            blueprint = (
+                Source.from_iterable(events)
+                .checkpointed(store, every=every)
+                .with_timestamps(ts_of)
+                .key_by(key_of)
+                .window(SessionWindows(SESSION_GAP_MS))
+                .count()
+            )
+            start = time.perf_counter()
+            _run(lambda: blueprint.run_with(Sink.foreach(count)))
+            seconds = time.perf_counter() - start
+            rows_left = sum(store.stats().values())
+            extra: dict[str, Any] = {"sessions": f"{closed[0]:,}", "store rows at end": f"{rows_left:,}"}
+            if isinstance(store, RocksDBStore):
+                store.close()
+                size = sum(
+                    os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(store.path) for f in fs
+                )
+                extra["on disk"] = f"{size / 1e6:.1f} MB"
+            return Result(f"streamlib, {type(store).__name__}", n, seconds, extra)
+
+        rows.append(_with_store(kind, run))
+    title = (
+        f"session windows (gap {SESSION_GAP_MS // 1000} s), count per key: {n:,} events, {SESSION_KEYS:,} keys, "
+        f"checkpoint every {every:,}"
+    )
+    report(title, rows, as_json=as_json)
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--events", type=int, default=1_000_000, help="events in the tumbling workload")
+    p.add_argument("--checkpoint-every", type=int, default=100_000, help="events between checkpoints")
+    p.add_argument("--repeat", type=int, default=3, help="best of this many runs (tumbling)")
+    p.add_argument("--session", action="store_true", help="also run the session-window workload")
+    p.add_argument("--session-events", type=int, default=1_000_000, help="events in the session workload")
+    p.add_argument("--full", action="store_true", help="the session workload at 10,000,000 events")
+    args = p.parse_args()
+    tumbling_table(args.events, args.checkpoint_every, args.repeat, args.json)
+    if args.session:
+        session_table(10_000_000 if args.full else args.session_events, args.checkpoint_every, args.json)
+
+
+if __name__ == "__main__":
+    main()
