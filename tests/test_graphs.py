@@ -19,6 +19,7 @@ from streamlib import (
     GraphBuilder,
     GraphError,
     Keep,
+    KillSwitches,
     Merge,
     MergePreferred,
     Partition,
@@ -27,7 +28,7 @@ from streamlib import (
     Zip,
     ZipWith,
 )
-from streamlib.testing import assert_no_running_graphs, source_from_chunks, split_at
+from streamlib.testing import TestSink, TestSource, assert_no_running_graphs, source_from_chunks, split_at
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -527,3 +528,73 @@ async def test_flow_from_sink_and_source() -> None:
     assert await Source.from_iterable([1, 2, 3]).via(flow).run_with(Sink.collect()) == ["a", "b"]
     await assert_no_running_graphs()
     assert seen == [1, 2, 3]
+
+
+# -- downstream cancellation reaches idle upstreams at once ------------------------------------------
+
+
+def _fan_out_graph(junction: Any) -> Any:
+    b = GraphBuilder()
+    src = b.add(TestSource.probe())
+    j = b.add(junction)
+    sinks = [b.add(TestSink.probe()) for _ in range(2)]
+    src >> j
+    for i, sink in enumerate(sinks):
+        j.out(i) >> sink
+    return b.to_runnable([src, *sinks])
+
+
+def _fan_in_graph(junction: Any) -> Any:
+    b = GraphBuilder()
+    srcs = [b.add(TestSource.probe()) for _ in range(2)]
+    j = b.add(junction)
+    sink = b.add(TestSink.probe())
+    for i, src in enumerate(srcs):
+        src >> j.inp(i)
+    j >> sink
+    return b.to_runnable([*srcs, sink])
+
+
+@pytest.mark.parametrize(
+    "junction",
+    [Broadcast(2), Balance(2), Partition(2, lambda x: x % 2)],
+    ids=["Broadcast", "Balance", "Partition"],
+)
+async def test_fan_out_cancels_upstream_when_every_output_cancelled_while_idle(junction: Any) -> None:
+    src, out0, out1 = _fan_out_graph(junction).run()
+    await src.send_next(0)
+    out0.request(1)
+    out1.request(1)
+    await settle()
+    out0.cancel()
+    await settle()
+    assert not src.cancelled  # one output is still there
+    out1.cancel()  # the junction is waiting for input
+    await src.expect_cancellation()
+
+
+@pytest.mark.parametrize(
+    "junction",
+    [Merge(2), MergePreferred(2), Zip(), Concat(2)],
+    ids=["Merge", "MergePreferred", "Zip", "Concat"],
+)
+async def test_fan_in_cancels_every_input_when_downstream_cancels_while_idle(junction: Any) -> None:
+    src0, src1, out = _fan_in_graph(junction).run()
+    await src0.send_next(1)
+    out.request(1)
+    await settle()
+    out.cancel()  # the junction is waiting for input
+    await src0.expect_cancellation()
+    await src1.expect_cancellation()
+
+
+async def test_kill_switch_passes_cancellation_upstream_while_idle() -> None:
+    (src, switch), sink = TestSource.probe().via_mat(KillSwitches.single(), Keep.both).to_mat(
+        TestSink.probe(), Keep.both
+    ).run()
+    await src.send_next(1)
+    sink.request(1)
+    await sink.expect_next(1)
+    sink.cancel()
+    await src.expect_cancellation()
+    switch.shutdown()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlib import EmptyStreamError, Keep, QueueClosedError, Sink, SinkQueue, Source, SourceQueue
-from streamlib.testing import VirtualClock, assert_no_running_graphs, source_from_chunks, split_at
+from streamlib.testing import TestSink, VirtualClock, assert_no_running_graphs, source_from_chunks, split_at
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -418,3 +418,23 @@ async def test_sink_queue_cancel_stops_the_stream() -> None:
 async def test_sink_queue_passes_none_elements_through_iteration() -> None:
     pull = Source.from_iterable([None, 1, None]).run_with(Sink.queue(4))
     assert [x async for x in pull] == [None, 1, None]
+
+
+async def test_from_async_iterable_stops_at_once_when_downstream_cancels_while_waiting() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    closed: list[bool] = []
+
+    async def agen() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await never  # the next element never comes
+            yield 2
+        finally:
+            closed.append(True)
+
+    sink = Source.from_async_iterable(agen).run_with(TestSink.probe())
+    sink.request(1)
+    await sink.expect_next(1)
+    sink.cancel()
+    await assert_no_running_graphs()
+    assert closed == [True]

@@ -6,18 +6,55 @@ element to the output a function picks). Fan-in: ``Merge`` (whatever arrives
 first), ``Zip``/``ZipWith`` (one from each input), ``Concat`` (inputs in turn).
 Chunks are shared between outputs, never copied: logics never mutate the chunk
 they are given.
+
+A junction waiting for input also wakes when its consumers cancel (it parks one
+future as its inlets' getter and its outlets' putter: every channel has one
+producer and one consumer), so a cancellation reaches an idle upstream at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._runtime.channel import Channel, DownstreamCancelled, wait_any, wait_any_room
+from .._runtime.channel import Channel, DownstreamCancelled, wait_any_room
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure, Signal, Watermark
 from ..stage import AsyncLogic, Stage
+
+
+async def _wait(inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+    """Wait until an inlet has an item, or an outlet's consumer took an item or cancelled."""
+    if any(ch._items for ch in inlets) or any(o.cancelled for o in outlets):
+        return
+    fut = asyncio.get_running_loop().create_future()
+    for ch in inlets:
+        ch._getter = fut
+    for o in outlets:
+        o._putter = fut
+    try:
+        await fut
+    finally:
+        for ch in inlets:
+            if ch._getter is fut:
+                ch._getter = None
+        for o in outlets:
+            if o._putter is fut:
+                o._putter = None
+
+
+async def _next_item(inlet: Channel, outlets: Sequence[Channel]) -> list[Any] | Signal:
+    """The next item of ``inlet``; :class:`DownstreamCancelled` once every outlet has cancelled."""
+    while True:
+        item = inlet.get_nowait()
+        if item is not None:
+            return item
+        live = [o for o in outlets if not o.cancelled]
+        if not live:
+            raise DownstreamCancelled(", ".join(o.name for o in outlets))
+        await _wait((inlet,), live)
 
 
 class _Junction(Stage):
@@ -62,11 +99,12 @@ class _BroadcastLogic(AsyncLogic):
         (inlet,) = inlets
         live = list(outlets)
         while live:
-            item = await inlet.get()
+            item = await _next_item(inlet, live)
             if item is END:
                 return
             if isinstance(item, Failure):
                 raise item.error
+            live = [o for o in live if not o.cancelled]
             for out in list(live):
                 try:
                     await out.put(item)
@@ -91,7 +129,7 @@ class _BalanceLogic(AsyncLogic):
         live = list(outlets)
         turn = 0
         while live:
-            item = await inlet.get()
+            item = await _next_item(inlet, live)
             if item is END:
                 return
             if isinstance(item, Failure):
@@ -148,7 +186,8 @@ class _PartitionLogic(AsyncLogic):
         n, f = self.n, self.partitioner
         dead = [False] * n
         while not all(dead):
-            item = await inlet.get()
+            item = await _next_item(inlet, [o for o, d in zip(outlets, dead) if not d])
+            dead = [d or o.cancelled for o, d in zip(outlets, dead)]
             if item is END:
                 return
             if isinstance(item, Failure):
@@ -206,7 +245,11 @@ class _MergeLogic(AsyncLogic):
         emitted_mark: int | None = None
         start = 0
         while live:
-            await wait_any(live)
+            if out.cancelled:
+                raise DownstreamCancelled(out.name)
+            if not any(ch._items for ch in live):
+                await _wait(live, (out,))
+                continue
             k = len(live)
             order = range(k)
             if self.preferred is None:
@@ -278,7 +321,7 @@ class _ZipLogic(AsyncLogic):
         while True:
             for i, ch in enumerate(inlets):
                 while not bufs[i] and not ended[i]:
-                    item = await ch.get()
+                    item = await _next_item(ch, outlets)
                     if type(item) is list:
                         bufs[i].extend(item)
                     elif item is END:
@@ -308,7 +351,7 @@ class _ConcatLogic(AsyncLogic):
         (out,) = outlets
         for ch in inlets:
             while True:
-                item = await ch.get()
+                item = await _next_item(ch, outlets)
                 if item is END:
                     break
                 if isinstance(item, Failure):

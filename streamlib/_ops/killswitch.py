@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from .._runtime.channel import Channel
+from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage
@@ -71,11 +71,21 @@ class _KillSwitchLogic(AsyncLogic):
             while True:
                 if self.switch._state is not False:
                     break
+                if out.cancelled:
+                    raise DownstreamCancelled(out.name)
                 item = inlet.get_nowait()
                 if item is None:
+                    # Woken by input, by the switch, or by downstream taking or cancelling.
                     self._waiter = fut = loop.create_future()
                     inlet._getter = fut
-                    await fut
+                    out._putter = fut
+                    try:
+                        await fut
+                    finally:
+                        if inlet._getter is fut:
+                            inlet._getter = None
+                        if out._putter is fut:
+                            out._putter = None
                     continue
                 if item is END or isinstance(item, Failure):
                     out.put_final(item)  # type: ignore[arg-type]

@@ -195,50 +195,78 @@ class _AsyncIterLogic(AsyncLogic):
         self.max_chunk = max_chunk
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        """Forward each element at once while there is room; gather a chunk while backpressured.
+
+        The next element is awaited directly (no task per element). Meanwhile a future
+        parked as the outlet's putter (this source is its only producer) is woken when
+        downstream takes something, so elements gathered while it was full go out as
+        soon as there is room, or cancels: then the wait for the next element is
+        cancelled at once, however long it would have taken.
+        """
         (out,) = outlets
-        pending: list[Any] = []
         it = self.iterable.__aiter__()
-        # While backpressured, the next element is awaited in a task raced against room
-        # downstream, so elements gathered meanwhile go out as soon as there is room.
-        nxt: asyncio.Future[Any] | None = None
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        pending: list[Any] = []
+        waiting = False
+        stopped_by_downstream = False
+        watch: asyncio.Future[None] | None = None
+
+        def park() -> None:
+            nonlocal watch
+            if watch is None:
+                watch = loop.create_future()
+                watch.add_done_callback(on_downstream)
+            out._putter = watch
+
+        def on_downstream(_: object) -> None:
+            nonlocal pending, watch, stopped_by_downstream
+            watch = None
+            if not waiting:
+                return
+            if out.cancelled:
+                stopped_by_downstream = True
+                assert task is not None
+                task.cancel()
+                return
+            if pending and out.put_nowait(pending):
+                pending = []
+            park()
+
         try:
             while True:
                 if pending and (out.has_room() or len(pending) >= self.max_chunk):
-                    await out.put(pending)
+                    await out.put(pending)  # raises DownstreamCancelled once cancelled
                     pending = []
-                if not pending:
-                    try:
-                        x = await (nxt if nxt is not None else it.__anext__())
-                    except StopAsyncIteration:
-                        break
-                    nxt = None
-                    pending.append(x)
-                    continue
-                if nxt is None:
-                    nxt = asyncio.ensure_future(it.__anext__())
-                room = asyncio.ensure_future(out.wait_room())
+                if out.cancelled:
+                    raise DownstreamCancelled(out.name)
+                park()
+                waiting = True
+                failure: BaseException | None = None
                 try:
-                    await asyncio.wait((nxt, room), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    room.cancel()
-                    await asyncio.wait((room,))  # its cleanup must not clear a later put's waiter
-                if nxt.done():
-                    done, nxt = nxt, None
-                    try:
-                        pending.append(done.result())
-                    except StopAsyncIteration:
-                        break
-                    except Exception:
-                        await out.put(pending)  # what arrived before the failure goes first
+                    x = await it.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    if not stopped_by_downstream or task is None or task.uncancel() > 0:
                         raise
+                    failure = DownstreamCancelled(out.name)
+                except Exception as error:
+                    failure = error
+                finally:
+                    waiting = False
+                    if out._putter is watch:
+                        out._putter = None
+                if failure is not None:
+                    if pending and not isinstance(failure, DownstreamCancelled):
+                        await out.put(pending)  # what arrived before the failure goes first
+                    raise failure
+                pending.append(x)
             if pending:
                 await out.put(pending)
         finally:
-            if nxt is not None:
-                nxt.cancel()
-                await asyncio.wait((nxt,))
-                if not nxt.cancelled():
-                    nxt.exception()
+            if watch is not None:
+                watch.remove_done_callback(on_downstream)
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
