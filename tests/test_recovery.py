@@ -58,7 +58,7 @@ def _events(draw: Any) -> tuple[list[tuple[str, int, int]], int]:
     return [events[i] for i in order], bound
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     data=_events(),
     assigner=assigners,

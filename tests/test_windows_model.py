@@ -125,7 +125,7 @@ def _sorted_values(v: list[int]) -> tuple[int, ...]:
     return tuple(sorted(v))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     data=disordered(),
     assigner=assigners,
@@ -254,7 +254,7 @@ def _late_model(
     return accepted, late
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     events=st.lists(
         st.tuples(st.sampled_from("abc"), st.integers(0, 300), st.integers(0, 9)), max_size=50
