@@ -84,7 +84,10 @@ class RunCheckpoints:
     ) -> None:
         """``member`` has reached barrier ``checkpoint_id`` with these writes and meta."""
         if self.start is not None and checkpoint_id <= self.start.id:
-            return  # a barrier replayed from before the restored checkpoint
+            raise RuntimeError(
+                f"{member}: barrier {checkpoint_id} is not after the restored checkpoint {self.start.id} "
+                f"of {self.store!r}; one barrier source per store and run"
+            )
         st = self.staged.get(checkpoint_id)
         if st is None:
             st = self.staged[checkpoint_id] = _Staged()

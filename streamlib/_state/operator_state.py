@@ -69,11 +69,11 @@ class OperatorState:
         """Fill ``data`` (and ``extra``) from the store's last checkpoint."""
         if self.run is None or self.run.start is None:
             return
-        decode = self.decode
+        decode, plain = self.decode, value_decoder()
         table = self.run.store.table(self.table)
         for k, v in table.scan():
             if k.startswith(EXTRA_PREFIX):
-                self.extra[k] = value_decoder()(v)
+                self.extra[k] = plain(v)
                 continue
             key = decode_key(k)
             self.data[key] = decode(v)
