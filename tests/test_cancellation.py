@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ SEED = 20240611
 
 @dataclass
 class Tracked:
-    """Generators handed to one run, and whether each was started and closed."""
+    """Counts for the generators of one run: started, closed (``finally`` ran), exhausted."""
 
     started: int = 0
     closed: int = 0
@@ -55,8 +55,7 @@ class Tracked:
             finally:
                 self.closed += 1
 
-        it = gen()
-        return it
+        return gen()
 
 
 class Stop(Exception):
