@@ -227,11 +227,6 @@ async def test_an_async_generator_source_is_closed_when_cancelled() -> None:
     assert closed == [True]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graph_run.py: tasks cancelled before their first step never run their cleanup, "
-    "so the materialized futures of a graph cancelled at once stay pending",
-)
 async def test_cancelling_a_graph_before_its_tasks_started_settles_its_futures() -> None:
     fut, running = Source.repeat(1).async_boundary().to_mat(Sink.ignore(), Keep.right).run_graph()
     running.cancel()

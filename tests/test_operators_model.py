@@ -603,10 +603,6 @@ def test_failure_before_a_take_that_is_satisfied_is_never_reached() -> None:
     assert (got, error) == ([1, 2], None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="island.py: an error after a later stage completed on the partial output still fails the stream",
-)
 def test_failure_beyond_a_satisfied_take_across_fused_stages() -> None:
     """Same as above with a non-chain stage (intersperse) between the map and the take."""
     f = FailingMap(2)
@@ -614,11 +610,6 @@ def test_failure_beyond_a_satisfied_take_across_fused_stages() -> None:
     assert (got, error) == ([1, 0, 2], None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="island.py _start: start elements of an upstream stage are pushed through "
-    "downstream stages before those have emitted their own start elements",
-)
 def test_start_elements_of_two_fused_stages_come_downstream_first() -> None:
     """Like nested generators: the downstream stage's start element comes before anything from upstream."""
     src = Source.empty().intersperse("-", start="a").map(str.upper).intersperse("-", start="b")
@@ -632,19 +623,11 @@ def test_start_elements_across_an_async_boundary_come_downstream_first() -> None
     assert collect_run(src2, 1024) == [10, 10, 11]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="island.py run(): a take completing during _finish makes run() call _finish again",
-)
 def test_take_completing_at_the_end_of_the_stream_finishes_later_stages_once() -> None:
     src = Source.empty().fold(0, operator.add).take(1).fold(100, operator.add)
     assert collect_run(src, 1024) == [100]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="island.py _start: the partial output of a failing on_start (take_partial) is not delivered",
-)
 def test_failure_on_a_start_element_delivers_what_came_before() -> None:
     """scan's zero fails the map; the later scan had already emitted its own zero."""
     f = FailingMap(0)

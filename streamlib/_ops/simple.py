@@ -192,7 +192,7 @@ class WatchTerminationLogic(IdentityLogic):
 
 def watch_termination() -> Stage:
     def make(ctx: RunContext) -> tuple[StageLogic, asyncio.Future[None]]:
-        fut: asyncio.Future[None] = ctx.loop.create_future()
+        fut: asyncio.Future[None] = ctx.new_future(cancels_run=False)
         return WatchTerminationLogic(fut), fut
 
     return _LogicStage("watch_termination", make)

@@ -29,10 +29,16 @@ class RunContext:
     #: The run's default supervision decider (``run(supervision=...)``); None means stop.
     supervision: Any = None
 
-    def new_future(self) -> asyncio.Future[Any]:
-        """A future for a materialized value; cancelling it cancels the whole run."""
+    def new_future(self, cancels_run: bool = True) -> asyncio.Future[Any]:
+        """A future for a materialized value, settled at the latest when the run ends.
+
+        With ``cancels_run``, cancelling it (or the task awaiting it) cancels the whole run.
+        """
         fut: asyncio.Future[Any] = self.loop.create_future()
-        fut.add_done_callback(self._on_value_done)
+        if cancels_run:
+            fut.add_done_callback(self._on_value_done)
+        if self.graph is not None:
+            self.graph.futures.append(fut)
         return fut
 
     def _on_value_done(self, fut: asyncio.Future[Any]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from ..stage import AsyncLogic, annotate
 from .channel import Channel, DownstreamCancelled
 from .signals import END, Failure
@@ -27,6 +28,8 @@ class RunningGraph:
         self.name = name
         self._runners: list[Callable[[], Awaitable[None]]] = []
         self.task: asyncio.Task[None] | None = None
+        #: Materialized futures of the run: any still pending when the run ends is cancelled.
+        self.futures: list[asyncio.Future[Any]] = []
 
     def add(self, runner: Callable[[], Awaitable[None]]) -> None:
         self._runners.append(runner)
@@ -34,7 +37,16 @@ class RunningGraph:
     def start(self) -> None:
         self.task = self.loop.create_task(self._supervise(), name=f"streamlib:{self.name}")
         _running.add(self)
-        self.task.add_done_callback(lambda _t: _running.discard(self))
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        _running.discard(self)
+        # Stages cancelled before their first step never settled their futures.
+        for fut in self.futures:
+            if not fut.done():
+                fut.cancel()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run %s ended with an internal error", self.name, exc_info=task.exception())
 
     async def _supervise(self) -> None:
         async with asyncio.TaskGroup() as tg:

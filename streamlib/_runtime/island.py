@@ -29,7 +29,7 @@ _YIELD_EVERY = 0.002
 
 
 class Island:
-    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed")
+    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed", "finished")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class Island:
         self.stop_at = -1
         self.failed_at = -1
         self.timed = [(i, lg) for i, lg in enumerate(logics) if lg.uses_timers]
+        self.finished = False
 
     def describe(self) -> str:
         parts = [self.head.stage_name if self.head else "channel"]
@@ -66,10 +67,8 @@ class Island:
             try:
                 chunk = lg.on_chunk(chunk)
             except BaseException:
-                self.failed_at = i
-                partial = lg.take_partial()
-                if partial:
-                    self._push(i + 1, partial)
+                if self._raised(i, lg):
+                    return
                 raise
             if lg.completed and i > self.stop_at:
                 self.stop_at = i
@@ -87,6 +86,22 @@ class Island:
         if self.tail is not None:
             self.out.append(chunk)
 
+    def _raised(self, i: int, lg: StageLogic) -> bool:
+        """Logic ``i`` raised: deliver what it produced before the failure.
+
+        Returns True when a stage after it has completed meanwhile (a ``take``
+        satisfied by that partial output): element by element, the failing
+        element would never have been processed, so the error is moot.
+        """
+        self.failed_at = i
+        partial = lg.take_partial()
+        if partial:
+            self._push(i + 1, partial)
+        if self.stop_at > i:
+            self.failed_at = -1
+            return True
+        return False
+
     def _signal(self, start: int, sig: Signal) -> None:
         logics = self.logics
         for i in range(start, self.n):
@@ -94,7 +109,8 @@ class Island:
             try:
                 emitted = lg.on_signal(sig)
             except BaseException:
-                self.failed_at = i
+                if self._raised(i, lg):
+                    return
                 raise
             if emitted:
                 self._push(i + 1, emitted)
@@ -109,18 +125,25 @@ class Island:
             self.out.append(sig)
 
     def _start(self) -> None:
-        for i, lg in enumerate(self.logics):
+        # Downstream stages start first: their start elements come before any
+        # element an upstream stage emits at its start.
+        for i in range(self.n - 1, -1, -1):
+            lg = self.logics[i]
             try:
                 emitted = lg.on_start()
             except BaseException:
-                self.failed_at = i
+                if self._raised(i, lg):
+                    return
                 raise
             if lg.completed and i > self.stop_at:
                 self.stop_at = i
             if emitted:
                 self._push(i + 1, emitted)
+            if self.stop_at >= 0:
+                return
 
     def _finish(self, start: int) -> None:
+        self.finished = True
         i = start
         while i < self.n:
             if self.stop_at >= i:
@@ -130,7 +153,8 @@ class Island:
             try:
                 emitted = lg.on_finish()
             except BaseException:
-                self.failed_at = i
+                if self._raised(i, lg):
+                    continue
                 raise
             if emitted:
                 self._push(i + 1, emitted)
@@ -161,7 +185,8 @@ class Island:
             try:
                 emitted = lg.on_timer(now)
             except BaseException:
-                self.failed_at = i
+                if self._raised(i, lg):
+                    return
                 raise
             if lg.completed and i > self.stop_at:
                 self.stop_at = i
@@ -201,7 +226,7 @@ class Island:
                 else:
                     assert self.inlet is not None
                     await self._run_channel(self.inlet)
-            if self.stop_at >= 0:
+            if self.stop_at >= 0 and not self.finished:
                 self._cancel_upstream(self.stop_at)
                 self._finish(self.stop_at + 1)
                 if self.out:
