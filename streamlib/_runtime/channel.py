@@ -48,70 +48,50 @@ class Channel:
     def has_room(self) -> bool:
         return self._size < self.capacity or self.cancelled
 
-    async def put(self, item: list[Any] | Signal) -> None:
-        """Append a chunk or signal, waiting while the channel is full."""
-        while self._size >= self.capacity and not self.cancelled:
-            fut = asyncio.get_running_loop().create_future()
-            self._putter = fut
-            try:
-                await fut
-            finally:
-                self._putter = None
-        if self.cancelled:
-            raise DownstreamCancelled(self.name)
+    def _append(self, item: list[Any] | Signal) -> None:
         self._items.append(item)
         self._size += len(item) if type(item) is list else 1
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
+
+    def _pop(self) -> list[Any] | Signal:
+        item = self._items.popleft()
+        self._size -= len(item) if type(item) is list else 1
+        putter = self._putter
+        if putter is not None and not putter.done() and self._size < self.capacity:
+            putter.set_result(None)
+        return item
+
+    async def put(self, item: list[Any] | Signal) -> None:
+        """Append a chunk or signal, waiting while the channel is full."""
+        if self._size >= self.capacity:
+            await self.wait_room()
+        if self.cancelled:
+            raise DownstreamCancelled(self.name)
+        self._append(item)
 
     def put_nowait(self, item: list[Any] | Signal) -> bool:
         """Append without waiting; False (nothing appended) when full or cancelled."""
         if self.cancelled or self._size >= self.capacity:
             return False
-        self._items.append(item)
-        self._size += len(item) if type(item) is list else 1
-        getter = self._getter
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        self._append(item)
         return True
 
     def put_final(self, item: Signal) -> None:
         """Append a terminal signal regardless of capacity (end or failure)."""
-        if self.cancelled:
-            return
-        self._items.append(item)
-        self._size += 1
-        getter = self._getter
-        if getter is not None and not getter.done():
-            getter.set_result(None)
+        if not self.cancelled:
+            self._append(item)
 
     async def get(self) -> list[Any] | Signal:
         """Remove and return the oldest chunk or signal, waiting while empty."""
-        while not self._items:
-            fut = asyncio.get_running_loop().create_future()
-            self._getter = fut
-            try:
-                await fut
-            finally:
-                self._getter = None
-        item = self._items.popleft()
-        self._size -= len(item) if type(item) is list else 1
-        putter = self._putter
-        if putter is not None and not putter.done() and self._size < self.capacity:
-            putter.set_result(None)
-        return item
+        if not self._items:
+            await self.wait_readable()
+        return self._pop()
 
     def get_nowait(self) -> list[Any] | Signal | None:
         """The oldest item, or None when the channel is empty."""
-        if not self._items:
-            return None
-        item = self._items.popleft()
-        self._size -= len(item) if type(item) is list else 1
-        putter = self._putter
-        if putter is not None and not putter.done() and self._size < self.capacity:
-            putter.set_result(None)
-        return item
+        return self._pop() if self._items else None
 
     async def wait_readable(self) -> None:
         """Wait until an item is buffered (without removing it)."""

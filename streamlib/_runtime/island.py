@@ -73,18 +73,22 @@ class Island:
             if lg.completed and i > self.stop_at:
                 self.stop_at = i
             if lg.pending_signals:
-                signals = lg.pending_signals
-                lg.pending_signals = None
                 if chunk:
                     self._push(i + 1, chunk)
-                for sig in signals:
-                    self._signal(i + 1, sig)
+                self._forward_signals(i, lg)
                 return
             if not chunk:
                 return
             i += 1
         if self.tail is not None:
             self.out.append(chunk)
+
+    def _forward_signals(self, i: int, lg: StageLogic) -> None:
+        """Send the signals logic ``i`` emitted on to the stages after it."""
+        signals = lg.pending_signals or []
+        lg.pending_signals = None
+        for sig in signals:
+            self._signal(i + 1, sig)
 
     def _raised(self, i: int, lg: StageLogic) -> bool:
         """Logic ``i`` raised: deliver what it produced before the failure.
@@ -116,10 +120,7 @@ class Island:
                 self._push(i + 1, emitted)
             # Signals set while handling a signal replace it; an empty list drops it.
             if lg.pending_signals is not None:
-                signals = lg.pending_signals
-                lg.pending_signals = None
-                for s in signals:
-                    self._signal(i + 1, s)
+                self._forward_signals(i, lg)
                 return
         if self.tail is not None:
             self.out.append(sig)
@@ -159,10 +160,7 @@ class Island:
             if emitted:
                 self._push(i + 1, emitted)
             if lg.pending_signals:
-                signals = lg.pending_signals
-                lg.pending_signals = None
-                for s in signals:
-                    self._signal(i + 1, s)
+                self._forward_signals(i, lg)
             i += 1
         if self.tail is not None:
             self.out.append(END)
@@ -193,10 +191,7 @@ class Island:
             if emitted:
                 self._push(i + 1, emitted)
             if lg.pending_signals:
-                signals = lg.pending_signals
-                lg.pending_signals = None
-                for sig in signals:
-                    self._signal(i + 1, sig)
+                self._forward_signals(i, lg)
 
     # -- asynchronous driver ----------------------------------------------
 
