@@ -136,12 +136,6 @@ class Op:
     label: str
     apply: Callable[[Any], Any]
     model: Callable[[Iterator[int]], Iterator[int]]
-    #: Emits elements before any input arrives (scan's zero, intersperse's start).
-    starts: bool = False
-    #: Emits elements when upstream completes (fold, reduce, windows, intersperse's end).
-    ends: bool = False
-    #: May complete the stream early (take, take_while).
-    completes: bool = False
 
     def __repr__(self) -> str:
         return self.label
@@ -197,12 +191,12 @@ def _op_collect() -> st.SearchStrategy[Op]:
 
 
 def _op_take() -> st.SearchStrategy[Op]:
-    return st.integers(0, 12).map(lambda n: Op(f"take({n})", lambda s: s.take(n), lambda it: islice(it, n), completes=True))
+    return st.integers(0, 12).map(lambda n: Op(f"take({n})", lambda s: s.take(n), lambda it: islice(it, n)))
 
 
 def _op_take_while() -> st.SearchStrategy[Op]:
     def take_while_(t: int) -> Op:
-        return Op(f"take_while(x<{t})", lambda s: s.take_while(lambda x: x < t), lambda it: takewhile(lambda x: x < t, it), completes=True)
+        return Op(f"take_while(x<{t})", lambda s: s.take_while(lambda x: x < t), lambda it: takewhile(lambda x: x < t, it))
 
     return st.integers(-10, 25).map(take_while_)
 
@@ -220,7 +214,7 @@ def _op_drop_while() -> st.SearchStrategy[Op]:
 
 def _op_scan() -> st.SearchStrategy[Op]:
     def scan_(z: int) -> Op:
-        return Op(f"scan({z},+)", lambda s: s.scan(z, operator.add), lambda it: _scan_gen(it, z), starts=True)
+        return Op(f"scan({z},+)", lambda s: s.scan(z, operator.add), lambda it: _scan_gen(it, z))
 
     return st.integers(-3, 3).map(scan_)
 
@@ -237,13 +231,13 @@ def _op_zip_with_index() -> st.SearchStrategy[Op]:
 
 def _op_fold() -> st.SearchStrategy[Op]:
     def fold_(z: int) -> Op:
-        return Op(f"fold({z},+)", lambda s: s.fold(z, operator.add), lambda it: _fold_gen(it, z), ends=True)
+        return Op(f"fold({z},+)", lambda s: s.fold(z, operator.add), lambda it: _fold_gen(it, z))
 
     return st.integers(-3, 3).map(fold_)
 
 
 def _op_reduce() -> st.SearchStrategy[Op]:
-    return st.just(Op("reduce(+)", lambda s: s.reduce(operator.add), _reduce_gen, ends=True))
+    return st.just(Op("reduce(+)", lambda s: s.reduce(operator.add), _reduce_gen))
 
 
 def _op_grouped() -> st.SearchStrategy[Op]:
@@ -252,7 +246,6 @@ def _op_grouped() -> st.SearchStrategy[Op]:
             f"grouped({n})",
             lambda s: s.grouped(n).map(encode),
             lambda it: _grouped_gen(it, n),
-            ends=True,
         )
 
     return st.integers(1, 4).map(grouped_)
@@ -264,7 +257,6 @@ def _op_sliding() -> st.SearchStrategy[Op]:
             f"sliding({n},{step})",
             lambda s: s.sliding(n, step).map(encode),
             lambda it: _sliding_gen(it, n, step),
-            ends=True,
         )
 
     return st.builds(sliding_, st.integers(1, 4), st.integers(1, 4))
@@ -277,7 +269,7 @@ def _op_intersperse() -> st.SearchStrategy[Op]:
             return s.intersperse(inject, **kwargs)
 
         label = f"intersperse({inject}, start={'-' if start is NOTHING else start}, end={'-' if end is NOTHING else end})"
-        return Op(label, apply, lambda it: _intersperse_gen(it, inject, start, end), starts=start is not NOTHING, ends=end is not NOTHING)
+        return Op(label, apply, lambda it: _intersperse_gen(it, inject, start, end))
 
     optional = st.one_of(st.just(NOTHING), st.integers(-9, 9))
     return st.builds(intersperse_, st.integers(-1, 1), optional, optional)
@@ -332,32 +324,6 @@ def boundaries(n: int) -> st.SearchStrategy[list[bool]]:
 
 
 # -- running ----------------------------------------------------------------------------
-
-
-def avoid_known_island_bugs(ops: list[Op], bounds: list[bool]) -> list[bool]:
-    """Add async boundaries that keep compositions clear of two known bugs of fused islands.
-
-    * A start-emitting operator sharing an island with an earlier one: the start
-      elements come out in the wrong order unless both are ops of one fused chain
-      (``test_start_elements_of_two_fused_stages_come_downstream_first``).
-    * A take/take_while completing on what an earlier stage of its island emits at
-      the end of the stream: the stages after it are finished twice
-      (``test_take_completing_at_the_end_of_the_stream_finishes_later_stages_once``).
-    """
-    bounds = list(bounds)
-    starts = ends = False
-    for i, op in enumerate(ops):
-        if bounds[i]:
-            starts = ends = False
-        if op.starts:
-            if starts:
-                bounds[i] = True
-                ends = False
-            starts = True
-        if op.completes and ends:
-            bounds[i + 1] = True
-        ends = ends or op.ends
-    return bounds
 
 
 def build(chunks: list[list[int]], ops: list[Op], bounds: list[bool]) -> Any:
@@ -436,7 +402,7 @@ def test_operator_equals_model(name: str, data: st.DataObject) -> None:
 @given(inp=inputs(), data=st.data())
 def test_composition_equals_model(inp: Input, data: st.DataObject) -> None:
     ops = data.draw(st.lists(any_op, min_size=2, max_size=5))
-    check_against_model(inp, ops, avoid_known_island_bugs(ops, data.draw(boundaries(len(ops)))))
+    check_against_model(inp, ops, data.draw(boundaries(len(ops))))
 
 
 @settings(max_examples=100, deadline=None)
@@ -579,11 +545,6 @@ def test_failure_at_random_position(inp: Input, data: st.DataObject, boundary_af
     f = FailingMap(at)
     ops = [*before, failure_op(f), *after]
     bounds = [*bounds_before, *([False] * (len(after) + 1))]
-    island_start = max((i for i, b in enumerate(bounds_before) if b), default=0)
-    if any(op.starts for op in before[island_start:]):
-        # The failing element may be a scan's zero: keep the failure out of on_start
-        # (test_failure_on_a_start_element_delivers_what_came_before).
-        bounds[len(before)] = True
     if boundary_after:
         bounds[len(before) + 1] = True
     got, error = stream_outcome(build(inp.chunks, ops, bounds), inp.max_chunk)
