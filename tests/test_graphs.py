@@ -481,6 +481,29 @@ def test_ports_of_another_builder_and_foreign_pieces_are_errors() -> None:
         b1.add(42)  # type: ignore[arg-type]
 
 
+def test_partial_graph_ports_must_be_open_unambiguous_and_of_this_builder() -> None:
+    b = GraphBuilder()
+    src = b.add(Source.single(1))
+    bcast, merge = b.add(Broadcast(2)), b.add(Merge(2))
+    src >> bcast
+    bcast.out(0) >> merge.inp(0)
+    with pytest.raises(GraphError, match=r"Broadcast\(2\)#1 has 2 outputs: pick one with .out\(i\)"):
+        b.to_source(bcast)
+    with pytest.raises(GraphError, match=r"Merge\(2\)#2 has 2 inputs: pick one with .inp\(i\)"):
+        b.to_sink(merge)
+    with pytest.raises(GraphError, match=r"Broadcast\(2\)#1\.out0 is already connected: it cannot be the open output"):
+        b.to_source(bcast.out(0))
+    with pytest.raises(GraphError, match=r"Merge\(2\)#2\.in0 is already connected: it cannot be the open input"):
+        b.to_flow(merge.inp(0), bcast.out(1))
+    other = GraphBuilder()
+    foreign = other.add(Flow())
+    with pytest.raises(GraphError, match=r"Flow#0\.out belongs to another GraphBuilder"):
+        b.to_flow(merge.inp(1), foreign.out())
+    bcast.out(1) >> merge.inp(1)
+    with pytest.raises(GraphError, match="the materialized value must come from nodes of this GraphBuilder"):
+        b.to_source(merge, mat=foreign)
+
+
 @pytest.mark.parametrize("junction", [Broadcast, Balance, Merge, MergePreferred, Concat])
 def test_junctions_need_a_port(junction: Any) -> None:
     with pytest.raises(ValueError, match="needs at least one port"):

@@ -159,6 +159,17 @@ class GraphBuilder:
         return result
 
     def _module(self, inlet: InPort | None, outlet: OutPort | None, mat: Any) -> Module:
+        for port in (inlet, outlet):
+            if port is not None and port.builder is not self:
+                raise GraphError(f"{port.label} belongs to another GraphBuilder")
+        if inlet is not None and (inlet.node, inlet.port) in self._connected_in:
+            raise GraphError(f"{inlet.label} is already connected: it cannot be the open input")
+        if outlet is not None and (outlet.node, outlet.port) in self._connected_out:
+            raise GraphError(f"{outlet.label} is already connected: it cannot be the open output")
+        mat_nodes = () if mat is None else (mat,) if isinstance(mat, Node) else tuple(mat)
+        for node in mat_nodes:
+            if not isinstance(node, Node) or node.builder is not self:
+                raise GraphError(f"the materialized value must come from nodes of this GraphBuilder, got {node!r}")
         for node in self._nodes:
             for ip in node.ins:
                 if ip is not inlet and (ip.node, ip.port) not in self._connected_in:
@@ -203,8 +214,12 @@ class GraphBuilder:
 
 
 def _out(p: OutPort | Node) -> OutPort:
+    if isinstance(p, Node) and len(p.outs) != 1:
+        raise GraphError(f"{p.label} has {len(p.outs)} outputs: pick one with .out(i)")
     return p if isinstance(p, OutPort) else p.out(0)
 
 
 def _in(p: InPort | Node) -> InPort:
+    if isinstance(p, Node) and len(p.ins) != 1:
+        raise GraphError(f"{p.label} has {len(p.ins)} inputs: pick one with .inp(i)")
     return p if isinstance(p, InPort) else p.inp(0)
