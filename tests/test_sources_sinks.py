@@ -438,3 +438,14 @@ async def test_from_async_iterable_stops_at_once_when_downstream_cancels_while_w
     sink.cancel()
     await assert_no_running_graphs()
     assert closed == [True]
+
+
+async def test_sink_queue_cancel_releases_a_pending_pull() -> None:
+    queue, pull = Source.queue(4).to_mat(Sink.queue(4), Keep.both).run()
+    pending = asyncio.create_task(pull.pull())
+    await settle()
+    assert not pending.done()
+    pull.cancel()
+    assert await pending is None
+    assert await pull.pull() is None
+    queue.complete()

@@ -259,6 +259,7 @@ class SinkQueue:
         self._ended = False
         self._graph = graph
         self._watching = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def _on_run_end(self) -> None:
         # After END or a failure this is never read; otherwise the run was cancelled.
@@ -274,7 +275,18 @@ class SinkQueue:
         while not self._buffer:
             if self._ended:
                 return None
-            item = await self._channel.get()
+            item = self._channel.get_nowait()
+            if item is None:
+                # This handle is the channel's only consumer; cancel() wakes it too.
+                self._waiter = fut = asyncio.get_running_loop().create_future()
+                self._channel._getter = fut
+                try:
+                    await fut
+                finally:
+                    if self._channel._getter is fut:
+                        self._channel._getter = None
+                    self._waiter = None
+                continue
             if type(item) is list:
                 self._buffer.extend(item)
             elif item is END:
@@ -285,10 +297,12 @@ class SinkQueue:
         return self._buffer.popleft()
 
     def cancel(self) -> None:
-        """Stop the stream: upstream is cancelled."""
+        """Stop the stream: upstream is cancelled; a pending ``pull()`` returns None."""
         self._ended = True
         self._buffer.clear()
         self._channel.cancel()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def __aiter__(self) -> SinkQueue:
         return self
