@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlib import (
+    Checkpoint,
     CountWindows,
     HoppingWindows,
+    Keep,
     MemoryStore,
     RocksDBStore,
     SessionWindows,
@@ -35,6 +38,7 @@ from streamlib import (
     Source,
     TumblingWindows,
 )
+from streamlib.testing import VirtualClock
 
 JOB = Path(__file__).with_name("_recovery_job.py")
 
@@ -105,6 +109,46 @@ async def test_windows_resume_after_a_failure_with_the_same_results(
         await blueprint(store, False).to_mat(Sink.foreach(out.append), lambda a, b: b).run(max_chunk=max_chunk)
         assert as_set(out) == expected
         store.close()
+
+
+async def test_checkpoints_by_processing_time_interval() -> None:
+    clock = VirtualClock()
+    store = MemoryStore()
+    queue, done = (
+        Source.queue(10)
+        .checkpointed(store, interval=timedelta(seconds=5))
+        .key_by(lambda x: x % 2)
+        .stateful_map(lambda x, state: state.set((state.get(0) or 0) + x))
+        .to_mat(Sink.ignore(), Keep.both)
+        .run(clock=clock)
+    )
+    await queue.offer(1)
+    await clock.advance(4)
+    await queue.offer(2)
+    assert store.last_checkpoint() is None
+    await clock.advance(1)
+    await queue.offer(3)  # the first chunk 5 s after the start ends with a barrier
+    await clock.advance(0)
+    assert store.last_checkpoint() == Checkpoint(1, {"position:checkpointed": 3})
+    queue.complete()
+    await clock.run(done)
+    assert store.last_checkpoint() == Checkpoint(2, {"position:checkpointed": 3})  # the final one
+
+
+async def test_a_replay_shorter_than_the_checkpoint_fails_clearly() -> None:
+    store = MemoryStore()
+    await Source.from_iterable(range(10)).checkpointed(store, every=4).run_with(Sink.ignore())
+    with pytest.raises(RuntimeError, match="must replay the same elements"):
+        await Source.from_iterable(range(5)).checkpointed(store, every=4).run_with(Sink.ignore())
+
+
+def test_checkpointed_arguments() -> None:
+    with pytest.raises(ValueError, match="every= \\(elements\\) or interval="):
+        Source.empty().checkpointed(MemoryStore())
+    with pytest.raises(ValueError, match="positive number of elements"):
+        Source.empty().checkpointed(MemoryStore(), every=0)
+    with pytest.raises(TypeError, match="state store"):
+        Source.empty().checkpointed("dir", every=1)  # type: ignore[arg-type]
 
 
 # -- kill -9 in a subprocess -----------------------------------------------------
