@@ -292,11 +292,6 @@ async def test_cancelling_the_running_graph_cancels_the_sink_future() -> None:
     assert fut.cancelled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="island.py _run_channel: an island waiting on its inlet does not notice that its "
-    "tail was cancelled, so the cancellation reaches an idle upstream only with its next element",
-)
 async def test_an_idle_island_passes_a_downstream_cancellation_upstream_at_once() -> None:
     queue, pull = Source.queue(4).map(lambda x: x).to_mat(Sink.queue(4), Keep.both).run()
     await settle()

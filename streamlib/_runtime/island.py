@@ -276,9 +276,10 @@ class Island:
 
     async def _run_channel(self, inlet: Channel) -> None:
         while True:
+            item = inlet.get_nowait()
             if self.timed:
-                deadline = self._next_deadline()
-                item = await inlet.get() if deadline is None else await self._get_until(inlet, deadline)
+                if item is None:
+                    item = await self._wait_item(inlet, self._next_deadline())
                 self._fire_timers()
                 if item is None:
                     if self.out:
@@ -286,8 +287,8 @@ class Island:
                     if self.stop_at >= 0:
                         return
                     continue
-            else:
-                item = await inlet.get()
+            elif item is None:
+                item = await self._wait_item(inlet, None)
             if type(item) is list:
                 self._push(0, item)
             elif item is END:
@@ -305,29 +306,43 @@ class Island:
             if self.stop_at >= 0:
                 return
 
-    async def _get_until(self, inlet: Channel, deadline: float) -> Any:
-        """The next item, or None once the clock reaches ``deadline`` first."""
-        item = inlet.get_nowait()
-        if item is not None:
-            return item
+    async def _wait_item(self, inlet: Channel, deadline: float | None) -> Any:
+        """Wait for the next item; None once the clock reaches ``deadline`` first.
+
+        While waiting, a cancellation of the tail wakes the island too (a
+        cancelled channel wakes its producer), so an idle island passes a
+        downstream cancellation upstream at once.
+        """
         clock = self.ctx.clock
-        if clock.now() >= deadline:
-            return None
-        fut = self.ctx.loop.create_future()
+        tail = self.tail
+        loop = self.ctx.loop
+        while True:
+            if deadline is not None and clock.now() >= deadline:
+                return None
+            fut = loop.create_future()
 
-        def wake() -> None:
-            if not fut.done():
-                fut.set_result(None)
+            def wake(fut: asyncio.Future[None] = fut) -> None:
+                if not fut.done():
+                    fut.set_result(None)
 
-        handle = clock.call_at(deadline, wake)
-        inlet._getter = fut
-        try:
-            await fut
-        finally:
-            handle.cancel()
-            if inlet._getter is fut:
-                inlet._getter = None
-        return inlet.get_nowait()
+            handle = clock.call_at(deadline, wake) if deadline is not None else None
+            inlet._getter = fut
+            if tail is not None:
+                tail._putter = fut
+            try:
+                await fut
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                if inlet._getter is fut:
+                    inlet._getter = None
+                if tail is not None and tail._putter is fut:
+                    tail._putter = None
+            if tail is not None and tail.cancelled:
+                raise DownstreamCancelled(tail.name)
+            item = inlet.get_nowait()
+            if item is not None:
+                return item
 
     # -- ending -----------------------------------------------------------
 

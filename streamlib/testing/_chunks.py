@@ -21,6 +21,9 @@ class _ChunksLogic(PullSourceLogic):
             self.done = True
 
     def pull(self, n: int) -> list[Any]:
+        if self.i >= len(self.chunks):
+            self.done = True
+            return []
         chunk = self.chunks[self.i]
         self.i += 1
         if self.i >= len(self.chunks):
