@@ -30,3 +30,10 @@ def test_element_types_flow_through_operators() -> None:
 def _plain(type_text: str) -> str:
     """Drop module prefixes, which differ between mypy versions."""
     return re.sub(r"\b[\w.]*\.(?=[A-Za-z_]\w*\b)", "", type_text)
+
+
+def test_package_and_examples_typecheck() -> None:
+    root = pathlib.Path(__file__).resolve().parent.parent
+    targets = [str(root / "streamlib")] + ([str(root / "examples")] if (root / "examples").exists() else [])
+    out, err, status = api.run([*targets, "--config-file", str(root / "pyproject.toml"), "--no-incremental"])
+    assert status == 0, out + err
