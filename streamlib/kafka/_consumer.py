@@ -71,6 +71,7 @@ class ConsumerRun:
         self.consumer_overrides = consumer_overrides
         self.consumer: AIOKafkaConsumer | None = None
         self.dead_producer: AIOKafkaProducer | None = None
+        self._known: set[TopicPartition] = set()
 
     async def start_consumer(self) -> AIOKafkaConsumer:
         consumer = self.settings.create_consumer(**self.consumer_overrides)
@@ -82,6 +83,25 @@ class ConsumerRun:
         else:
             consumer.subscribe(list(self.topic_names), listener=_Listener(self))
         return consumer
+
+    @property
+    def tracks_assignment(self) -> bool:
+        """True when no group calls the rebalance hooks: ``sync_assignment`` must be polled."""
+        return not self.explicit and self.settings.group_id is None
+
+    async def sync_assignment(self) -> None:
+        """Without a group, aiokafka assigns every partition itself and calls no listener:
+        compare its assignment with the last one seen and call the hooks for the difference."""
+        consumer = self.consumer
+        assert consumer is not None
+        now = set(consumer.assignment())
+        known = self._known
+        if now != known:
+            self._known = now
+            if known - now:
+                await self.on_revoked(known - now)
+            if now - known:
+                await self.on_assigned(now - known)
 
     async def close_consumer(self) -> None:
         consumer, self.consumer = self.consumer, None

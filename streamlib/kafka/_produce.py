@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aiokafka.errors import KafkaError
+
 from ._errors import ProduceError
 from ._records import ProducerRecord
 from ._serde import BytesSerde
@@ -48,7 +50,7 @@ class RecordSender:
                 rec.topic, value, key=key, partition=rec.partition, timestamp_ms=rec.timestamp_ms,
                 headers=list(rec.headers) if rec.headers else None,
             )
-        except (AssertionError, TypeError, ValueError) as exc:
+        except (AssertionError, TypeError, ValueError, KafkaError) as exc:
             raise ProduceError(f"cannot send a record to topic {rec.topic!r}: {exc!r}; record: {rec!r:.300}") from exc
 
 

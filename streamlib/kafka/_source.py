@@ -32,11 +32,10 @@ from ._committer import CommitHandle
 from ._consumer import ConsumerRun, Topics, parse_topics, wait_room_or_timeout
 from ._control import Control
 from ._decode import RecordDecoder
+from ._lanes import PAUSE_AFTER
 from ._settings import ConsumerSettings
 from ._watermarks import RecordTimeWatermarks, WatermarkTracker
 
-#: Seconds downstream may stay full before the source pauses its partitions.
-PAUSE_AFTER = 0.5
 #: While paused, how often (seconds) the source polls to stay in its group.
 KEEPALIVE = 1.0
 
@@ -125,7 +124,10 @@ class _SourceLogic(AsyncLogic, ConsumerRun):
         max_chunk = self.ctx.max_chunk
         tracker = self.tracker
         handle = self.handle
-        while not control.stop_requested:
+        sync = self.tracks_assignment
+        while not control.stop_requested and not out.cancelled:
+            if sync:
+                await self.sync_assignment()
             if not out.has_room() and not await wait_room_or_timeout(out, PAUSE_AFTER):
                 batches = await self._paused_until_room(consumer, out)
             else:

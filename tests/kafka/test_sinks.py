@@ -1,0 +1,148 @@
+"""Producer sink, producer flow and committable sink against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+
+from streamlib import Keep, Sink, Source
+from streamlib.kafka import (
+    CommittableOffset,
+    Committer,
+    CommitterSettings,
+    ConsumerSettings,
+    JsonSerde,
+    KafkaFlow,
+    KafkaSink,
+    KafkaSource,
+    ProduceError,
+    ProducerMessage,
+    ProducerMessageResult,
+    ProducerRecord,
+    ProducerResult,
+    ProducerSettings,
+    StrSerde,
+)
+from streamlib.kafka.testing import produce, read_topic
+from streamlib.testing.kafka import KafkaBroker
+
+from ._util import committed_offsets, unique
+
+
+class Reading(msgspec.Struct):
+    sensor: str
+    value: float
+
+
+async def test_producer_sink_writes_keys_values_headers_partitions_and_timestamps(kafka_broker: KafkaBroker) -> None:
+    topic = unique("sink")
+    await kafka_broker.acreate_topic(topic, 3)
+    records = [
+        ProducerRecord(topic, f"v{i}".encode(), key=f"k{i}".encode(), partition=i % 3, timestamp_ms=1_000_000 + i,
+                       headers=[("n", str(i).encode())])
+        for i in range(500)
+    ]
+    await Source.from_iterable(records).run_with(KafkaSink.producer(ProducerSettings(kafka_broker.bootstrap_servers)))
+    got = await read_topic(kafka_broker.bootstrap_servers, topic)
+    assert len(got) == 500
+    for r in got:
+        i = int(r.value[1:])
+        assert (r.key, r.partition, r.timestamp, list(r.headers)) == (
+            f"k{i}".encode(), i % 3, 1_000_000 + i, [("n", str(i).encode())]
+        )
+    for p in range(3):
+        assert [int(r.value[1:]) for r in got if r.partition == p] == list(range(p, 500, 3))
+
+
+async def test_producer_sink_with_a_topic_takes_bare_values_through_the_serde(kafka_broker: KafkaBroker) -> None:
+    topic = unique("typed")
+    await kafka_broker.acreate_topic(topic, 1)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, value_serde=JsonSerde(Reading))
+    readings = [Reading("s1", i / 2) for i in range(100)]
+    await Source.from_iterable(readings).run_with(KafkaSink.producer(settings_, topic=topic))
+    consumer = ConsumerSettings(kafka_broker.bootstrap_servers, value_serde=JsonSerde(Reading))
+    got = await KafkaSource.plain(consumer, topic).take(100).map(lambda r: r.value).run_with(Sink.collect())
+    assert got == readings
+
+
+async def test_producer_flow_emits_results_in_order_with_their_passthrough(kafka_broker: KafkaBroker) -> None:
+    topic = unique("flow")
+    await kafka_broker.acreate_topic(topic, 2)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, value_serde=StrSerde())
+    results: list[ProducerResult[Any, Any]] = await (
+        Source.from_iterable(range(300))
+        .map(lambda i: ProducerRecord(topic, str(i), partition=i % 2, passthrough=i))
+        .via(KafkaFlow.producer(settings_))
+        .run_with(Sink.collect())
+    )
+    assert [r.passthrough for r in results] == list(range(300))
+    for p in range(2):
+        assert [r.offset for r in results if r.partition == p] == list(range(150))
+
+
+async def test_producer_message_result_comes_after_all_its_records(kafka_broker: KafkaBroker) -> None:
+    topic = unique("multi")
+    await kafka_broker.acreate_topic(topic, 1)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers)
+    out: list[ProducerMessageResult] = await (
+        Source.from_iterable(range(20))
+        .map(lambda i: ProducerMessage([ProducerRecord(topic, str(i).encode())] * (i % 3), passthrough=i))
+        .via(KafkaFlow.producer(settings_))
+        .run_with(Sink.collect())
+    )
+    assert [(m.passthrough, len(m.results)) for m in out] == [(i, i % 3) for i in range(20)]
+    assert len(await read_topic(kafka_broker.bootstrap_servers, topic)) == sum(i % 3 for i in range(20))
+
+
+async def test_serialization_failure_names_the_topic(kafka_broker: KafkaBroker) -> None:
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, value_serde=StrSerde())
+    with pytest.raises(ProduceError, match="cannot serialize a record for topic 'nums'") as info:
+        await Source.single(ProducerRecord("nums", 42)).run_with(KafkaSink.producer(settings_))
+    assert any("kafka_producer_sink" in note for note in info.value.__notes__)
+    with pytest.raises(TypeError, match="takes ProducerRecord elements"):
+        await Source.single(b"bare").run_with(KafkaSink.producer(settings_))
+
+
+async def test_unknown_topic_fails_the_stream_naming_it(kafka_broker: KafkaBroker) -> None:
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, properties={"request_timeout_ms": 1500})
+    with pytest.raises(ProduceError, match="no-such-topic"):
+        await Source.single(ProducerRecord("no-such-topic", b"x")).run_with(KafkaSink.producer(settings_))
+
+
+async def test_committable_sink_produces_then_commits(kafka_broker: KafkaBroker) -> None:
+    src, dst, group = unique("csrc"), unique("cdst"), unique("cgroup")
+    await kafka_broker.acreate_topic(src, 2)
+    await kafka_broker.acreate_topic(dst, 2)
+    await produce(kafka_broker.bootstrap_servers, src, ((None, str(i).encode(), i % 2) for i in range(2000)))
+    consumer = ConsumerSettings(kafka_broker.bootstrap_servers, group_id=group)
+    producer = ProducerSettings(kafka_broker.bootstrap_servers)
+
+    def transform(r: Any) -> Any:
+        n = int(r.value)
+        if n % 10 == 0:
+            return r.committable_offset  # nothing to produce, still committed
+        return ProducerRecord(dst, str(n * 2).encode(), partition=r.partition, passthrough=r.committable_offset)
+
+    control, done = (
+        KafkaSource.committable(consumer, src)
+        .map(transform)
+        .to_mat(KafkaSink.committable(producer, CommitterSettings(max_batch=100, max_interval=0.05)), Keep.both)
+        .run()
+    )
+    while control.metrics.records < 2000:
+        await asyncio.sleep(0.02)
+    control.stop()
+    await done
+    await control.wait_stopped()
+    got = await read_topic(kafka_broker.bootstrap_servers, dst)
+    assert sorted(int(r.value) for r in got) == sorted(2 * n for n in range(2000) if n % 10)
+    assert await committed_offsets(kafka_broker.bootstrap_servers, group, src, 2) == {0: 1000, 1: 1000}
+
+
+async def test_committer_rejects_elements_without_an_offset() -> None:
+    with pytest.raises(TypeError, match="a committer takes CommittableRecord"):
+        await Source.single(42).run_with(Committer.sink())
+    assert isinstance(CommittableOffset, type)
