@@ -5,7 +5,9 @@ Compiled modules live beside this file (built from ``.pyx`` by ``setup.py``):
 * ``_chain``: ``NativeChainLogic``, the fused element-wise ops run element by
   element in C (twin: ``streamlib._ops.chain.ChainLogic``);
 * ``_fold``: ``fold_chunk(f, chunk, acc)``, the fold sinks' per-chunk step
-  (twin: ``functools.reduce``).
+  (twin: ``functools.reduce``);
+* ``_windows``: window kernels (twins: ``streamlib._time.kernels``), picked by
+  name through :func:`window_kernel` on every chunk.
 
 ``STREAMLIB_PURE=1`` in the environment forces the pure-Python twins; so does
 an install without a compiler. Both give identical results; the test suite runs
@@ -19,7 +21,9 @@ import importlib
 import os
 from functools import cache, reduce
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _pure_forced() -> bool:
@@ -64,3 +68,11 @@ def fold_function() -> Callable[[Callable[[Any, Any], Any], list[Any], Any], Any
         fold: Callable[[Callable[[Any, Any], Any], list[Any], Any], Any] = mod.fold_chunk
         return fold
     return reduce
+
+
+def window_kernel(name: str, pure: F) -> F:
+    """The compiled window kernel ``name`` when there is one in use, else ``pure``."""
+    mod = _compiled("_windows")
+    if mod is not None:
+        return getattr(mod, name, pure)  # type: ignore[no-any-return]
+    return pure

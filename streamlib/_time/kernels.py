@@ -28,7 +28,7 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Callable, Hashable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 #: Marks "no accumulator yet" in dict lookups.
 MISSING: Any = object()
@@ -268,3 +268,41 @@ def update_count(
             full.append((k, total, acc))
             del st[1]
         touched[k] = total
+
+
+def max_timestamp(ts_of: Callable[[Any], int], chunk: list[Any]) -> Any:
+    """The largest ``ts_of(e)`` of a non-empty chunk, as ``max(map(ts_of, chunk))`` finds it (for watermarks)."""
+    return max(map(ts_of, chunk))
+
+
+# -- the switch ------------------------------------------------------------------------
+# Callers use the module-level names; each call runs the compiled twin from
+# ``streamlib._native._windows`` when compiled kernels are enabled (see
+# ``streamlib._native``), else the pure function above, kept in ``PURE``.
+
+#: The pure-Python kernels, by name.
+PURE: dict[str, Callable[..., Any]] = {
+    f.__name__: f for f in (update_fixed, update_sessions, update_sliding, update_count, max_timestamp)
+}
+
+
+def _switched(name: str) -> Callable[..., Any]:
+    from .. import _native
+
+    pure = PURE[name]
+    pick = _native.window_kernel
+
+    def kernel(*args: Any) -> Any:
+        return pick(name, pure)(*args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    kernel.__doc__ = pure.__doc__
+    return kernel
+
+
+if not TYPE_CHECKING:  # same signatures as the pure functions
+    update_fixed = _switched("update_fixed")
+    update_sessions = _switched("update_sessions")
+    update_sliding = _switched("update_sliding")
+    update_count = _switched("update_count")
+    max_timestamp = _switched("max_timestamp")

@@ -29,6 +29,7 @@ from .._runtime.clock import Clock
 from .._runtime.context import RunContext
 from .._runtime.signals import Signal, Watermark
 from ..stage import Stage, StageLogic
+from .kernels import max_timestamp
 
 #: The watermark before any: below every timestamp.
 NO_WATERMARK = -(2**63)
@@ -66,7 +67,7 @@ class WithTimestampsLogic(StageLogic):
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         if chunk:
-            m = max(map(self.fn, chunk))
+            m = max_timestamp(self.fn, chunk)
             if type(m) is not int:
                 raise bad_timestamp(self.stage_name, m)
             if m > self.max_ts:
