@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from .._ops import simple as _simple
 from .._ops.chain import (
@@ -373,7 +373,7 @@ class Flow(Generic[In, Out, Mat]):
 
     def with_timestamps(
         self,
-        fn: Callable[[Out], int],
+        fn: Callable[[Out], int] | str | int,
         max_out_of_orderness: int | timedelta = 0,
         idle_timeout: float | timedelta | None = None,
     ) -> Flow[In, Out, Mat]:
@@ -385,7 +385,10 @@ class Flow(Generic[In, Out, Mat]):
         or a timedelta. With ``idle_timeout`` (seconds or timedelta of processing
         time), a quiet input advances the watermark by the time it has been quiet,
         so windows close without heartbeat messages. Windows and ``dedupe``
-        downstream use ``fn`` as their event time.
+        downstream use ``fn`` as their event time. ``fn`` may be a field
+        instead: a name (``"ts"``: ``e["ts"]`` for mappings, else ``e.ts``), an
+        index (``0``: ``e[0]``), or ``operator.attrgetter`` / ``itemgetter``;
+        the compiled kernels read a field without a Python call.
 
         >>> Source.from_iterable(events).with_timestamps(lambda e: e.ts, max_out_of_orderness=timedelta(seconds=5))
         """
@@ -393,11 +396,19 @@ class Flow(Generic[In, Out, Mat]):
 
         return self._then(with_timestamps_stage(fn, max_out_of_orderness, idle_timeout))
 
-    def key_by(self, key: Callable[[Out], K]) -> Keyed[Flow[In, Out, Mat], Out, K]:
+    @overload
+    def key_by(self, key: Callable[[Out], K]) -> Keyed[Flow[In, Out, Mat], Out, K]: ...
+    @overload
+    def key_by(self, key: str | int) -> Keyed[Flow[In, Out, Mat], Out, Any]: ...
+    def key_by(self, key: Callable[[Out], Any] | str | int) -> Keyed[Flow[In, Out, Mat], Out, Any]:
         """Key the stream by ``key(element)`` for windows and per-key state.
 
         Adds no stage by itself: ``.window(...)``, ``.stateful_map(...)`` and
-        ``.dedupe(...)`` on the result do the work, per key.
+        ``.dedupe(...)`` on the result do the work, per key. ``key`` may be a
+        field instead of a function: a name (``"user"``: ``e["user"]`` for
+        mappings, else ``e.user``, decided per element type), an index (``1``:
+        ``e[1]``), or ``operator.attrgetter`` / ``itemgetter``; the compiled
+        window kernels read a field without a Python call.
 
         >>> Source.from_iterable(events).with_timestamps(ts).key_by(lambda e: e.user).window(TumblingWindows(60_000)).count()
         """

@@ -25,6 +25,7 @@ from .._time.durations import event_ms, seconds
 from .._time.results import LateRecord, WindowResult, is_late
 from .._time.watermarks import WithTimestamps, find_upstream
 from .._time.windows import WindowAssigner
+from .fields import extractor
 from .keep import Keep
 
 if TYPE_CHECKING:
@@ -50,19 +51,19 @@ EmitMode = Literal["final", "updates"]
 
 
 def with_timestamps_stage(
-    fn: Callable[[Any], int], max_out_of_orderness: int | timedelta, idle_timeout: float | timedelta | None
+    fn: Callable[[Any], int] | str | int, max_out_of_orderness: int | timedelta, idle_timeout: float | timedelta | None
 ) -> WithTimestamps:
     bound = event_ms(max_out_of_orderness, "with_timestamps(max_out_of_orderness)")
     idle = None if idle_timeout is None else seconds(idle_timeout, "with_timestamps(idle_timeout)")
-    return WithTimestamps(fn, bound, idle)
+    return WithTimestamps(extractor(fn, "with_timestamps(fn)"), bound, idle)
 
 
-def timestamp_of(blueprint: Any, explicit: Callable[[Any], int] | None, what: str) -> Callable[[Any], int] | None:
-    """``explicit``, else the function of the nearest upstream ``with_timestamps`` (None if there is none)."""
+def timestamp_of(
+    blueprint: Any, explicit: Callable[[Any], int] | str | int | None, what: str
+) -> Callable[[Any], int] | None:
+    """``explicit`` (a function or field), else the function of the nearest upstream ``with_timestamps`` (None if there is none)."""
     if explicit is not None:
-        if not callable(explicit):
-            raise TypeError(f"{what}(timestamp=) must be a function returning int milliseconds, got {explicit!r}")
-        return explicit
+        return extractor(explicit, f"{what}(timestamp=)")
     found = find_upstream(blueprint._module, WithTimestamps, what)
     if len(found) > 1:
         raise ValueError(
@@ -119,11 +120,9 @@ class Keyed(Generic[B, T, K]):
 
     __slots__ = ("_parent", "_key")
 
-    def __init__(self, parent: B, key: Callable[[T], K]) -> None:
-        if not callable(key):
-            raise TypeError(f"key_by(f) needs a key function, got {key!r}")
+    def __init__(self, parent: B, key: Callable[[T], K] | str | int) -> None:
         self._parent = parent
-        self._key = key
+        self._key: Callable[[T], K] = extractor(key, "key_by(f)")
 
     def window(
         self,
@@ -133,7 +132,7 @@ class Keyed(Generic[B, T, K]):
         allowed_lateness: int | timedelta = 0,
         emit: EmitMode = "final",
         late: Sink[LateRecord, Any] | Literal["fail", "emit"] = "fail",
-        timestamp: Callable[[T], int] | None = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
         name: str | None = None,
     ) -> Windowed[B, T, K]:
         """Group each key's elements into windows; pick an aggregation on the result.
@@ -146,8 +145,8 @@ class Keyed(Generic[B, T, K]):
         ``late``: where late elements go, as :class:`LateRecord` -- a Sink,
         ``"emit"`` (into this stream, next to the results) or ``"fail"`` (the
         default: a late element fails the stream with ``LateDataError``).
-        ``timestamp``: the event-time function, when no ``with_timestamps``
-        upstream in this blueprint provides it.
+        ``timestamp``: the event-time function (or field, as in ``key_by``),
+        when no ``with_timestamps`` upstream in this blueprint provides it.
         """
         if not isinstance(assigner, WindowAssigner):
             raise TypeError(
@@ -304,36 +303,57 @@ class Windowed(Generic[B, T, K]):
     def sum(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
     @overload
     def sum(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
-    def sum(self, value: Callable[[Any], Any]) -> Any:
+    @overload
+    def sum(self: Windowed[Source[Any, M], T, K], value: str | int) -> Source[WindowResult[K, Any], M]: ...
+    @overload
+    def sum(self: Windowed[Flow[I, Any, M], T, K], value: str | int) -> Flow[I, WindowResult[K, Any], M]: ...
+    def sum(self, value: Callable[[Any], Any] | str | int) -> Any:
         """The sum of ``value(element)`` per window.
+
+        ``value`` may be a field instead of a function, as in ``key_by``: a
+        name (attribute, or key of a mapping), an index, ``attrgetter`` or
+        ``itemgetter``; so may the values of ``min``, ``max``, ``mean`` and
+        ``collect``.
 
         >>> .key_by(lambda e: e.key).window(TumblingWindows(10_000)).sum(lambda e: e.value)
         """
-        return self._agg(_aggs.sum_(value))
+        return self._agg(_aggs.sum_(extractor(value, "sum(value)")))
 
     @overload
     def min(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
     @overload
     def min(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
-    def min(self, value: Callable[[Any], Any]) -> Any:
+    @overload
+    def min(self: Windowed[Source[Any, M], T, K], value: str | int) -> Source[WindowResult[K, Any], M]: ...
+    @overload
+    def min(self: Windowed[Flow[I, Any, M], T, K], value: str | int) -> Flow[I, WindowResult[K, Any], M]: ...
+    def min(self, value: Callable[[Any], Any] | str | int) -> Any:
         """The smallest ``value(element)`` per window."""
-        return self._agg(_aggs.min_(value))
+        return self._agg(_aggs.min_(extractor(value, "min(value)")))
 
     @overload
     def max(self: Windowed[Source[Any, M], T, K], value: Callable[[T], V]) -> Source[WindowResult[K, V], M]: ...
     @overload
     def max(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V]) -> Flow[I, WindowResult[K, V], M]: ...
-    def max(self, value: Callable[[Any], Any]) -> Any:
+    @overload
+    def max(self: Windowed[Source[Any, M], T, K], value: str | int) -> Source[WindowResult[K, Any], M]: ...
+    @overload
+    def max(self: Windowed[Flow[I, Any, M], T, K], value: str | int) -> Flow[I, WindowResult[K, Any], M]: ...
+    def max(self, value: Callable[[Any], Any] | str | int) -> Any:
         """The largest ``value(element)`` per window."""
-        return self._agg(_aggs.max_(value))
+        return self._agg(_aggs.max_(extractor(value, "max(value)")))
 
     @overload
-    def mean(self: Windowed[Source[Any, M], T, K], value: Callable[[T], float]) -> Source[WindowResult[K, float], M]: ...
+    def mean(
+        self: Windowed[Source[Any, M], T, K], value: Callable[[T], float] | str | int
+    ) -> Source[WindowResult[K, float], M]: ...
     @overload
-    def mean(self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], float]) -> Flow[I, WindowResult[K, float], M]: ...
-    def mean(self, value: Callable[[Any], Any]) -> Any:
+    def mean(
+        self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], float] | str | int
+    ) -> Flow[I, WindowResult[K, float], M]: ...
+    def mean(self, value: Callable[[Any], Any] | str | int) -> Any:
         """The arithmetic mean of ``value(element)`` per window."""
-        return self._agg(_aggs.mean(value))
+        return self._agg(_aggs.mean(extractor(value, "mean(value)")))
 
     @overload
     def collect(
@@ -343,9 +363,13 @@ class Windowed(Generic[B, T, K]):
     def collect(
         self: Windowed[Flow[I, Any, M], T, K], value: Callable[[T], V] | None = None
     ) -> Flow[I, WindowResult[K, list[V]], M]: ...
-    def collect(self, value: Callable[[Any], Any] | None = None) -> Any:
+    @overload
+    def collect(self: Windowed[Source[Any, M], T, K], value: str | int) -> Source[WindowResult[K, list[Any]], M]: ...
+    @overload
+    def collect(self: Windowed[Flow[I, Any, M], T, K], value: str | int) -> Flow[I, WindowResult[K, list[Any]], M]: ...
+    def collect(self, value: Callable[[Any], Any] | str | int | None = None) -> Any:
         """The list of ``value(element)`` (default: the elements) per window, in arrival order."""
-        return self._agg(_aggs.collect(value))
+        return self._agg(_aggs.collect(None if value is None else extractor(value, "collect(value)")))
 
     @overload
     def aggregate(
