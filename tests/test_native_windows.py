@@ -1,0 +1,389 @@
+"""The compiled window kernels against their pure-Python twins, and fields as extractors.
+
+Random events cut into random chunks go through ``streamlib._native._windows``
+and ``streamlib._time.kernels.PURE`` side by side, chunk by chunk with a rising
+``closed_to``; after every chunk the state and the output containers must be
+identical (same values, same types, same order). Every built-in aggregation and
+every extractor form (function, field name on mappings and on objects, index,
+attrgetter, itemgetter) is drawn, and a user function may raise at a random
+element: same exception, same state before it. Then windows run end to end with
+the switch set each way.
+
+The compiled module is required unless ``STREAMLIB_PURE`` is set: ``make test``
+always builds it, so a missing one is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import operator
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import streamlib._native as switch
+from streamlib import CountWindows, HoppingWindows, Sink, Source, TumblingWindows
+from streamlib._dsl.fields import Field, extractor
+from streamlib._time import aggregations as aggs
+from streamlib._time.kernels import PURE
+from streamlib.testing import source_from_chunks, split_at
+
+PURE_FORCED = os.environ.get("STREAMLIB_PURE", "") not in ("", "0")
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def compiled() -> ModuleType:
+    """The compiled module, or a failure (a skip only when pure Python is forced)."""
+    if PURE_FORCED:
+        pytest.skip("STREAMLIB_PURE is set: the compiled kernels are not in use")
+    try:
+        from streamlib._native import _windows
+    except ImportError as error:
+        pytest.fail(f"compiled module streamlib._native._windows is missing ({error}); build it with `make test`")
+    return _windows
+
+
+@dataclass
+class Ev:
+    ts: Any
+    key: Any
+    value: Any
+
+
+class Boom(Exception):
+    pass
+
+
+# -- element shapes and extractor forms ---------------------------------------------------
+
+
+def as_shape(raw: tuple[Any, Any, Any], shape: str) -> Any:
+    ts, k, v = raw
+    if shape == "tuple":
+        return (ts, k, v)
+    if shape == "dict":
+        return {"ts": ts, "key": k, "value": v}
+    return Ev(ts, k, v)
+
+
+def extractors(shape: str, form: str) -> tuple[Callable[[Any], Any], ...]:
+    """(ts_of, key_of, value_of) for elements of ``shape`` written in ``form``."""
+    names = ("ts", "key", "value")
+    if shape == "tuple":
+        if form == "lambda":
+            return (lambda e: e[0], lambda e: e[1], lambda e: e[2])
+        if form == "getter":
+            return tuple(operator.itemgetter(i) for i in range(3))
+        return tuple(extractor(i, "test") for i in range(3))  # ints: indexes
+    if form == "lambda":
+        if shape == "dict":
+            return (lambda e: e["ts"], lambda e: e["key"], lambda e: e["value"])
+        return (lambda e: e.ts, lambda e: e.key, lambda e: e.value)
+    if form == "getter":
+        getter = operator.itemgetter if shape == "dict" else operator.attrgetter
+        return tuple(getter(n) for n in names)
+    return tuple(extractor(n, "test") for n in names)  # names: Field
+
+
+def failing(f: Callable[[Any], Any], at: int) -> Callable[[Any], Any]:
+    """``f``, raising ``Boom`` on its call number ``at`` (counted per instance)."""
+    calls = [0]
+
+    def g(e: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == at:
+            raise Boom(f"call {at}")
+        return f(e)
+
+    return g
+
+
+AGGREGATIONS: dict[str, Callable[[Callable[[Any], Any]], aggs.Aggregation]] = {
+    "count": lambda v: aggs.count(),
+    "sum": aggs.sum_,
+    "min": aggs.min_,
+    "max": aggs.max_,
+    "mean": aggs.mean,
+    "collect": aggs.collect,
+    "aggregate": lambda v: aggs.aggregate(list, lambda a, e: a + [e]),
+}
+
+keys = st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3))
+plain_ts = st.integers(-50, 400)
+odd_ts = st.one_of(plain_ts, st.just(2**70), st.just(-(2**70)), st.floats(-50, 400, allow_nan=False))
+values = st.one_of(st.integers(-5, 5), st.floats(-5, 5, allow_nan=False))
+
+
+@st.composite
+def fixed_case(draw: Any) -> dict[str, Any]:
+    size = draw(st.integers(1, 60))
+    hopping = draw(st.booleans())
+    step = draw(st.integers(1, size)) if hopping else size
+    n = draw(st.integers(0, 120))
+    raw = draw(st.lists(st.tuples(draw(st.sampled_from([plain_ts, odd_ts])), keys, values), min_size=n, max_size=n))
+    cuts = draw(st.lists(st.integers(0, n), max_size=8))
+    closed = sorted(draw(st.lists(st.integers(-100, 450), min_size=10, max_size=10)))
+    if draw(st.booleans()):
+        closed[0] = -(2**63) - draw(st.integers(0, 10))  # no watermark yet, with allowed lateness
+    return {
+        "size": size,
+        "step": step,
+        "offset": draw(st.integers(0, step - 1)),
+        "raw": raw,
+        "cuts": cuts,
+        "closed": closed,
+        "shape": draw(st.sampled_from(["tuple", "dict", "object"])),
+        "form": draw(st.sampled_from(["lambda", "getter", "field"])),
+        "agg": draw(st.sampled_from(sorted(AGGREGATIONS))),
+        "fail": draw(st.sampled_from([None, "ts", "key", "value"])),
+        "fail_at": draw(st.integers(1, max(1, n))),
+    }
+
+
+def run_fixed(kernel: Callable[..., None], case: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
+    """Apply the case chunk by chunk; the snapshots of state and outputs after each chunk, and the error."""
+    elements = [as_shape(r, case["shape"]) for r in case["raw"]]
+    ts_of, key_of, value_of = extractors(case["shape"], case["form"])
+    fns = {"ts": ts_of, "key": key_of, "value": value_of}
+    if case["fail"] is not None:
+        fns[case["fail"]] = failing(fns[case["fail"]], case["fail_at"])
+    agg = AGGREGATIONS[case["agg"]](fns["value"])
+    accs: dict[Any, Any] = {}
+    snapshots: list[Any] = []
+    for i, chunk in enumerate(split_at(elements, case["cuts"])):
+        touched: set[Any] = set()
+        created: list[Any] = []
+        late: list[Any] = []
+        try:
+            kernel(
+                chunk, fns["ts"], fns["key"], agg.value_of, case["size"], case["step"], case["offset"],
+                agg.create, agg.add, accs, case["closed"][min(i, 9)], touched, created, late,
+            )  # fmt: skip
+        except Boom as error:
+            snapshots.append(snapshot(accs, touched, created, late))
+            return snapshots, error
+        snapshots.append(snapshot(accs, touched, created, late))
+    return snapshots, None
+
+
+def snapshot(*things: Any) -> Any:
+    """A deep copy that keeps types and orders visible to ``==`` (typed, ordered items)."""
+    return [typed(copy.deepcopy(t)) for t in things]
+
+
+def typed(x: Any) -> Any:
+    if isinstance(x, dict):
+        return [(typed(k), typed(v)) for k, v in x.items()]
+    if isinstance(x, set):
+        return sorted((repr(typed(k)) for k in x))
+    if isinstance(x, (list, tuple)):
+        return (type(x).__name__, [typed(i) for i in x])
+    if isinstance(x, Ev):
+        return ("Ev", typed(x.ts), typed(x.key), typed(x.value))
+    return (type(x).__name__, x)
+
+
+@SETTINGS
+@given(case=fixed_case())
+def test_update_fixed_twins(case: dict[str, Any]) -> None:
+    native = compiled().update_fixed
+    want, want_error = run_fixed(PURE["update_fixed"], case)
+    got, got_error = run_fixed(native, case)
+    assert got == want
+    assert repr(got_error) == repr(want_error)
+
+
+@st.composite
+def count_case(draw: Any) -> dict[str, Any]:
+    n = draw(st.integers(0, 100))
+    return {
+        "n": draw(st.integers(1, 7)),
+        "raw": draw(st.lists(st.tuples(st.just(0), keys, values), min_size=n, max_size=n)),
+        "cuts": draw(st.lists(st.integers(0, n), max_size=8)),
+        "shape": draw(st.sampled_from(["tuple", "dict", "object"])),
+        "form": draw(st.sampled_from(["lambda", "getter", "field"])),
+        "agg": draw(st.sampled_from(sorted(AGGREGATIONS))),
+        "fail": draw(st.sampled_from([None, "key", "value"])),
+        "fail_at": draw(st.integers(1, max(1, n))),
+    }
+
+
+def run_count(kernel: Callable[..., None], case: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
+    elements = [as_shape(r, case["shape"]) for r in case["raw"]]
+    _, key_of, value_of = extractors(case["shape"], case["form"])
+    fns = {"key": key_of, "value": value_of}
+    if case["fail"] is not None:
+        fns[case["fail"]] = failing(fns[case["fail"]], case["fail_at"])
+    agg = AGGREGATIONS[case["agg"]](fns["value"])
+    counts: dict[Any, Any] = {}
+    snapshots: list[Any] = []
+    for chunk in split_at(elements, case["cuts"]):
+        touched: dict[Any, int] = {}
+        full: list[Any] = []
+        try:
+            kernel(chunk, fns["key"], agg.value_of, case["n"], agg.create, agg.add, counts, touched, full)
+        except Boom as error:
+            snapshots.append(snapshot(counts, touched, full))
+            return snapshots, error
+        snapshots.append(snapshot(counts, touched, full))
+    return snapshots, None
+
+
+@SETTINGS
+@given(case=count_case())
+def test_update_count_twins(case: dict[str, Any]) -> None:
+    native = compiled().update_count
+    want, want_error = run_count(PURE["update_count"], case)
+    got, got_error = run_count(native, case)
+    assert got == want
+    assert repr(got_error) == repr(want_error)
+
+
+@SETTINGS
+@given(
+    raw=st.lists(st.tuples(odd_ts, keys, values), min_size=1, max_size=60),
+    shape=st.sampled_from(["tuple", "dict", "object"]),
+    form=st.sampled_from(["lambda", "getter", "field"]),
+)
+def test_max_timestamp_twins(raw: list[Any], shape: str, form: str) -> None:
+    native = compiled().max_timestamp
+    chunk = [as_shape(r, shape) for r in raw]
+    ts_of = extractors(shape, form)[0]
+    want = PURE["max_timestamp"](ts_of, chunk)
+    got = native(ts_of, chunk)
+    assert (type(got), got) == (type(want), want)
+
+
+def test_max_timestamp_errors_are_the_pure_ones() -> None:
+    native = compiled().max_timestamp
+    for ts_of, chunk in (
+        (operator.itemgetter(0), []),  # max() of nothing
+        (Field("ts"), [{"ts": 1}, {"t": 2}]),  # KeyError
+        (Field("ts"), [Ev(1, 0, 0), (2,)]),  # AttributeError
+        (operator.itemgetter(0), [(1,), ("x",)]),  # str > int
+    ):
+        with pytest.raises(Exception) as want:
+            PURE["max_timestamp"](ts_of, chunk)
+        with pytest.raises(want.type) as got:
+            native(ts_of, chunk)
+        assert str(got.value) == str(want.value)
+
+
+def test_a_field_is_decided_per_element_type() -> None:
+    f = Field("ts")
+    mixed = [{"ts": 3}, Ev(5, "a", 1), {"ts": 4}, Ev(1, "a", 1)]
+    assert [f(e) for e in mixed] == [3, 5, 4, 1]
+    assert f.modes == {dict: True, Ev: False}
+    if not PURE_FORCED:
+        assert compiled().max_timestamp(Field("ts"), mixed) == 5
+
+
+def test_extractor_forms_and_errors() -> None:
+    assert isinstance(extractor("ts", "x"), Field)
+    assert extractor(2, "x")((7, 8, 9)) == 9
+    f = lambda e: e  # noqa: E731
+    assert extractor(f, "x") is f
+    with pytest.raises(TypeError, match=r"key_by\(f\) needs a function of the element, a field name"):
+        extractor(1.5, "key_by(f)")
+    with pytest.raises(TypeError, match="got True"):
+        extractor(True, "sum(value)")
+    with pytest.raises(ValueError, match="must not be empty"):
+        extractor("", "sum(value)")
+
+
+# -- end to end, with the switch each way ---------------------------------------------------
+
+
+def model_tumbling(raw: list[tuple[int, Any, Any]], size: int) -> dict[tuple[Any, int], Any]:
+    out: dict[tuple[Any, int], Any] = {}
+    for ts, k, v in raw:
+        w = (k, ts - ts % size)
+        out[w] = out.get(w, 0) + v
+    return out
+
+
+@pytest.fixture(params=["native", "pure"])
+def mode(request: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    if request.param == "native":
+        compiled()
+        monkeypatch.delenv("STREAMLIB_PURE", raising=False)
+    else:
+        monkeypatch.setenv("STREAMLIB_PURE", "1")
+    switch.reset()
+    yield request.param
+    switch.reset()
+
+
+def test_the_switch_picks_the_kernels(mode: str) -> None:
+    pure = PURE["update_fixed"]
+    picked = switch.window_kernel("update_fixed", pure)
+    assert (picked is pure) == (mode == "pure")
+    assert switch.window_kernel("update_sessions", PURE["update_sessions"]) is PURE["update_sessions"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    raw=st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["a", "b", "c"]), st.integers(-3, 3)), max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=6),
+    shape=st.sampled_from(["tuple", "dict", "object"]),
+    form=st.sampled_from(["lambda", "getter", "field"]),
+)
+def test_tumbling_sum_end_to_end(mode: str, raw: list[Any], cuts: list[int], shape: str, form: str) -> None:
+    raw = sorted(raw)  # in order: nothing is late
+    elements = [as_shape(r, shape) for r in raw]
+    ts_of, key_of, value_of = extractors(shape, form)
+    if form == "field" and shape != "tuple":
+        ts_of, key_of, value_of = "ts", "key", "value"  # type: ignore[assignment]
+
+    async def go() -> Any:
+        src = source_from_chunks(split_at(elements, cuts))
+        return await src.with_timestamps(ts_of).key_by(key_of).window(TumblingWindows(50)).sum(value_of).run_with(
+            Sink.collect()
+        )
+
+    results = asyncio.run(go())
+    assert {(r.key, r.start): r.value for r in results} == model_tumbling(raw, 50)
+    assert all(r.end == r.start + 50 for r in results)
+
+
+async def test_hopping_and_count_windows_with_fields(mode: str) -> None:
+    events = [{"ts": i * 7, "user": f"u{i % 3}", "amount": i} for i in range(40)]
+    hop = await (
+        Source.from_iterable(events)
+        .with_timestamps("ts")
+        .key_by("user")
+        .window(HoppingWindows(30, 10))
+        .mean("amount")
+        .run_with(Sink.collect())
+    )
+    want: dict[tuple[str, int], list[int]] = {}
+    for e in events:
+        for s in range(e["ts"] - e["ts"] % 10 - 20, e["ts"] + 1, 10):
+            if s <= e["ts"] < s + 30:
+                want.setdefault((e["user"], s), []).append(e["amount"])
+    assert {(r.key, r.start): r.value for r in hop} == {w: sum(v) / len(v) for w, v in want.items()}
+    counted = await Source.from_iterable(events).key_by("user").window(CountWindows(4)).max("amount").run_with(
+        Sink.collect()
+    )
+    assert sorted((r.key, r.start, r.value) for r in counted) == sorted(
+        (u, i * 4, max(am[i * 4 : i * 4 + 4]))
+        for u in ("u0", "u1", "u2")
+        for am in [[e["amount"] for e in events if e["user"] == u]]
+        for i in range((len(am) + 3) // 4)
+    )
+
+
+async def test_a_failing_key_field_fails_the_stream(mode: str) -> None:
+    events = [{"ts": 1, "user": "a"}, {"ts": 2}]
+    with pytest.raises(KeyError) as info:
+        await Source.from_iterable(events).with_timestamps("ts").key_by("user").window(TumblingWindows(10)).count().run_with(
+            Sink.collect()
+        )
+    assert "in stage 'window.tumbling.count'" in info.value.__notes__
