@@ -354,7 +354,7 @@ def test_tumbling_sum_end_to_end(mode: str, raw: list[Any], cuts: list[int], sha
 
 
 async def test_hopping_and_count_windows_with_fields(mode: str) -> None:
-    events = [{"ts": i * 7, "user": f"u{i % 3}", "amount": i} for i in range(40)]
+    events: list[dict[str, Any]] = [{"ts": i * 7, "user": f"u{i % 3}", "amount": i} for i in range(40)]
     hop = await (
         Source.from_iterable(events)
         .with_timestamps("ts")
