@@ -10,6 +10,11 @@ sum per key. Every contestant must produce the 10,000 results ``(key, window,
 * streamlib with ``MemoryStore`` and with ``RocksDBStore``, both checkpointed
   every ``--checkpoint-every`` events (100,000): each checkpoint writes the
   changed windows and deletes the expired ones, atomically;
+* each of those three with the compiled kernels and with the pure-Python ones
+  (the ``STREAMLIB_PURE`` switch flipped in this process), and with the
+  timestamp, key and value given as lambdas (``lambda e: e[0]``) or as fields
+  (the indexes ``0``, ``1``, ``2``: read by the compiled kernels with no
+  Python call, like ``itemgetter`` or a field name);
 * bytewax (``fold_window``, in-memory state) when it is installed.
 
 ``--session``: also sessions with 60-second gaps over 100,000 keys (a
@@ -18,19 +23,19 @@ pseudo-random key per event, one event per ms), ``--session-events`` events
 rate, how many sessions closed, and the rows left in the store at the end:
 bounded by the keys with an open (or just closed) session, not by history.
 
-The window operator runs in pure Python (there are no compiled window kernels
-yet); the header says whether the rest of the pipeline used compiled kernels.
+``--no-pure`` leaves out the pure-Python rows.
 Each input list is built before any timing and then moved out of the garbage
 collector's way (``gc.freeze()``): a pipeline reading Kafka holds no such list,
 and the collector would otherwise re-scan its millions of tuples during every
 contestant's run.
 
-    python benchmarks/bench_windows.py [--events N] [--session [--full]] [--json]
+    python benchmarks/bench_windows.py [--events N] [--no-pure] [--session [--full]] [--json]
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib.util
 import os
@@ -38,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import Result, best_of, parser, report, skipped  # noqa: E402
 
+import streamlib._native as switch  # noqa: E402
 from streamlib import MemoryStore, RocksDBStore, SessionWindows, Sink, Source, TumblingWindows, native_enabled  # noqa: E402
 
 WINDOW_MS = 10_000
@@ -57,6 +64,8 @@ Event = tuple[int, Any, int]  # (ts ms, key, value)
 ts_of = lambda e: e[0]  # noqa: E731 - the same functions for every contestant
 key_of = lambda e: e[1]  # noqa: E731
 value_of = lambda e: e[2]  # noqa: E731
+LAMBDAS = (ts_of, key_of, value_of)
+FIELDS = (0, 1, 2)  # the same, as fields: e[0], e[1], e[2]
 
 _LOOP = asyncio.new_event_loop()
 
@@ -105,11 +114,30 @@ def _run(make: Any) -> Any:
     return _LOOP.run_until_complete(go())
 
 
-def streamlib_tumbling(events: list[Event], store: Any, every: int) -> dict[tuple[str, int], int]:
+@contextlib.contextmanager
+def kernels(pure: bool) -> Iterator[None]:
+    """Run the body with the pure-Python kernels (``STREAMLIB_PURE=1``) or the compiled ones."""
+    before = os.environ.get("STREAMLIB_PURE")
+    os.environ["STREAMLIB_PURE"] = "1" if pure else "0"
+    switch.reset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["STREAMLIB_PURE"]
+        else:
+            os.environ["STREAMLIB_PURE"] = before
+        switch.reset()
+
+
+def streamlib_tumbling(
+    events: list[Event], store: Any, every: int, extract: tuple[Any, Any, Any] = LAMBDAS
+) -> dict[tuple[str, int], int]:
+    ts, key, value = extract
     src = Source.from_iterable(events)
     if store is not None:
         src = src.checkpointed(store, every=every)
-    blueprint = src.with_timestamps(ts_of).key_by(key_of).window(TumblingWindows(WINDOW_MS), store=store).sum(value_of)
+    blueprint = src.with_timestamps(ts).key_by(key).window(TumblingWindows(WINDOW_MS), store=store).sum(value)
     results = _run(lambda: blueprint.run_with(Sink.collect()))
     return {(r.key, r.start): r.value for r in results}
 
@@ -151,7 +179,7 @@ def _with_store(kind: str, run: Any) -> Any:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tumbling_table(n: int, every: int, repeat: int, as_json: bool) -> None:
+def tumbling_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
     events = tumbling_events(n)
     gc.freeze()
     expected = expected_tumbling(n)
@@ -167,14 +195,21 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool) -> None:
         rows.append(Result(name, len(events_), seconds, {"results": f"{len(want):,} ok", **extra}))
 
     measure("plain dict loop", dict_loop, events, checkpoints="-")
-    for kind, label in (("none", "streamlib, no store"), ("memory", "streamlib, MemoryStore"), ("rocksdb", "streamlib, RocksDBStore")):
-        every_note = "-" if kind == "none" else f"every {every:,}"
-        measure(
-            label,
-            lambda evs, kind=kind: _with_store(kind, lambda store: streamlib_tumbling(evs, store, every)),
-            events,
-            checkpoints=every_note,
-        )
+    native = switch.window_kernel("update_fixed", None) is not None
+    modes = ([False] if native else []) + ([True] if with_pure or not native else [])
+    for pure in modes:
+        for extract, ex_name in ((LAMBDAS, "lambdas"), (FIELDS, "fields")):
+            for kind, label in (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore")):
+                every_note = "-" if kind == "none" else f"every {every:,}"
+                with kernels(pure):
+                    measure(
+                        f"streamlib {'pure' if pure else 'native'}, {ex_name}, {label}",
+                        lambda evs, kind=kind, extract=extract: _with_store(
+                            kind, lambda store: streamlib_tumbling(evs, store, every, extract)
+                        ),
+                        events,
+                        checkpoints=every_note,
+                    )
     if importlib.util.find_spec("bytewax") is not None:
         peer_n = min(n, 200_000)  # bytewax is slower: a smaller run, rates stay per event
         peer_events = events if peer_n == n else tumbling_events(peer_n)
@@ -184,7 +219,8 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool) -> None:
         rows.append(skipped("bytewax fold_window", "not installed"))
     title = (
         f"10-second tumbling windows, sum per key: {n:,} events, {KEYS} keys "
-        f"(window operator in pure Python; compiled kernels elsewhere: {'on' if native_enabled() else 'off'})"
+        f"(compiled window kernels: {'built' if native else 'not built'}; compiled chain: "
+        f"{'on' if native_enabled() else 'off'})"
     )
     report(title, rows, baseline_name="plain dict loop", as_json=as_json)
 
@@ -235,11 +271,12 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000, help="events in the tumbling workload")
     p.add_argument("--checkpoint-every", type=int, default=100_000, help="events between checkpoints")
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (tumbling)")
+    p.add_argument("--no-pure", action="store_true", help="leave out the pure-Python kernels' rows")
     p.add_argument("--session", action="store_true", help="also run the session-window workload")
     p.add_argument("--session-events", type=int, default=1_000_000, help="events in the session workload")
     p.add_argument("--full", action="store_true", help="the session workload at 10,000,000 events")
     args = p.parse_args()
-    tumbling_table(args.events, args.checkpoint_every, args.repeat, args.json)
+    tumbling_table(args.events, args.checkpoint_every, args.repeat, args.json, not args.no_pure)
     if args.session:
         session_table(10_000_000 if args.full else args.session_events, args.checkpoint_every, args.json)
 
