@@ -448,4 +448,6 @@ async def test_sink_queue_cancel_releases_a_pending_pull() -> None:
     pull.cancel()
     assert await pending is None
     assert await pull.pull() is None
-    queue.complete()
+    await assert_no_running_graphs()  # the cancellation went all the way up
+    with pytest.raises(QueueClosedError):
+        await queue.offer(1)
