@@ -212,8 +212,12 @@ def test_kill_9_between_checkpoints_then_restart(tmp_path: Path, uninterrupted: 
 def test_a_clean_stop_then_restart(tmp_path: Path, uninterrupted: set[tuple[Any, ...]]) -> None:
     store, out = tmp_path / "db", tmp_path / "out.jsonl"
     lines = _finish(_job(store, out, "--stop-at", "7500"))
-    # Cancelling takes effect at the run's next await: after the chunk holding event 7 500.
-    assert lines[-2:] == ["checkpoint 4 8192", "finished"]
+    # Cancelling takes effect at the run's next await, some chunks after event 7 500 (how many
+    # depends on when the island yields): the last checkpoint is at or after 6 144, the last
+    # one before the stop, and short of the end of the stream.
+    assert lines[-1] == "finished"
+    last = lines[-2].split()
+    assert last[0] == "checkpoint" and int(last[2]) % 2048 == 0 and 6144 <= int(last[2]) < 20_000
     partial = _results(out)
     assert set(partial) < uninterrupted  # stopping is not the end of the stream: nothing flushed early
     _finish(_job(store, out))
