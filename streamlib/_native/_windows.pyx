@@ -22,6 +22,12 @@ What makes them faster than the interpreter running the pure code:
 * window starts are computed in C ``long long`` arithmetic when the timestamp
   and the window parameters are exact ints well inside its range (else with
   Python ints, as the pure code does).
+* tumbling windows: within one call, each key's current window keeps its
+  accumulator in a slot (found by the key alone, no ``(key, start)`` tuple
+  built or hashed) and is written into ``accs`` when the key moves to another
+  window and when the call ends, also by an exception; so ``accs`` ends as the
+  pure kernel leaves it, with one dict write per window and call instead of
+  one per element.
 
 Containers of another type than the pure code expects (a dict subclass for the
 state, ...) make a call fall back to the pure kernel.
@@ -39,24 +45,7 @@ from .._dsl.fields import Field
 from .._time import aggregations as _aggs
 from .._time import kernels as _pure
 
-cdef extern from *:
-    """
-    #if PY_VERSION_HEX < 0x030D0000
-    #define streamlib_dict_get_kh(d, k, h) _PyDict_GetItem_KnownHash(d, k, h)
-    #define streamlib_dict_set_kh(d, k, v, h) _PyDict_SetItem_KnownHash(d, k, v, h)
-    #else
-    #define streamlib_dict_get_kh(d, k, h) PyDict_GetItemWithError(d, k)
-    #define streamlib_dict_set_kh(d, k, v, h) PyDict_SetItem(d, k, v)
-    #endif
-    """
-    # Dict lookups with the key's hash computed once (a plain lookup on Python >= 3.13).
-    PyObject* _dict_get_kh "streamlib_dict_get_kh"(object, object, Py_hash_t) except? NULL
-    int _dict_set_kh "streamlib_dict_set_kh"(object, object, object, Py_hash_t) except -1
-
 cdef extern from "Python.h":
-    Py_hash_t PyObject_Hash(object) except -1
-    PyObject* PyTuple_GET_ITEM(PyObject*, Py_ssize_t)
-    long long PyLong_AsLongLong(PyObject*)
     int PyLong_CheckExact(object)
     long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
     int PyObject_RichCompareBool(object, object, int) except -1
@@ -231,11 +220,6 @@ cdef inline bint _small(object x, long long* out):
         return False
     out[0] = v
     return True
-
-
-cdef inline long long _start_of(PyObject* wk) noexcept:
-    """The start of a window key ``(key, start)`` this module made (start an exact small int)."""
-    return PyLong_AsLongLong(PyTuple_GET_ITEM(wk, 1))
 
 
 cdef long long _clamp(object x):
