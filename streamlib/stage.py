@@ -164,3 +164,13 @@ def annotate(error: BaseException, stage_name: str) -> BaseException:
     if not any(n.startswith("in stage '") for n in notes):
         error.add_note(f"in stage '{stage_name}'")
     return error
+
+
+def fail_future(fut: asyncio.Future[Any], error: BaseException) -> None:
+    """Settle ``fut`` with ``error`` (a cancellation cancels it); no-op when already done."""
+    if fut.done():
+        return
+    if isinstance(error, asyncio.CancelledError):
+        fut.cancel()
+    else:
+        fut.set_exception(error)

@@ -21,7 +21,7 @@ from .._dsl.module import Module
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, Stage, fail_future
 
 if TYPE_CHECKING:
     from .._dsl.sink import Sink
@@ -199,11 +199,7 @@ class _FileLinesSinkLogic(AsyncLogic):
             raise
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
 
 class FileSource:

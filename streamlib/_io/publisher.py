@@ -22,7 +22,7 @@ from typing import Any
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, Stage, fail_future
 
 
 def is_push_publisher(publisher: Any) -> bool:
@@ -126,11 +126,7 @@ class _SubscriberLogic(AsyncLogic):
                 return
 
     def _fail(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
     def on_failure(self, error: BaseException) -> None:
         self._fail(error)

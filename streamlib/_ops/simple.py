@@ -10,7 +10,7 @@ from typing import Any
 
 from .._native import fold_function
 from .._runtime.context import RunContext
-from ..stage import Stage, StageLogic
+from ..stage import Stage, StageLogic, fail_future
 from .sinks import _NOTHING, EmptyStreamError
 
 
@@ -183,11 +183,7 @@ class WatchTerminationLogic(IdentityLogic):
             self.fut.set_result(None)
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
 
 def watch_termination() -> Stage:

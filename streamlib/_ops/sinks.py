@@ -14,7 +14,7 @@ from .._runtime.context import RunContext
 from .._runtime.graph_run import RunningGraph
 from .._runtime.materializer import ChannelSinkLogic
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, SinkLogic, Stage
+from ..stage import AsyncLogic, SinkLogic, Stage, fail_future
 from .sources import QueueClosedError, on_run_end
 
 
@@ -34,11 +34,7 @@ class _FutureSinkLogic(SinkLogic):
         self.fut = fut
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
     def on_cancel(self) -> None:
         self.on_failure(asyncio.CancelledError())
@@ -239,11 +235,7 @@ class _AsyncForeachLogic(AsyncLogic):
                 return
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
 
 class SinkQueue:
