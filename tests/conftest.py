@@ -29,3 +29,38 @@ def pytest_report_header() -> str:
     from streamlib import native_enabled
 
     return f"streamlib native kernels: {'on' if native_enabled() else 'off'} (STREAMLIB_PURE={os.environ.get('STREAMLIB_PURE', '')})"
+
+
+#: Seconds any one test may take before it is failed with the stacks of every thread;
+#: ``@pytest.mark.time_limit(seconds)`` sets another limit for one test.
+DEFAULT_TIME_LIMIT = int(os.environ.get("STREAMLIB_TEST_TIME_LIMIT", "240"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "time_limit(seconds): fail the test if it runs longer than this")
+
+
+class TestTookTooLong(Exception):
+    """A test ran past its time limit (a hang must fail the run, never stall it)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):  # type: ignore[no-untyped-def]
+    import faulthandler
+    import signal
+    import sys
+
+    marker = item.get_closest_marker("time_limit")
+    limit = int(marker.args[0]) if marker is not None else DEFAULT_TIME_LIMIT
+
+    def expire(signum: int, frame: object) -> None:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        raise TestTookTooLong(f"{item.nodeid} ran longer than {limit} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(limit)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
