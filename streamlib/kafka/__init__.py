@@ -11,6 +11,7 @@
 
 from aiokafka.structs import TopicPartition
 
+from ._app import AppControl, AppMetrics, KafkaApp
 from ._api import Committer, KafkaFlow, KafkaSink, KafkaSource
 from ._committer import CommitHandle, CommitterSettings
 from ._control import Control, SourceMetrics
@@ -19,9 +20,12 @@ from ._records import CommittableOffset, CommittableRecord, KafkaRecord, Produce
 from ._serde import BytesSerde, IntSerde, JsonSerde, MsgPackSerde, Serde, StrSerde
 from ._settings import ConsumerSettings, DeadLetter, ProducerSettings, Security
 from ._sink import ProducerMessage, ProducerMessageResult
+from ._task import PartitionContext
 from ._watermarks import RecordTimeWatermarks
 
 __all__ = [
+    "AppControl",
+    "AppMetrics",
     "BytesSerde",
     "CommitError",
     "CommitHandle",
@@ -35,12 +39,14 @@ __all__ = [
     "DeserializationError",
     "IntSerde",
     "JsonSerde",
+    "KafkaApp",
     "KafkaFlow",
     "KafkaRecord",
     "KafkaSink",
     "KafkaSource",
     "KafkaStreamError",
     "MsgPackSerde",
+    "PartitionContext",
     "ProduceError",
     "ProducerMessage",
     "ProducerMessageResult",

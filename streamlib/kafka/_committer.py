@@ -34,6 +34,7 @@ from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage
 from ._errors import CommitError
 from ._records import CommittableOffset, CommittableRecord, ProducerResult
+from ._wait import event_within, get_within
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -111,10 +112,7 @@ class CommitHandle:
                             _fmt(self.emitted), _fmt(self.committed))
                 return
             self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), min(left, 0.1))
-            except TimeoutError:
-                pass
+            await event_within(self._progress, min(left, 0.1))
 
 
 def _fmt(offsets: dict[TopicPartition, int]) -> str:
@@ -251,12 +249,7 @@ class _CommitterLogic(AsyncLogic):
                     if due is None:
                         item = await inlet.get()
                     else:
-                        left = due - clock.now()
-                        if left > 0:
-                            try:
-                                item = await asyncio.wait_for(inlet.get(), left)
-                            except TimeoutError:
-                                item = None
+                        item = await get_within(inlet, due - clock.now())
                 if type(item) is list:
                     self._add(item)
                     if due is None:

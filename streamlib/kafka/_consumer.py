@@ -9,7 +9,6 @@ Dead letters are produced by a producer the run creates on the first bad record.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -155,12 +154,3 @@ async def send_dead_letters(producer: AIOKafkaProducer, dead: list[DeadLetterRec
             ) from exc
 
 
-async def wait_room_or_timeout(channel: Any, timeout: float) -> bool:
-    """Wait until ``channel`` has room (True) or ``timeout`` seconds pass (False)."""
-    if channel.has_room():
-        return True
-    try:
-        await asyncio.wait_for(channel.wait_room(), timeout)
-    except TimeoutError:
-        return channel.has_room()
-    return True

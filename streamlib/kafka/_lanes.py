@@ -16,14 +16,14 @@ shared by the partitioned source and the Kafka app:
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 
-from .._runtime.channel import Channel, wait_any_room
+from .._runtime.channel import Channel
 from .._runtime.clock import Clock
 from .._runtime.signals import END, Signal
+from ._wait import any_room_within
 
 #: Seconds a lane may stay full before its partition is paused.
 PAUSE_AFTER = 0.5
@@ -106,9 +106,7 @@ class LaneSet:
         if free:
             return await consumer.getmany(*free, timeout_ms=timeout_ms, max_records=max_chunk)  # type: ignore[no-any-return]
         # Every lane is full: wait for room; polling (paused partitions) keeps the membership alive.
-        try:
-            await asyncio.wait_for(wait_any_room([lane.channel for lane in full]), poll_ms / 1000)
-        except TimeoutError:
+        if not await any_room_within([lane.channel for lane in full], poll_ms / 1000):
             if all(lane.paused for lane in full):
                 return await consumer.getmany(timeout_ms=0)  # type: ignore[no-any-return]
         return {}

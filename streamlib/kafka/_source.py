@@ -29,10 +29,11 @@ from .._runtime.context import RunContext
 from .._runtime.signals import END, Watermark
 from ..stage import AsyncLogic, Stage
 from ._committer import CommitHandle
-from ._consumer import ConsumerRun, Topics, parse_topics, wait_room_or_timeout
+from ._consumer import ConsumerRun, Topics, parse_topics
 from ._control import Control
 from ._decode import RecordDecoder
 from ._lanes import PAUSE_AFTER
+from ._wait import room_within
 from ._settings import ConsumerSettings
 from ._watermarks import RecordTimeWatermarks, WatermarkTracker
 
@@ -128,7 +129,7 @@ class _SourceLogic(AsyncLogic, ConsumerRun):
         while not control.stop_requested and not out.cancelled:
             if sync:
                 await self.sync_assignment()
-            if not out.has_room() and not await wait_room_or_timeout(out, PAUSE_AFTER):
+            if not out.has_room() and not await room_within(out, PAUSE_AFTER):
                 batches = await self._paused_until_room(consumer, out)
             else:
                 batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max_chunk)
@@ -168,7 +169,7 @@ class _SourceLogic(AsyncLogic, ConsumerRun):
                 # Polling paused partitions returns nothing but keeps the group membership alive.
                 for tp, raws in (await consumer.getmany(timeout_ms=0)).items():
                     got.setdefault(tp, []).extend(raws)
-                await wait_room_or_timeout(out, KEEPALIVE)
+                await room_within(out, KEEPALIVE)
         finally:
             still = paused & consumer.assignment()
             if still:

@@ -1,0 +1,628 @@
+"""``KafkaApp``: a consume-transform-produce application, exactly-once, with state on Kafka.
+
+One app run owns one consumer (group id = application id, ``read_committed``),
+an admin client, and per assigned input partition a :class:`_PartitionRunner`.
+The consumer feeds the partitions' lanes (``_lanes.py``); each runner runs its
+partition's sub-stream (``_task.py``) as a graph of its own, owned by the app
+run: when the app run ends, every partition graph, producer and store it
+opened is closed.
+
+Opening a partition (on assignment, and again after a failure):
+
+1. create its producer; under exactly-once it is transactional with id
+   ``{application_id}-{topic}-{partition}``, and starting it fences any other
+   producer with that id (a zombie of a previous owner) and aborts or completes
+   its open transaction;
+2. read the committed offset of the partition and the checkpoint id committed
+   with it (commit metadata);
+3. restore the partition's store from its changelogs (``_changelog.py``),
+   reusing the local store when it is not ahead of Kafka;
+4. build the sub-stream from the topology, register the lane, seek the consumer
+   to the committed offset and resume fetching.
+
+Revocation (and ``stop()``): the lane ends; its source commits what it read (a
+last checkpoint), the runner cancels the sub-stream, closes the producer. A
+failed sub-stream whose error comes from Kafka (a fenced producer, a failed
+commit, a broker gone) is closed without committing and the partition is opened
+again from step 1: rewound to its committed offset with its committed state.
+Any other error (in user code) fails the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from .._dsl.flow import Flow
+from .._dsl.keep import Keep
+from .._dsl.module import Module
+from .._dsl.runnable import RunnableGraph
+from .._dsl.sink import Sink
+from .._dsl.source import Source
+from .._runtime.channel import Channel
+from .._runtime.context import RunContext
+from .._runtime.materializer import current_loop
+from .._state.memory import MemoryStore
+from .._state.rocksdb import RocksDBStore
+from .._state.store import StateStore
+from ..stage import AsyncLogic, Stage
+from ._changelog import (
+    ChangelogBuffer,
+    changelog_prefix,
+    changelog_topic,
+    check_table_name,
+    restore_store,
+    table_of,
+)
+from ._consumer import _Listener
+from ._errors import CommitError, KafkaStreamError, TransactionError
+from ._lanes import Lane, LaneSet
+from ._settings import ConsumerSettings, ProducerSettings
+from ._task import CommitSinkStage, LaneSourceStage, PartitionContext, PartitionTask, reap_failed_batches
+from ._watermarks import RecordTimeWatermarks
+
+log = logging.getLogger("streamlib.kafka")
+
+ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
+Topology = Callable[[PartitionContext], Flow[Any, Any, Any]]
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass
+class AppMetrics:
+    """Counters of one app run, over all its partitions."""
+
+    commits: int = 0
+    records: int = 0
+    full_restores: int = 0
+    partial_restores: int = 0
+    restored_records: int = 0
+    recoveries: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    changelog_records: int = 0
+    assigned: set[TopicPartition] = field(default_factory=set)
+
+
+class AppControl:
+    """Handle on a running :class:`KafkaApp`: ``stop()``, ``await wait_stopped()``, ``metrics``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.metrics = AppMetrics()
+        self._stop = asyncio.Event()
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    def stop(self) -> None:
+        """Commit what was read, close every partition and leave the group."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until the app has stopped; raises the error that stopped it, if any."""
+        await asyncio.shield(self._done)
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._done.done()
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._done.done():
+            return
+        if error is None or isinstance(error, asyncio.CancelledError):
+            self._done.set_result(None)
+        else:
+            self._done.set_exception(error)
+            self._done.exception()  # also raised to whoever awaits wait_stopped()
+
+    def __repr__(self) -> str:
+        return f"<AppControl {'stopped' if self.is_stopped else 'running'} commits={self.metrics.commits}>"
+
+
+class KafkaApp:
+    """A consume-transform-produce application over Kafka, exactly-once by default, with state.
+
+    ``topology(partition)`` returns the :class:`Flow` from :class:`KafkaRecord` to
+    :class:`ProducerRecord` (or bare values, with ``output_topic``) run for each
+    assigned input partition; its stateful operators use ``partition.store``,
+    whose tables are mirrored to compacted changelog topics and restored on
+    assignment. With ``processing_guarantee="exactly_once"`` the outputs, the
+    changelog writes and the consumed offsets of each ``checkpoint_interval``
+    commit in one Kafka transaction per partition; consumers of the output read
+    with ``read_committed``. Instances with the same ``application_id`` share the
+    partitions (and their state) between them.
+
+    >>> def topology(p):
+    ...     return Flow.key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_record)
+    >>> app = KafkaApp("counter", consumer=ConsumerSettings(servers), producer=ProducerSettings(servers),
+    ...                topics="numbers", topology=topology, state_dir="/var/lib/counter")
+    >>> control = app.run()          # inside a running event loop
+    >>> control.stop(); await control.wait_stopped()
+    """
+
+    def __init__(
+        self,
+        application_id: str,
+        *,
+        consumer: ConsumerSettings,
+        producer: ProducerSettings,
+        topics: str | Sequence[str],
+        topology: Topology,
+        processing_guarantee: ProcessingGuarantee = "exactly_once",
+        checkpoint_interval: float = 0.1,
+        state_dir: str | os.PathLike[str] | None = None,
+        output_topic: str | None = None,
+        watermarks: RecordTimeWatermarks | None = None,
+        changelog_replication_factor: int | None = None,
+        max_retries: int = 10,
+    ) -> None:
+        if not isinstance(application_id, str) or not _VALID_ID.match(application_id):
+            raise ValueError(
+                f"application_id must be letters, digits, '.', '_' or '-' (it names topics and "
+                f"transactional ids), got {application_id!r}"
+            )
+        names = [topics] if isinstance(topics, str) else list(topics)
+        if not names or not all(isinstance(t, str) and t for t in names):
+            raise ValueError(f"KafkaApp needs one or more input topic names, got {topics!r}")
+        if not callable(topology):
+            raise TypeError(f"topology must be a function (PartitionContext) -> Flow, got {topology!r}")
+        if processing_guarantee not in ("exactly_once", "at_least_once"):
+            raise ValueError(
+                f"processing_guarantee must be 'exactly_once' or 'at_least_once', got {processing_guarantee!r}"
+            )
+        if not checkpoint_interval > 0:
+            raise ValueError(f"checkpoint_interval must be positive, got {checkpoint_interval!r}")
+        self.application_id = application_id
+        self.consumer = consumer
+        self.producer = producer
+        self.topics = tuple(names)
+        self.topology = topology
+        self.processing_guarantee = processing_guarantee
+        self.checkpoint_interval = float(checkpoint_interval)
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.output_topic = output_topic
+        self.watermarks = watermarks
+        self.changelog_replication_factor = changelog_replication_factor
+        self.max_retries = max_retries
+        self._stores: dict[TopicPartition, StateStore] = {}
+
+    def runnable(self) -> RunnableGraph[AppControl]:
+        """The app as a closed graph; ``.run()`` starts it and returns its :class:`AppControl`."""
+        return RunnableGraph(Module.of(_AppStage(self)))
+
+    def run(self) -> AppControl:
+        """Start the app on the running event loop; returns its :class:`AppControl` at once."""
+        return self.runnable().run()
+
+    def __repr__(self) -> str:
+        return f"KafkaApp({self.application_id!r}, topics={list(self.topics)}, {self.processing_guarantee})"
+
+
+class _AppStage(Stage):
+    inputs = 0
+    outputs = 0
+
+    def __init__(self, app: KafkaApp) -> None:
+        self.app = app
+        self.name = f"kafka_app({app.application_id})"
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, AppControl]:
+        control = AppControl(ctx.loop)
+        return _AppRun(self.app, ctx, control), control
+
+
+def _retriable(error: BaseException) -> bool:
+    """Errors from Kafka (directly or as the cause) are retried by reopening the partition."""
+    e: BaseException | None = error
+    for _ in range(5):
+        if e is None:
+            return False
+        if isinstance(e, (KafkaError, TransactionError, TimeoutError, ConnectionError)):
+            return True
+        e = e.__cause__
+    return False
+
+
+class _AppRun(AsyncLogic):
+    """One run of a KafkaApp (the logic of its single stage)."""
+
+    def __init__(self, app: KafkaApp, ctx: RunContext, control: AppControl) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.control = control
+        self.application_id = app.application_id
+        self.exactly_once = app.processing_guarantee == "exactly_once"
+        settings = app.consumer.with_group_id(app.application_id)
+        if self.exactly_once:
+            settings = dataclasses.replace(settings, isolation_level="read_committed")
+        self.consumer_settings = settings
+        self.producer_settings = app.producer
+        self.output_topic = app.output_topic
+        self.checkpoint_interval = app.checkpoint_interval
+        self.watermark_bound_ms = None if app.watermarks is None else int(app.watermarks.out_of_orderness * 1000)
+        self.several_topics = len(app.topics) > 1
+        self.lanes = LaneSet(ctx.clock)
+        self.runners: dict[TopicPartition, _PartitionRunner] = {}
+        self.consumer: Any = None
+        self.admin: Any = None
+        self.fatal: BaseException | None = None
+        self._created: set[str] = set()
+        self._replication: int | None = app.changelog_replication_factor
+        self._create_lock = asyncio.Lock()
+
+    # -- services used by the partition tasks ------------------------------------------
+
+    def store_header(self, table: str) -> bytes:
+        return f"{self.application_id}/{table}".encode()
+
+    async def changelog_topic(self, topic: str, table: str) -> str:
+        """The changelog topic of ``table`` for input ``topic``; created the first time."""
+        check_table_name(table, self.application_id)
+        name = changelog_topic(changelog_prefix(self.application_id, topic, self.several_topics), table)
+        if name in self._created:
+            return name
+        async with self._create_lock:
+            if name in self._created:
+                return name
+            existing = set(await self.admin.list_topics())
+            if name not in existing:
+                partitions = len(self.consumer.partitions_for_topic(topic) or ())
+                if not partitions:
+                    raise KafkaStreamError(f"input topic {topic!r} has no known partitions")
+                if self._replication is None:
+                    brokers = (await self.admin.describe_cluster())["brokers"]
+                    self._replication = max(1, min(3, len(brokers)))
+                response = await self.admin.create_topics(
+                    [NewTopic(name, partitions, self._replication,
+                              topic_configs={"cleanup.policy": "compact"})]
+                )
+                for _topic, code, *_rest in response.topic_errors:
+                    if code not in (0, 36):  # 36: already exists (another instance made it)
+                        raise KafkaStreamError(f"creating changelog topic {name!r} failed with error code {code}")
+                await self._wait_for_leaders(name)
+                log.info("created changelog topic %s (%d partitions)", name, partitions)
+            self._created.add(name)
+        return name
+
+    async def _wait_for_leaders(self, topic: str, timeout: float = 30.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            (meta,) = await self.admin.describe_topics([topic])
+            parts = meta["partitions"]
+            if meta["error_code"] == 0 and parts and all(p["leader"] >= 0 for p in parts):
+                return
+            if loop.time() > deadline:
+                raise KafkaStreamError(f"changelog topic {topic!r} has no leader after {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def changelogs_for(self, topic: str) -> dict[str, str]:
+        prefix = changelog_prefix(self.application_id, topic, self.several_topics)
+        found = {}
+        for name in await self.admin.list_topics():
+            table = table_of(prefix, name)
+            if table is not None:
+                found[table] = name
+        return found
+
+    async def commit_offsets(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None:
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            raise CommitError(f"committing {offsets} for application {self.application_id!r} failed: {exc!r}") from exc
+
+    async def committed(self, tp: TopicPartition) -> tuple[int | None, int | None]:
+        """(committed offset, checkpoint id committed with it) of ``tp``; Nones when none."""
+        offsets = await self.admin.list_consumer_group_offsets(self.application_id, partitions=[tp])
+        meta = offsets.get(tp)
+        if meta is None or meta.offset < 0:
+            return None, None
+        try:
+            checkpoint = int(meta.metadata) if meta.metadata else None
+        except ValueError:
+            checkpoint = None
+        return meta.offset, checkpoint
+
+    def store_path(self, tp: TopicPartition) -> str | None:
+        if self.app.state_dir is None:
+            return None
+        return os.path.join(self.app.state_dir, self.application_id, f"{tp.topic}-{tp.partition}")
+
+    def store_for(self, tp: TopicPartition) -> StateStore:
+        """The partition's store as left by its last run in this process (or on this disk)."""
+        store = self.app._stores.get(tp)
+        if store is None:
+            store = self.app._stores[tp] = self._make_store(tp)
+        return store
+
+    def new_store(self, tp: TopicPartition, old: StateStore) -> StateStore:
+        """An empty store for ``tp``, replacing ``old`` (whose data is dropped)."""
+        old.close()
+        path = self.store_path(tp)
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        store = self.app._stores[tp] = self._make_store(tp)
+        return store
+
+    def _make_store(self, tp: TopicPartition) -> StateStore:
+        path = self.store_path(tp)
+        store: StateStore = MemoryStore() if path is None else RocksDBStore(path, sync=False)
+        store.add_commit_hook(ChangelogBuffer())
+        return store
+
+    def set_fatal(self, error: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = error
+            self.control._stop.set()
+
+    # -- rebalances -----------------------------------------------------------------------
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self.control.metrics.assigned |= partitions
+        for tp in sorted(partitions):
+            if tp in self.runners:
+                continue
+            self.consumer.pause(tp)
+            runner = _PartitionRunner(self, tp)
+            self.runners[tp] = runner
+            runner.start()
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self.control.metrics.assigned -= partitions
+        runners = [self.runners.pop(tp) for tp in sorted(partitions) if tp in self.runners]
+        await asyncio.gather(*(r.close(graceful=self.fatal is None) for r in runners))
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        control = self.control
+        error: BaseException | None = None
+        try:
+            self.admin = AIOKafkaAdminClient(**_admin_kwargs(self.consumer_settings))
+            await self.admin.start()
+            self.consumer = self.consumer_settings.create_consumer()
+            await self.consumer.start()
+            self.consumer.subscribe(list(self.app.topics), listener=_Listener(self))
+            await self._fetch_loop()
+            if self.fatal is not None:
+                raise self.fatal
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                await self._shutdown(graceful=error is None and self.fatal is None)
+            finally:
+                control._finish(error if error is not None else self.fatal)
+
+    async def _fetch_loop(self) -> None:
+        control = self.control
+        clock = self.ctx.clock
+        poll_ms = int(self.consumer_settings.poll_timeout * 1000)
+        max_chunk = self.ctx.max_chunk
+        lanes = self.lanes.lanes
+        consumer = self.consumer
+        stop = control._stop
+        while not stop.is_set():
+            batches = await self.lanes.poll(consumer, poll_ms, max_chunk)
+            if not batches:
+                continue
+            now = clock.now()
+            records = 0
+            for tp, raws in batches.items():
+                lane = lanes.get(tp)
+                if lane is None or lane.closed or not raws:
+                    continue  # not open (yet): the partition is read again from its committed offset
+                records += len(raws)
+                lane.offer(raws, now)
+            control.metrics.records += records
+
+    async def _shutdown(self, graceful: bool) -> None:
+        runners = list(self.runners.values())
+        self.runners.clear()
+        try:
+            await asyncio.gather(*(r.close(graceful=graceful) for r in runners), return_exceptions=True)
+        finally:
+            self.lanes.end_all()
+            consumer, self.consumer = self.consumer, None
+            admin, self.admin = self.admin, None
+            try:
+                if consumer is not None:
+                    await consumer.stop()
+            finally:
+                if admin is not None:
+                    await admin.close()
+
+
+def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
+    kwargs = settings.consumer_kwargs()
+    keep = {"bootstrap_servers", "client_id", "request_timeout_ms", "connections_max_idle_ms",
+            "retry_backoff_ms", "metadata_max_age_ms", "security_protocol", "ssl_context", "sasl_mechanism",
+            "sasl_plain_username", "sasl_plain_password", "sasl_kerberos_service_name",
+            "sasl_kerberos_domain_name", "sasl_oauth_token_provider"}
+    return {k: v for k, v in kwargs.items() if k in keep}
+
+
+class _PartitionRunner:
+    """Opens, supervises, reopens after Kafka errors, and closes one assigned partition."""
+
+    #: Seconds a revoked partition may take to commit what it read before it is cancelled.
+    CLOSE_TIMEOUT = 30.0
+
+    def __init__(self, app: _AppRun, tp: TopicPartition) -> None:
+        self.app = app
+        self.tp = tp
+        self.task: PartitionTask | None = None
+        self.graph: Any = None
+        self.sink_done: asyncio.Future[None] | None = None
+        self.closing = False
+        self._producer: Any = None
+        self._store: StateStore | None = None
+        self.supervisor: asyncio.Task[None] | None = None
+        self.opened = asyncio.Event()
+
+    def start(self) -> None:
+        self.supervisor = asyncio.ensure_future(self._supervise())
+
+    async def close(self, graceful: bool) -> None:
+        """Commit what was read (when ``graceful``) and release everything of this partition."""
+        self.closing = True
+        sup = self.supervisor
+        if sup is None or sup.done():
+            return
+        task = self.task
+        if graceful and task is not None and self.opened.is_set():
+            task.lane.end()
+            done, _ = await asyncio.wait([sup], timeout=self.CLOSE_TIMEOUT)
+            if done:
+                return
+            log.warning("%s-%d did not commit within %ss; closing it without", self.tp.topic,
+                        self.tp.partition, self.CLOSE_TIMEOUT)
+        sup.cancel()
+        await asyncio.wait([sup])
+
+    async def _supervise(self) -> None:
+        app = self.app
+        attempts = 0
+        delay = 0.1
+        try:
+            while not self.closing:
+                try:
+                    await self._open()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    await self._teardown()
+                    if not _retriable(exc) or attempts >= app.app.max_retries:
+                        app.set_fatal(exc)
+                        return
+                    attempts += 1
+                    log.warning("opening %s-%d failed (%r); retrying in %.1fs", self.tp.topic, self.tp.partition,
+                                exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                task = self.task
+                assert task is not None and self.sink_done is not None
+                await asyncio.wait([self.sink_done, task.closed], return_when=asyncio.FIRST_COMPLETED)
+                if task.closed.done() and not self.sink_done.done():
+                    await self._teardown()  # revoked or stopped: everything read is committed
+                    return
+                exc = self.sink_done.exception() if not self.sink_done.cancelled() else None
+                await self._teardown()
+                if exc is None or self.closing:
+                    return
+                if not _retriable(exc) or attempts >= app.app.max_retries:
+                    app.set_fatal(exc)
+                    return
+                if task.commits:
+                    attempts, delay = 0, 0.1
+                attempts += 1
+                app.control.metrics.recoveries += 1
+                log.warning("%s-%d failed (%r); reopening it from its committed offset", self.tp.topic,
+                            self.tp.partition, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        finally:
+            await self._teardown()
+
+    async def _open(self) -> None:
+        app = self.app
+        tp = self.tp
+        consumer = app.consumer
+        settings = app.producer_settings
+        tid = f"{app.application_id}-{tp.topic}-{tp.partition}" if app.exactly_once else None
+        producer = settings.create_producer(transactional_id=tid) if tid else settings.create_producer(
+            enable_idempotence=True
+        )
+        self._producer = producer
+        await producer.start()  # a transactional producer fences the previous owner here
+        offset, checkpoint = await app.committed(tp)
+        if offset is None:
+            if app.consumer_settings.auto_offset_reset == "earliest":
+                offset = (await consumer.beginning_offsets([tp]))[tp]
+            else:
+                offset = (await consumer.end_offsets([tp]))[tp]
+        store = self._store = app.store_for(tp)
+        changelogs = await app.changelogs_for(tp.topic)
+        store, result = await restore_store(
+            store,
+            make_store=lambda: app.new_store(tp, store),
+            consumer_kwargs=app.consumer_settings.consumer_kwargs(),
+            changelogs=changelogs,
+            partition=tp.partition,
+            kafka_checkpoint=checkpoint,
+            store_header=app.store_header,
+        )
+        self._store = store
+        metrics = app.control.metrics
+        if result.full:
+            metrics.full_restores += 1
+        elif result.records:
+            metrics.partial_restores += 1
+        metrics.restored_records += result.records
+        buffer = next(h for h in getattr(store, "_hooks", ()) if isinstance(h, ChangelogBuffer))
+        buffer.clear()
+        lane = Lane(tp, app.ctx.channel_capacity)
+        task = PartitionTask(app, tp, store, buffer, lane, producer, offset, dict(result.positions))
+        context = PartitionContext(app.application_id, tp.topic, tp.partition, store)
+        flow = app.app.topology(context)
+        if not isinstance(flow, Flow):
+            raise TypeError(f"the topology of {app.application_id!r} must return a Flow, got {flow!r}")
+        blueprint = Source(Module.of(LaneSourceStage(task))).via(flow).to_mat(
+            Sink(Module.of(CommitSinkStage(task))), Keep.right
+        )
+        ctx = RunContext(app.ctx.loop, clock=app.ctx.clock, max_chunk=app.ctx.max_chunk,
+                         channel_capacity=app.ctx.channel_capacity)
+        sink_done, graph = blueprint._module.run(ctx, name=f"{app.application_id}:{tp.topic}-{tp.partition}")
+        self.task, self.graph, self.sink_done = task, graph, sink_done
+        # No await from here on: the lane is registered before the position changes.
+        app.lanes.lanes[tp] = lane
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+            consumer.resume(tp)
+        self.opened.set()
+
+    async def _teardown(self) -> None:
+        self.opened.clear()
+        app = self.app
+        lane = app.lanes.lanes.get(self.tp)
+        if lane is not None and self.task is not None and lane is self.task.lane:
+            del app.lanes.lanes[self.tp]
+            lane.end()
+        if app.consumer is not None and self.tp in app.consumer.assignment():
+            app.consumer.pause(self.tp)
+        graph, self.graph = self.graph, None
+        if graph is not None:
+            graph.cancel()
+            await graph.wait()
+        fut, self.sink_done = self.sink_done, None
+        if fut is not None and fut.done() and not fut.cancelled():
+            fut.exception()
+        if self.task is not None:
+            self.task.discard()
+        self.task = None
+        store, self._store = self._store, None
+        if store is not None:
+            store.close()  # after the run left it; reopened (RocksDB) on the next use
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # noqa: BLE001 - a fenced producer may fail to close cleanly
+                log.debug("closing the producer of %s-%d: %r", self.tp.topic, self.tp.partition, exc)
+            reap_failed_batches(producer)

@@ -1,0 +1,405 @@
+"""One input partition of a Kafka app: its sub-stream, state store, producer and commits.
+
+The sub-stream of partition ``(topic, p)`` is::
+
+    LaneSource  ->  topology(partition context)  ->  CommitSink
+
+* :class:`LaneSourceStage` reads the partition's lane (raw records from the
+  app's consumer), deserializes them (dead letters are queued for the sink with
+  the checkpoint they belong to) and every ``checkpoint_interval`` seconds, when
+  something happened since the last one, emits ``Barrier(id)``. It is the
+  barrier source of the partition's store (a member of its checkpoint
+  coordinator): it stages the input position and changelog positions as the
+  checkpoint's meta. Then it waits until the sink has committed checkpoint
+  ``id`` before it emits anything more: checkpoints of one partition are in
+  lock step, so the state staged at a barrier never includes effects of
+  records after it, wherever the stateful operators are in the sub-stream.
+* The user's topology: any flow from :class:`KafkaRecord` to
+  :class:`ProducerRecord`; its stateful operators use ``partition.store``.
+* :class:`CommitSinkStage` produces output records. At ``Barrier(id)`` it
+  commits: under exactly-once, the changelog writes of checkpoint ``id`` (from
+  the store's commit hook), the dead letters, ``send_offsets_to_transaction``
+  with the position (and ``id`` as commit metadata) and ``commit_transaction``,
+  all one transaction; under at-least-once, the same records are produced and
+  flushed, then the consumer commits the offsets.
+
+:class:`PartitionTask` holds what both stages share for one attempt of one
+partition; the app makes a new one each time the partition is (re)opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka.errors import IllegalOperation, KafkaError
+from aiokafka.structs import TopicPartition
+
+from .._runtime.channel import Channel
+from .._runtime.context import RunContext
+from .._runtime.signals import END, Barrier, Failure, Watermark
+from .._state.checkpoint import RunCheckpoints, attach
+from .._state.store import StateStore
+from ..stage import AsyncLogic, Stage
+from ._changelog import META_CHANGELOG, META_KAFKA, STORE_HEADER, ChangelogBuffer
+from ._decode import DeadLetterRecord, RecordDecoder
+from ._errors import TransactionError
+from ._lanes import Lane
+from ._produce import RecordSender, delivery_error
+from ._wait import get_within
+
+if TYPE_CHECKING:
+    from ._app import _AppRun
+
+log = logging.getLogger("streamlib.kafka")
+
+
+@dataclass
+class PartitionContext:
+    """What a topology gets for one input partition: where it is and its state store.
+
+    >>> def topology(p: PartitionContext) -> Flow:
+    ...     return Flow.key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_output)
+    """
+
+    application_id: str
+    topic: str
+    partition: int
+    store: StateStore
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass
+class PartitionTask:
+    """Shared state of one attempt at running one partition."""
+
+    app: _AppRun
+    tp: TopicPartition
+    store: StateStore
+    buffer: ChangelogBuffer
+    lane: Lane
+    producer: Any
+    start_offset: int
+    changelog_positions: dict[str, int]
+    positions: dict[int, int] = field(default_factory=dict)
+    dead: list[tuple[int, list[DeadLetterRecord]]] = field(default_factory=list)
+    sent: list[tuple[Any, Any]] = field(default_factory=list)
+    committed_id: int = 0
+    in_txn: bool = False
+    #: Set by the source once everything it read before the lane ended is committed.
+    closed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    failure: BaseException | None = None
+    commits: int = 0
+    _waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+
+    @property
+    def dirty(self) -> bool:
+        """Output was produced since the last commit (a transaction is open)."""
+        return bool(self.sent) or self.in_txn
+
+    async def wait_committed(self, checkpoint_id: int) -> None:
+        if self.committed_id >= checkpoint_id:
+            return
+        if self.failure is not None:
+            raise self.failure
+        fut = self._waiters.get(checkpoint_id)
+        if fut is None:
+            fut = self._waiters[checkpoint_id] = asyncio.get_running_loop().create_future()
+        await fut
+
+    def _committed(self, checkpoint_id: int) -> None:
+        self.committed_id = checkpoint_id
+        for cid in [c for c in self._waiters if c <= checkpoint_id]:
+            fut = self._waiters.pop(cid)
+            if not fut.done():
+                fut.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if self.failure is None:
+            self.failure = error
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # retrieved here; the sink reports the error itself
+        self._waiters.clear()
+
+    # -- producing ----------------------------------------------------------
+
+    async def ensure_txn(self) -> None:
+        if self.app.exactly_once and not self.in_txn:
+            try:
+                await self.producer.begin_transaction()
+            except IllegalOperation as exc:
+                raise self._unusable(exc) from exc
+            self.in_txn = True
+
+    async def send(self, sender: RecordSender, element: Any) -> None:
+        rec = sender.as_record(element)
+        await self.ensure_txn()
+        try:
+            self.sent.append((rec, await sender.send(self.producer, rec)))
+        except IllegalOperation as exc:
+            raise self._unusable(exc) from exc
+
+    def _unusable(self, exc: BaseException) -> TransactionError:
+        """The producer refuses to work (it was fenced or failed): say so, with the reason."""
+        cause = _producer_error(self.producer)
+        err = TransactionError(
+            f"the producer of {self.tp.topic}-{self.tp.partition} (application {self.app.application_id!r}) "
+            f"cannot be used any more: {cause or exc!r}"
+        )
+        err.__cause__ = cause or exc
+        return err
+
+    def discard(self) -> None:
+        """This attempt is over: mark every delivery result as seen (their errors were reported)."""
+        for _rec, fut in self.sent:
+            if fut.done() and not fut.cancelled():
+                fut.exception()
+        self.sent = []
+        _producer_error(self.producer)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        """Make checkpoint ``checkpoint_id`` durable in Kafka (see the module docstring)."""
+        app = self.app
+        position = self.positions.get(checkpoint_id)
+        for cid in [c for c in self.positions if c <= checkpoint_id]:
+            del self.positions[cid]
+        changelog = self.buffer.take_upto(checkpoint_id)
+        dead = [d for cid, ds in self.dead if cid <= checkpoint_id for d in ds]
+        self.dead = [(cid, ds) for cid, ds in self.dead if cid > checkpoint_id]
+        if position is None and not changelog and not dead and not self.dirty:
+            self._committed(checkpoint_id)
+            return
+        offsets = {} if position is None else {self.tp: (position, str(checkpoint_id))}
+        try:
+            futures = await self._send_checkpoint(changelog, dead)
+            if app.exactly_once:
+                if offsets:
+                    await self.producer.send_offsets_to_transaction(offsets, app.application_id)
+                await self.producer.commit_transaction()
+                self.in_txn = False
+            else:
+                await self.producer.flush()
+        except IllegalOperation as exc:
+            raise self._unusable(exc) from exc
+        except KafkaError as exc:
+            raise TransactionError(
+                f"committing checkpoint {checkpoint_id} of {self.tp.topic}-{self.tp.partition} "
+                f"(application {app.application_id!r}) failed: {exc!r}"
+            ) from exc
+        sent, self.sent = self.sent, []
+        for rec, fut in sent:
+            if fut.exception() is not None:
+                raise delivery_error(rec, fut.exception())  # type: ignore[arg-type]
+        for table, topic, fut in futures:
+            exc = fut.exception()
+            if exc is not None:
+                raise TransactionError(f"writing to {topic} failed: {exc!r}") from exc
+            if table:
+                meta = fut.result()
+                if meta.offset + 1 > self.changelog_positions.get(table, 0):
+                    self.changelog_positions[table] = meta.offset + 1
+        if not app.exactly_once and offsets:
+            await app.commit_offsets(offsets)
+        self.commits += 1
+        metrics = app.control.metrics
+        metrics.commits += 1
+        metrics.changelog_records += sum(1 for f in futures if f[0])
+        metrics.dead_lettered += len(dead)
+        self._committed(checkpoint_id)
+
+    async def _send_checkpoint(
+        self, changelog: list[tuple[int, dict[str, Any]]], dead: list[DeadLetterRecord]
+    ) -> list[tuple[str, str, Any]]:
+        """Hand the checkpoint's changelog writes and dead letters to the producer."""
+        app = self.app
+        await self.ensure_txn()
+        futures: list[tuple[str, str, Any]] = []
+        send = self.producer.send
+        partition = self.tp.partition
+        for _cid, writes in changelog:
+            for table, batch in writes.items():
+                topic = await app.changelog_topic(self.tp.topic, table)
+                header = [(STORE_HEADER, app.store_header(table))]
+                for key, value in batch:
+                    futures.append((table, topic, await send(topic, value, key=key, partition=partition,
+                                                             headers=header)))
+        for d in dead:
+            rec = d.to_producer_record()
+            futures.append(("", rec.topic, await send(rec.topic, rec.value, key=rec.key,
+                                                       timestamp_ms=rec.timestamp_ms, headers=list(rec.headers))))
+        return futures
+
+
+def _producer_error(producer: Any) -> BaseException | None:
+    """The error that made a transactional producer unusable (and mark it as seen)."""
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = getattr(manager, "_transaction_waiter", None)
+    if waiter is not None and waiter.done() and not waiter.cancelled():
+        return waiter.exception()  # type: ignore[no-any-return]
+    return None
+
+
+def reap_failed_batches(producer: Any) -> None:
+    """Mark the errors of a failed producer's pending batches as seen.
+
+    When its sender fails (e.g. fenced), aiokafka fails every pending batch,
+    including internal futures nobody awaits, which would each log "Future
+    exception was never retrieved" when collected.
+    """
+    _producer_error(producer)
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is None:
+        return
+    batches = [b for q in getattr(accumulator, "_batches", {}).values() for b in q]
+    batches += list(getattr(accumulator, "_pending_batches", ()))
+    for batch in batches:
+        for fut in (getattr(batch, "future", None), getattr(batch, "_drain_waiter", None)):
+            if fut is not None and fut.done() and not fut.cancelled():
+                fut.exception()
+
+
+# -- the barrier source ---------------------------------------------------------------
+
+
+class LaneSourceStage(Stage):
+    inputs = 0
+    outputs = 1
+
+    def __init__(self, task: PartitionTask) -> None:
+        self.task = task
+        self.name = f"kafka_partition({task.tp.topic}-{task.tp.partition})"
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
+        return _LaneSourceLogic(self.task, ctx), None
+
+
+class _LaneSourceLogic(AsyncLogic):
+    def __init__(self, task: PartitionTask, ctx: RunContext) -> None:
+        self.task = task
+        self.clock = ctx.clock
+        self.run_cp: RunCheckpoints = attach(task.store, ctx)
+        self.member = self.run_cp.join("kafka-source")
+        self.bound_ms = task.app.watermark_bound_ms
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (out,) = outlets
+        task = self.task
+        app = task.app
+        lane = task.lane.channel
+        clock = self.clock
+        interval = app.checkpoint_interval
+        decoder = RecordDecoder(app.consumer_settings)
+        start = self.run_cp.start
+        next_id = (start.id if start is not None else 0) + 1
+        position = task.start_offset
+        since = 0
+        skipped = 0
+        due: float | None = None
+        max_ts: int | None = None
+        emitted_wm: int | None = None
+        try:
+            while True:
+                item = await get_within(lane, interval if due is None else due - clock.now())
+                ended = False
+                if type(item) is list:
+                    records, dead = decoder.decode(item)
+                    position = item[-1].offset + 1
+                    since += len(item)
+                    app.control.metrics.skipped += decoder.skipped - skipped
+                    skipped = decoder.skipped
+                    if dead:
+                        task.dead.append((next_id, dead))
+                    if records:
+                        await out.put(records)
+                    if self.bound_ms is not None:
+                        batch_max = max(r.timestamp for r in item)
+                        if max_ts is None or batch_max > max_ts:
+                            max_ts = batch_max
+                        if emitted_wm is None or max_ts - self.bound_ms > emitted_wm:
+                            emitted_wm = max_ts - self.bound_ms
+                            await out.put(Watermark(emitted_wm))
+                    if due is None:
+                        due = clock.now() + interval
+                elif item is END:
+                    ended = True
+                elif isinstance(item, Failure):
+                    raise item.error
+                elif item is None and due is None and task.dirty:
+                    due = clock.now()  # output without input (timers): commit it too
+                if ended or (due is not None and clock.now() >= due):
+                    due = None
+                    if since or task.dead or task.dirty:
+                        cid = next_id
+                        next_id += 1
+                        task.positions[cid] = position
+                        since = 0
+                        await out.put(Barrier(cid))
+                        self.run_cp.stage(
+                            cid, self.member,
+                            meta={META_KAFKA: cid, META_CHANGELOG: dict(task.changelog_positions)},
+                        )
+                        await task.wait_committed(cid)
+                if ended:
+                    # Everything read is committed. The app cancels this sub-stream now (a
+                    # clean stop: operators keep their state, nothing more is emitted).
+                    task.closed.set_result(None)
+                    await asyncio.get_running_loop().create_future()
+        finally:
+            self.run_cp.leave(self.member)
+
+
+# -- the committing sink ---------------------------------------------------------------
+
+
+class CommitSinkStage(Stage):
+    inputs = 1
+    outputs = 0
+
+    def __init__(self, task: PartitionTask) -> None:
+        self.task = task
+        self.name = f"kafka_commit_sink({task.tp.topic}-{task.tp.partition})"
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, asyncio.Future[None]]:
+        fut: asyncio.Future[None] = ctx.loop.create_future()
+        return _CommitSinkLogic(self.task, fut, self.stage_name()), fut
+
+
+class _CommitSinkLogic(AsyncLogic):
+    def __init__(self, task: PartitionTask, fut: asyncio.Future[None], name: str) -> None:
+        self.task = task
+        self.fut = fut
+        self.sender = RecordSender(task.app.producer_settings, task.app.output_topic, name)
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        (inlet,) = inlets
+        task = self.task
+        sender = self.sender
+        while True:
+            item = await inlet.get()
+            if type(item) is list:
+                for element in item:
+                    await task.send(sender, element)
+            elif isinstance(item, Barrier):
+                await task.commit(item.checkpoint_id)
+            elif item is END:
+                if not self.fut.done():
+                    self.fut.set_result(None)
+                return
+            elif isinstance(item, Failure):
+                raise item.error
+
+    def on_failure(self, error: BaseException) -> None:
+        self.task.fail(error)
+        if not self.fut.done():
+            if isinstance(error, asyncio.CancelledError):
+                self.fut.cancel()
+            else:
+                self.fut.set_exception(error)
