@@ -168,7 +168,7 @@ class KafkaApp:
         output_topic: str | None = None,
         watermarks: RecordTimeWatermarks | None = None,
         changelog_replication_factor: int | None = None,
-        max_retries: int = 10,
+        max_retries: int = 20,
     ) -> None:
         if not isinstance(application_id, str) or not _VALID_ID.match(application_id):
             raise ValueError(
