@@ -522,19 +522,19 @@ class _PartitionRunner:
                 if task.closed.done() and not self.sink_done.done():
                     await self._teardown()  # revoked or stopped: everything read is committed
                     return
-                exc = self.sink_done.exception() if not self.sink_done.cancelled() else None
+                failure = self.sink_done.exception() if not self.sink_done.cancelled() else None
                 await self._teardown()
-                if exc is None or self.closing:
+                if failure is None or self.closing:
                     return
-                if not _retriable(exc) or attempts >= app.app.max_retries:
-                    app.set_fatal(exc)
+                if not _retriable(failure) or attempts >= app.app.max_retries:
+                    app.set_fatal(failure)
                     return
                 if task.commits:
                     attempts, delay = 0, 0.1
                 attempts += 1
                 app.control.metrics.recoveries += 1
                 log.warning("%s-%d failed (%r); reopening it from its committed offset", self.tp.topic,
-                            self.tp.partition, exc)
+                            self.tp.partition, failure)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         finally:
@@ -583,7 +583,7 @@ class _PartitionRunner:
         flow = app.app.topology(context)
         if not isinstance(flow, Flow):
             raise TypeError(f"the topology of {app.application_id!r} must return a Flow, got {flow!r}")
-        blueprint = Source(Module.of(LaneSourceStage(task))).via(flow).to_mat(
+        blueprint: RunnableGraph[asyncio.Future[None]] = Source(Module.of(LaneSourceStage(task))).via(flow).to_mat(
             Sink(Module.of(CommitSinkStage(task))), Keep.right
         )
         ctx = RunContext(app.ctx.loop, clock=app.ctx.clock, max_chunk=app.ctx.max_chunk,

@@ -12,9 +12,11 @@ committer that uses it to commit what it holds first, so the next owner starts
 where this one stopped. Offsets of partitions no longer assigned are dropped
 (their records will be read again by the new owner: at-least-once).
 
-Stopping: a committable source that is stopped ends its stream, then keeps its
-consumer open until the offsets of everything it emitted are committed (or
-``drain_timeout`` passes), so the last commits do not find the consumer closed.
+Stopping: a committable source that is stopped (or whose downstream completes,
+e.g. after a ``take``) ends its stream, then keeps its consumer open until the
+offsets of everything it emitted are committed, or every committer that used it
+has finished, or ``drain_timeout`` passes; so the last commits do not find the
+consumer closed.
 """
 
 from __future__ import annotations
@@ -41,11 +43,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("streamlib.kafka")
 
+#: Seconds a stopping committable source waits for a first committer to show up.
+NO_COMMITTER_GRACE = 0.5
+
 
 class CommitHandle:
     """The consumer of one committable-source run, as seen by committers."""
 
-    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "closed")
+    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "_seen_committer", "closed")
 
     def __init__(self, consumer: AIOKafkaConsumer, group_id: str) -> None:
         self.consumer = consumer
@@ -56,10 +61,12 @@ class CommitHandle:
         self.committed: dict[TopicPartition, int] = {}
         self._progress = asyncio.Event()
         self._committers: set[_CommitterLogic] = set()
+        self._seen_committer = False
         self.closed = False
 
     def register(self, committer: _CommitterLogic) -> None:
         self._committers.add(committer)
+        self._seen_committer = True
 
     def unregister(self, committer: _CommitterLogic) -> None:
         self._committers.discard(committer)
@@ -101,11 +108,20 @@ class CommitHandle:
         assigned = self.consumer.assignment()
         return all(self.committed.get(tp, -1) >= off for tp, off in self.emitted.items() if tp in assigned)
 
-    async def wait_drained(self, timeout: float, outlet: Channel) -> None:
-        """Wait until every emitted offset is committed, downstream cancelled, or ``timeout``."""
+    def committers_done(self) -> bool:
+        """Some committer used this handle and every one of them has finished."""
+        return self._seen_committer and not self._committers
+
+    async def wait_drained(self, timeout: float) -> None:
+        """Wait until every emitted offset is committed, every committer finished, or ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.drained() and not outlet.cancelled:
+        # A committer joins when the first offset reaches it; none within a moment after
+        # the end means there is none (the stream was consumed without committing).
+        unseen_deadline = loop.time() + min(timeout, NO_COMMITTER_GRACE)
+        while not self.drained() and not self.committers_done():
+            if not self._seen_committer and loop.time() >= unseen_deadline:
+                return
             left = deadline - loop.time()
             if left <= 0:
                 log.warning("stopping with uncommitted offsets: emitted %s, committed %s",

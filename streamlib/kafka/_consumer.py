@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
@@ -42,8 +42,14 @@ def parse_topics(topics: Topics) -> tuple[tuple[str, ...], tuple[TopicPartition,
     raise TypeError(f"topics must be topic names or TopicPartitions (not mixed), got {items!r}")
 
 
+class RebalanceHooks(Protocol):
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, owner: ConsumerRun) -> None:
+    def __init__(self, owner: RebalanceHooks) -> None:
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:

@@ -27,6 +27,10 @@ OffsetReset = Literal["earliest", "latest"]
 IsolationLevel = Literal["read_committed", "read_uncommitted"]
 
 
+#: Retry backoff of transactional producers unless the settings say otherwise.
+TRANSACTIONAL_RETRY_BACKOFF_MS = 5
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """Deserialization-error policy: send the undecodable record to ``topic``.
@@ -259,4 +263,8 @@ class ProducerSettings:
         if transactional_id is not None:
             kwargs["transactional_id"] = transactional_id
             kwargs["acks"] = "all"
+            # The transaction coordinator answers "concurrent transactions" while it finishes the
+            # previous commit; aiokafka retries after retry_backoff_ms (100 by default), which
+            # would add to every commit that follows another one quickly.
+            kwargs.setdefault("retry_backoff_ms", TRANSACTIONAL_RETRY_BACKOFF_MS)
         return AIOKafkaProducer(**kwargs)

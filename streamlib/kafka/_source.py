@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka.structs import TopicPartition
 
-from .._runtime.channel import Channel
+from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Watermark
 from ..stage import AsyncLogic, Stage
@@ -105,10 +105,14 @@ class _SourceLogic(AsyncLogic, ConsumerRun):
                 assert self.settings.group_id is not None
                 self.handle = CommitHandle(consumer, self.settings.group_id)
             decoder = RecordDecoder(self.settings, self.handle)
-            await self._fetch_loop(consumer, out, decoder)
+            try:
+                await self._fetch_loop(consumer, out, decoder)
+            except DownstreamCancelled:
+                if self.handle is None:
+                    raise
             if self.handle is not None:
                 out.put_final(END)
-                await self.handle.wait_drained(self.stage.drain_timeout, out)
+                await self.handle.wait_drained(self.stage.drain_timeout)
         finally:
             if self.handle is not None:
                 self.handle.closed = True
