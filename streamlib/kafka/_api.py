@@ -18,8 +18,22 @@ from ._control import Control
 from ._records import CommittableRecord, KafkaRecord, ProducerRecord, ProducerResult
 from ._settings import ConsumerSettings, ProducerSettings
 from ._sink import ProducerFlowStage, ProducerSinkStage
-from ._source import ConsumerSourceStage
+from ._source import ConsumerSourceStage, TimestampedConsumerSourceStage
 from ._watermarks import RecordTimeWatermarks
+
+
+def _source_stage(
+    settings: ConsumerSettings,
+    topics: Topics,
+    committable: bool,
+    watermarks: RecordTimeWatermarks | None,
+    drain_timeout: float,
+) -> ConsumerSourceStage:
+    if watermarks is None:
+        return ConsumerSourceStage(settings, topics, committable=committable, watermarks=None,
+                                   drain_timeout=drain_timeout)
+    return TimestampedConsumerSourceStage(settings, topics, committable=committable, watermarks=watermarks,
+                                          drain_timeout=drain_timeout)
 
 
 class KafkaSource:
@@ -34,12 +48,12 @@ class KafkaSource:
         Emits each partition's fetched batch as one chunk, as soon as it arrives.
         Backpressures by not fetching, and pauses its partitions when downstream stays full.
         Completes when ``control.stop()`` is called; fails on a broker error or,
-        with policy ``"fail"``, on a record that cannot be deserialized.
+        with policy ``"fail"``, on a record that cannot be deserialized. With
+        ``watermarks``, record time is the event time of windows downstream.
 
         >>> control, done = KafkaSource.plain(settings, "events").map(handle).to_mat(Sink.ignore(), Keep.both).run()
         """
-        return Source(Module.of(ConsumerSourceStage(settings, topics, committable=False, watermarks=watermarks,
-                                                    drain_timeout=0.0)))
+        return Source(Module.of(_source_stage(settings, topics, False, watermarks, 0.0)))
 
     @staticmethod
     def committable(
@@ -59,8 +73,7 @@ class KafkaSource:
 
         >>> KafkaSource.committable(settings, "in").map(lambda r: ProducerRecord("out", r.value, passthrough=r.committable_offset)).to(KafkaSink.committable(producer_settings))
         """
-        return Source(Module.of(ConsumerSourceStage(settings, topics, committable=True, watermarks=watermarks,
-                                                    drain_timeout=drain_timeout)))
+        return Source(Module.of(_source_stage(settings, topics, True, watermarks, drain_timeout)))
 
     @staticmethod
     def partitioned(

@@ -52,7 +52,6 @@ from .._dsl.sink import Sink
 from .._dsl.source import Source
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
-from .._runtime.materializer import current_loop
 from .._state.memory import MemoryStore
 from .._state.rocksdb import RocksDBStore
 from .._state.store import StateStore
@@ -144,7 +143,9 @@ class KafkaApp:
     changelog writes and the consumed offsets of each ``checkpoint_interval``
     commit in one Kafka transaction per partition; consumers of the output read
     with ``read_committed``. Instances with the same ``application_id`` share the
-    partitions (and their state) between them.
+    partitions (and their state) between them. Dead letters (``DeadLetter`` policy)
+    go through the partition's own producer, inside its transactions. In-memory
+    stores (no ``state_dir``) live in this object, so run one instance of it at a time.
 
     >>> def topology(p):
     ...     return Flow.key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_record)

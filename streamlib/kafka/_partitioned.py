@@ -23,11 +23,13 @@ from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.materializer import ChannelSourceLogic
 from .._runtime.signals import END, Failure, Signal, Watermark
+from .._time.watermarks import WithTimestamps
 from ..stage import AsyncLogic, Stage
 from ._consumer import ConsumerRun, Topics, parse_topics
 from ._control import Control
 from ._decode import RecordDecoder
 from ._lanes import Lane, LaneSet
+from ._source import record_time
 from ._settings import ConsumerSettings
 from ._watermarks import RecordTimeWatermarks
 
@@ -67,6 +69,20 @@ class _LaneSourceStage(Stage):
         return ChannelSourceLogic(self.lane.channel), None
 
 
+class _TimestampedLaneSourceStage(_LaneSourceStage, WithTimestamps):
+    """A partition's sub-source with watermarks: record time is the event time downstream."""
+
+    def __init__(self, lane: Lane, watermarks: RecordTimeWatermarks) -> None:
+        _LaneSourceStage.__init__(self, lane)
+        self.fn = record_time
+        self.bound_ms = int(watermarks.out_of_orderness * 1000)
+        self.idle_timeout = None
+
+    # A source, not a with_timestamps stage: it is one only to be found as the event time upstream.
+    def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, None]:  # type: ignore[override]
+        return _LaneSourceStage.materialize(self, ctx)
+
+
 class PartitionedSourceStage(Stage):
     inputs = 0
     outputs = 1
@@ -96,6 +112,10 @@ class _PartitionedLogic(AsyncLogic, ConsumerRun):
         self.marks: dict[TopicPartition, _LaneWatermark] = {}
         wm = stage.watermarks
         self.bound_ms = None if wm is None else int(wm.out_of_orderness * 1000)
+
+    def _sub_source(self, lane: Lane) -> _LaneSourceStage:
+        spec = self.stage.watermarks
+        return _LaneSourceStage(lane) if spec is None else _TimestampedLaneSourceStage(lane, spec)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         metrics = self.control.metrics
@@ -151,7 +171,7 @@ class _PartitionedLogic(AsyncLogic, ConsumerRun):
                 await self.sync_assignment()
             if self.new_lanes:
                 fresh, self.new_lanes = self.new_lanes, []
-                await out.put([(lane.tp, Source(Module.of(_LaneSourceStage(lane)))) for lane in fresh])
+                await out.put([(lane.tp, Source(Module.of(self._sub_source(lane)))) for lane in fresh])
             batches = await self.lanes.poll(consumer, poll_ms, max_chunk)
             metrics.pauses = self.lanes.pauses
             if sync and any(tp not in lanes for tp in batches):

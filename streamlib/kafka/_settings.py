@@ -126,7 +126,8 @@ class ConsumerSettings:
 
     Auto-commit is always off: committable sources commit through a committer
     sink, exactly-once pipelines commit in their transactions, plain sources
-    never commit. ``poll_timeout`` (seconds) bounds one wait for records, which is
+    never commit. ``isolation_level`` defaults to ``read_committed`` (Kafka's own
+    default is ``read_uncommitted``): records of aborted transactions are never read. ``poll_timeout`` (seconds) bounds one wait for records, which is
     how often a quiet source notices a stop or an idle partition.
 
     >>> settings = ConsumerSettings("localhost:9092", group_id="billing", value_serde=JsonSerde(Order))

@@ -18,7 +18,6 @@ and a ``Watermark`` follows the chunks when it moved (``_watermarks.py``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from aiokafka.structs import TopicPartition
 from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Watermark
+from .._time.watermarks import WithTimestamps
 from ..stage import AsyncLogic, Stage
 from ._committer import CommitHandle
 from ._consumer import ConsumerRun, Topics, parse_topics
@@ -69,6 +69,28 @@ class ConsumerSourceStage(Stage):
         control = Control()
         control._bind(ctx.loop)
         return _SourceLogic(self, ctx, control), control
+
+
+def record_time(record: Any) -> int:
+    """A record's event time: its Kafka timestamp (epoch ms)."""
+    return record.timestamp  # type: ignore[no-any-return]
+
+
+class TimestampedConsumerSourceStage(ConsumerSourceStage, WithTimestamps):
+    """A consumer source with watermarks: windows and ``dedupe`` downstream take record time
+    as event time without a ``with_timestamps`` of their own."""
+
+    def __init__(self, settings: ConsumerSettings, topics: Topics, *, committable: bool,
+                 watermarks: RecordTimeWatermarks, drain_timeout: float) -> None:
+        super().__init__(settings, topics, committable=committable, watermarks=watermarks,
+                         drain_timeout=drain_timeout)
+        self.fn = record_time
+        self.bound_ms = int(watermarks.out_of_orderness * 1000)
+        self.idle_timeout = watermarks.idle_timeout
+
+    # A source, not a with_timestamps stage: it is one only to be found as the event time upstream.
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, Control]:  # type: ignore[override]
+        return ConsumerSourceStage.materialize(self, ctx)
 
 
 class _SourceLogic(AsyncLogic, ConsumerRun):

@@ -327,6 +327,9 @@ class _LaneSourceLogic(AsyncLogic):
             while True:
                 item = await get_within(lane, interval if due is None else due - clock.now())
                 ended = False
+                if type(item) is list and item[0].offset < position:
+                    # Fetched before the seek to the committed offset: already read.
+                    item = [r for r in item if r.offset >= position] or None
                 if type(item) is list:
                     records, dead = decoder.decode(item)
                     position = item[-1].offset + 1

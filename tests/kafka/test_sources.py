@@ -203,6 +203,36 @@ async def test_watermarks_are_the_minimum_over_partitions_and_skip_idle_ones(kaf
     assert all(m <= 1500 for m in marks[:-1])
 
 
+async def test_windows_take_record_time_and_the_watermarks_of_a_kafka_source(kafka_broker: KafkaBroker) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streamlib import TumblingWindows
+
+    topic = unique("windows")
+    await kafka_broker.acreate_topic(topic, 2)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        futs = [await producer.send(topic, b"x", key=key, partition=p, timestamp_ms=ts)
+                for ts in range(0, 10_000, 100) for p, key in enumerate((b"a", b"b"))]
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    spec = RecordTimeWatermarks(out_of_orderness=0.0, idle_timeout=0.3)
+    results = await (
+        KafkaSource.plain(ConsumerSettings(kafka_broker.bootstrap_servers), topic, watermarks=spec)
+        .key_by(lambda r: r.key)
+        .window(TumblingWindows(1000))
+        .count()
+        .take(18)
+        .run_with(Sink.collect())
+    )
+    # Windows [0, 1000) ... [8000, 9000) of both keys are closed; the last one stays open.
+    assert sorted((w.key, w.start, w.value) for w in results) == [
+        (key, start, 10) for key in (b"a", b"b") for start in range(0, 9000, 1000)
+    ]
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.floats(0, 3)), max_size=30))
 def test_watermark_tracker_matches_a_model(events: list[tuple[int, int, float]]) -> None:
