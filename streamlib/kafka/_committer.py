@@ -50,7 +50,8 @@ NO_COMMITTER_GRACE = 0.5
 class CommitHandle:
     """The consumer of one committable-source run, as seen by committers."""
 
-    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "_seen_committer", "closed")
+    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "_seen_committer",
+                 "_lock", "closed")
 
     def __init__(self, consumer: AIOKafkaConsumer, group_id: str) -> None:
         self.consumer = consumer
@@ -62,6 +63,7 @@ class CommitHandle:
         self._progress = asyncio.Event()
         self._committers: set[_CommitterLogic] = set()
         self._seen_committer = False
+        self._lock = asyncio.Lock()
         self.closed = False
 
     def register(self, committer: _CommitterLogic) -> None:
@@ -73,14 +75,28 @@ class CommitHandle:
         self._progress.set()
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (next offsets to read) for the partitions still assigned."""
+        """Commit ``offsets`` (next offsets to read) for the partitions still assigned.
+
+        Commits through one handle go one at a time and never move a partition back.
+        """
+        async with self._lock:
+            await self._commit(offsets)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """``partitions`` were revoked: whoever gets them next starts from what Kafka has."""
+        for tp in partitions:
+            self.emitted.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self.closed:
             log.warning("offsets %s not committed: the source's consumer is closed", _fmt(offsets))
             return
         assigned = self.consumer.assignment()
-        mine = {tp: off for tp, off in offsets.items() if tp in assigned}
-        if len(mine) < len(offsets):
-            gone = {tp: off for tp, off in offsets.items() if tp not in assigned}
+        committed = self.committed
+        mine = {tp: off for tp, off in offsets.items() if tp in assigned and off > committed.get(tp, -1)}
+        gone = {tp: off for tp, off in offsets.items() if tp not in assigned}
+        if gone:
             log.info("not committing %s: partitions no longer assigned", _fmt(gone))
         if not mine:
             return

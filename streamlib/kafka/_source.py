@@ -112,8 +112,7 @@ class _SourceLogic(AsyncLogic, ConsumerRun):
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         if self.handle is not None:
             await self.handle.flush_committers(partitions)
-            for tp in partitions:
-                self.handle.emitted.pop(tp, None)
+            self.handle.forget(partitions)
         self.control.metrics.assigned -= partitions
         if self.tracker is not None:
             self.tracker.revoked(partitions)
