@@ -139,6 +139,22 @@ async def _produce(bootstrap: str, topic: str, values: range, partitions: int = 
         await producer.stop()
 
 
+async def _topic_layout(bootstrap: str, topic: str) -> tuple[int, str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (meta,) = await admin.describe_topics([topic])
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    (resource,) = response.resources
+    configs = {entry[0]: entry[1] for entry in resource[4]}
+    return len(meta["partitions"]), configs["cleanup.policy"]
+
+
 def _app(bootstrap: str, app_id: str, src: str, dst: str, state_dir: Path | None, interval: float = 0.05) -> KafkaApp:
     return KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
                     producer=ProducerSettings(bootstrap), topics=src, topology=_counting_topology(dst),
@@ -190,6 +206,9 @@ async def test_restart_reuses_the_local_store_and_a_lost_store_is_rebuilt(
     await _produce(bootstrap, src, range(0, 300))
     first = await run_until(300)
     assert first.full_restores == 2 and first.restored_records == 0  # nothing to restore yet
+    # The store's changelog: compacted, one partition per input partition.
+    partitions, policy = await _topic_layout(bootstrap, f"{app_id}-counts-changelog")
+    assert (partitions, policy) == (2, "compact")
     await _produce(bootstrap, src, range(300, 600))
     second = await run_until(600)
     assert second.full_restores == 0  # the local RocksDB stores were reused
