@@ -74,3 +74,46 @@ async def test_committable_pipeline_loses_nothing_when_killed(kafka_broker: Kafk
             seen.add(n)
             first_seen.setdefault(r.partition, []).append(n)
     assert all(xs == sorted(xs) for xs in first_seen.values())
+
+
+async def test_kafka_app_at_least_once_commits_through_the_consumer(kafka_broker: KafkaBroker) -> None:
+    from typing import Any
+
+    from streamlib import Flow
+    from streamlib.kafka import ConsumerSettings, KafkaApp, ProducerRecord, ProducerSettings, StrSerde
+
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("alo-app"), unique("alo-app-in"), unique("alo-app-out")
+    await kafka_broker.acreate_topic(src, 2)
+    await kafka_broker.acreate_topic(dst, 2)
+    await produce_numbered(bootstrap, src, 2000, keys=10, partitions=2)
+
+    def topology(p: Any) -> Flow[Any, Any, Any]:
+        def step(rec: Any, state: Any) -> ProducerRecord[bytes, bytes]:
+            count = state.get(0) + 1
+            state.set(count)
+            return ProducerRecord(dst, json.dumps([rec.key.decode(), count]).encode())
+
+        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
+
+    app = KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
+                   producer=ProducerSettings(bootstrap), topics=src, topology=topology,
+                   processing_guarantee="at_least_once", checkpoint_interval=0.05)
+    control = app.run()
+    try:
+        ends = await end_offsets(bootstrap, src)
+        while True:
+            committed = await committed_offsets(bootstrap, app_id, src, 2)
+            if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
+                break
+            assert not control.is_stopped
+            await asyncio.sleep(0.1)
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    rows = [json.loads(r.value) for r in await read_topic(bootstrap, dst, isolation_level="read_uncommitted")]
+    per_key: dict[str, list[int]] = {}
+    for key, count in rows:
+        per_key.setdefault(key, []).append(count)
+    assert {k: sorted(v) for k, v in per_key.items()} == {f"k{j}": list(range(1, 201)) for j in range(10)}
+    assert control.metrics.changelog_records > 0
