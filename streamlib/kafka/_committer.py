@@ -33,7 +33,7 @@ from aiokafka.structs import TopicPartition
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, Stage, fail_future
 from ._errors import CommitError
 from ._records import CommittableOffset, CommittableRecord, ProducerResult
 from ._wait import event_within, get_within
@@ -313,8 +313,4 @@ class _CommitterLogic(AsyncLogic):
                 await asyncio.wait(list(self.in_flight.values()))
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)

@@ -26,7 +26,7 @@ import msgspec
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, Stage, fail_future
 from ._produce import RecordSender, delivery_error
 from ._records import CommittableOffset, CommittableRecord, ProducerRecord, ProducerResult
 from ._settings import ProducerSettings
@@ -111,11 +111,7 @@ class _ProducerSinkLogic(AsyncLogic):
             await producer.stop()
 
     def on_failure(self, error: BaseException) -> None:
-        if not self.fut.done():
-            if isinstance(error, asyncio.CancelledError):
-                self.fut.cancel()
-            else:
-                self.fut.set_exception(error)
+        fail_future(self.fut, error)
 
 
 class ProducerFlowStage(Stage):
