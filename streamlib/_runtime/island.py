@@ -83,6 +83,15 @@ class Island:
         if self.tail is not None:
             self.out.append(chunk)
 
+    def _emitted(self, i: int, lg: StageLogic, emitted: list[Any]) -> None:
+        """After a callback of logic ``i``: note its completion, pass on what it emitted."""
+        if lg.completed and i > self.stop_at:
+            self.stop_at = i
+        if emitted:
+            self._push(i + 1, emitted)
+        if lg.pending_signals:
+            self._forward_signals(i, lg)
+
     def _forward_signals(self, i: int, lg: StageLogic) -> None:
         """Send the signals logic ``i`` emitted on to the stages after it."""
         signals = lg.pending_signals or []
@@ -157,10 +166,7 @@ class Island:
                 if self._raised(i, lg):
                     continue
                 raise
-            if emitted:
-                self._push(i + 1, emitted)
-            if lg.pending_signals:
-                self._forward_signals(i, lg)
+            self._emitted(i, lg, emitted)
             i += 1
         if self.tail is not None:
             self.out.append(END)
@@ -186,12 +192,7 @@ class Island:
                 if self._raised(i, lg):
                     return
                 raise
-            if lg.completed and i > self.stop_at:
-                self.stop_at = i
-            if emitted:
-                self._push(i + 1, emitted)
-            if lg.pending_signals:
-                self._forward_signals(i, lg)
+            self._emitted(i, lg, emitted)
 
     # -- asynchronous driver ----------------------------------------------
 
