@@ -296,6 +296,14 @@ async def test_queue_source_offer_nowait_when_full() -> None:
     pull.cancel()
 
 
+async def test_queue_source_of_a_type_carries_its_elements_unchanged() -> None:
+    queue, items = Source.queue(4, of=tuple).to_mat(Sink.collect(), Keep.both).run()
+    await queue.offer(("a", 1))
+    await queue.offer_all([("b", 2)])
+    queue.complete()
+    assert await items == [("a", 1), ("b", 2)]
+
+
 def test_queue_source_needs_a_capacity() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Source.queue(0)

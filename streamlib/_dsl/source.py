@@ -129,14 +129,25 @@ class Source(Generic[Out, Mat]):
         """
         return Source(Module.of(_sources.TickSource(_seconds(initial_delay), _seconds(interval), value)))
 
+    @overload
     @staticmethod
-    def queue(capacity: int) -> Source[Any, _sources.SourceQueue]:
+    def queue(capacity: int) -> Source[Any, _sources.SourceQueue[Any]]: ...
+
+    @overload
+    @staticmethod
+    def queue(capacity: int, *, of: type[T]) -> Source[T, _sources.SourceQueue[T]]: ...
+
+    @staticmethod
+    def queue(capacity: int, *, of: Any = None) -> Source[Any, _sources.SourceQueue[Any]]:
         """A source fed from outside: materializes a :class:`SourceQueue`.
 
         ``await queue.offer(x)`` waits while ``capacity`` elements are buffered.
+        ``of`` names the element type for the type checker (``Source[T,
+        SourceQueue[T]]``, so ``offer`` takes only ``T``); elements are not
+        checked at run time.
 
-        >>> queue, done = Source.queue(100).map(f).to_mat(Sink.foreach(g), Keep.both).run()
-        >>> await queue.offer(1); queue.complete(); await done
+        >>> queue, done = Source.queue(100, of=Order).map(f).to_mat(Sink.foreach(g), Keep.both).run()
+        >>> await queue.offer(Order(1)); queue.complete(); await done
         """
         return Source(Module.of(_sources.QueueSource(capacity)))
 

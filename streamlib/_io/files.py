@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from .._dsl.module import Module
 from .._runtime.channel import Channel
@@ -26,9 +26,11 @@ from ..stage import AsyncLogic, Stage, fail_future
 if TYPE_CHECKING:
     from .._dsl.sink import Sink
     from .._dsl.source import Source
-    from .framing import OnBadRecord
+    from .framing import BadRecord, OnBadRecord
 
 PathLike = str | os.PathLike[str]
+T = TypeVar("T")
+M = TypeVar("M")
 
 #: Bytes per read and, roughly, per write.
 BLOCK_BYTES = 64 * 1024
@@ -223,6 +225,28 @@ class FileSource:
             raise ValueError(f"block_bytes must be positive, got {block_bytes}")
         return Source(Module.of(FileLinesSource(path, encoding, block_bytes)))
 
+    @overload
+    @staticmethod
+    def json_lines(
+        path: PathLike, type: type[T], *, on_error: Literal["fail", "skip"] = ..., encoding: str = ...
+    ) -> Source[T, None]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(
+        path: PathLike, type: type[T], *, on_error: Sink[BadRecord, M], encoding: str = ...
+    ) -> Source[T, M]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(
+        path: PathLike, type: Any = ..., *, on_error: Literal["fail", "skip"] = ..., encoding: str = ...
+    ) -> Source[Any, None]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(path: PathLike, type: Any = ..., *, on_error: Sink[BadRecord, M], encoding: str = ...) -> Source[Any, M]: ...
+
     @staticmethod
     def json_lines(
         path: PathLike, type: Any = None, *, on_error: OnBadRecord = "fail", encoding: str = "utf-8"
@@ -230,7 +254,9 @@ class FileSource:
         """Emit the records of a JSON-lines file, decoded (and validated) as ``type`` with msgspec.
 
         A line that does not decode is handled by ``on_error`` (see
-        ``Framing.json_lines``); errors name the file and line number.
+        ``Framing.json_lines``); errors name the file and line number. Given a
+        class, the Source is typed ``Source[type, None]`` (``Source[type, M]``
+        with a dead-letter ``Sink[BadRecord, M]``).
 
         >>> users = FileSource.json_lines("users.jsonl", User, on_error="skip")
         """
@@ -239,6 +265,54 @@ class FileSource:
         return FileSource.lines(path, encoding=encoding).via_mat(
             Framing.json_lines(type, on_error=on_error, origin=os.fspath(path)), _right
         )
+
+    @overload
+    @staticmethod
+    def csv(
+        path: PathLike,
+        type: type[T],
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Literal["fail", "skip"] = ...,
+        encoding: str = ...,
+    ) -> Source[T, None]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        path: PathLike,
+        type: type[T],
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Sink[BadRecord, M],
+        encoding: str = ...,
+    ) -> Source[T, M]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        path: PathLike,
+        type: Any = ...,
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Literal["fail", "skip"] = ...,
+        encoding: str = ...,
+    ) -> Source[Any, None]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        path: PathLike,
+        type: Any = ...,
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Sink[BadRecord, M],
+        encoding: str = ...,
+    ) -> Source[Any, M]: ...
 
     @staticmethod
     def csv(

@@ -22,7 +22,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Union, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, cast, overload
 
 import msgspec
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamlib.io")
 
 OnBadRecord = Union[Literal["fail", "skip"], "Sink[BadRecord, Any]"]
+T = TypeVar("T")
+M = TypeVar("M")
 
 
 class BadRecord(msgspec.Struct, frozen=True):
@@ -236,6 +238,26 @@ def _decode_flow(stage: _Decode, on_error: Any) -> Flow[str, Any, Any]:
 class Framing:
     """Flows between lines of text and typed records (JSON lines, CSV), with msgspec."""
 
+    @overload
+    @staticmethod
+    def json_lines(
+        type: type[T], *, on_error: Literal["fail", "skip"] = ..., origin: str = ...
+    ) -> Flow[str, T, None]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(type: type[T], *, on_error: Sink[BadRecord, M], origin: str = ...) -> Flow[str, T, M]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(
+        type: Any = ..., *, on_error: Literal["fail", "skip"] = ..., origin: str = ...
+    ) -> Flow[str, Any, None]: ...
+
+    @overload
+    @staticmethod
+    def json_lines(type: Any = ..., *, on_error: Sink[BadRecord, M], origin: str = ...) -> Flow[str, Any, M]: ...
+
     @staticmethod
     def json_lines(type: Any = None, *, on_error: OnBadRecord = "fail", origin: str = "<stream>") -> Flow[str, Any, Any]:
         """Decode each line as one JSON value, validated as ``type`` (a msgspec Struct, dict, ...).
@@ -244,11 +266,57 @@ class Framing:
         validate goes to ``on_error``: ``"fail"`` (``BadRecordError`` naming
         ``origin`` and the line number), ``"skip"`` (logged) or a dead-letter
         Sink of :class:`BadRecord` (the Flow then materializes that sink's
-        value). Fused: one pass over each chunk.
+        value). Fused: one pass over each chunk. Given a class, the Flow is
+        typed ``Flow[str, type, None]`` (``Flow[str, type, M]`` with a
+        dead-letter ``Sink[BadRecord, M]``).
 
         >>> users = lines.via(Framing.json_lines(User, on_error=Sink.foreach(print), origin="users.jsonl"))
         """
         return _decode_flow(_Decode("json_lines", _json_parser(type), origin, "fail"), on_error)
+
+    @overload
+    @staticmethod
+    def csv(
+        type: type[T],
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Literal["fail", "skip"] = ...,
+        origin: str = ...,
+    ) -> Flow[str, T, None]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        type: type[T],
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Sink[BadRecord, M],
+        origin: str = ...,
+    ) -> Flow[str, T, M]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        type: Any = ...,
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Literal["fail", "skip"] = ...,
+        origin: str = ...,
+    ) -> Flow[str, Any, None]: ...
+
+    @overload
+    @staticmethod
+    def csv(
+        type: Any = ...,
+        *,
+        header: bool | Sequence[str] = ...,
+        delimiter: str = ...,
+        on_error: Sink[BadRecord, M],
+        origin: str = ...,
+    ) -> Flow[str, Any, M]: ...
 
     @staticmethod
     def csv(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from itertools import islice, repeat
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.context import RunContext
@@ -13,6 +13,8 @@ from .._runtime.graph_run import RunningGraph
 from .._runtime.materializer import ChannelSourceLogic
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, PullSourceLogic, Stage
+
+T = TypeVar("T")
 
 
 class _SourceStage(Stage):
@@ -347,7 +349,7 @@ def on_run_end(graph: RunningGraph | None, callback: Callable[[], None]) -> bool
     return True
 
 
-class SourceQueue:
+class SourceQueue(Generic[T]):
     """Materialized by ``Source.queue``: push elements into a running stream.
 
     ``await offer(x)`` waits while the buffer is full (backpressure);
@@ -368,7 +370,7 @@ class SourceQueue:
         if self._graph is not None and self._graph.done:
             raise QueueClosedError("the stream has ended")
 
-    async def offer(self, element: Any) -> None:
+    async def offer(self, element: T) -> None:
         """Enqueue one element, waiting while the buffer is full."""
         self._check_open()
         try:
@@ -376,7 +378,7 @@ class SourceQueue:
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
 
-    async def offer_all(self, elements: Iterable[Any]) -> None:
+    async def offer_all(self, elements: Iterable[T]) -> None:
         """Enqueue many elements as one chunk, waiting while the buffer is full."""
         chunk = list(elements)
         self._check_open()
@@ -386,7 +388,7 @@ class SourceQueue:
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
 
-    def offer_nowait(self, element: Any) -> bool:
+    def offer_nowait(self, element: T) -> bool:
         """Enqueue without waiting; False when the buffer is full or the stream is gone."""
         try:
             self._check_open()
@@ -420,7 +422,7 @@ class QueueSource(_SourceStage):
             raise ValueError(f"queue capacity must be at least 1, got {capacity}")
         self.capacity = capacity
 
-    def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, SourceQueue]:
+    def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, SourceQueue[Any]]:
         channel = Channel(self.capacity, "queue")
         return ChannelSourceLogic(channel), SourceQueue(channel, ctx.graph)
 

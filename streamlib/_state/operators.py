@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from heapq import heappop, heappush
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 from .._runtime.context import RunContext
 from .._runtime.signals import Barrier, Signal, Watermark
@@ -47,8 +47,17 @@ class KeyState(Generic[K, S]):
         self._logic = logic
         self.key: K = None  # type: ignore[assignment]
 
+    @overload
+    def get(self) -> S | None: ...
+
+    @overload
+    def get(self, default: S) -> S: ...
+
     def get(self, default: S | None = None) -> S | None:
-        """The key's value, or ``default`` when it has none."""
+        """The key's value, or ``default`` when it has none (None without a default).
+
+        With a default the result has the state's type: ``state.get(0) + 1``.
+        """
         value = self._logic.lookup(self.key)
         return default if value is _ABSENT else value
 
