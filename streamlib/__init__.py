@@ -18,7 +18,7 @@ from ._dsl.sink import Sink
 from ._dsl.source import Source
 from ._io.files import FileSink, FileSource
 from ._io.framing import BadRecord, BadRecordError, Framing
-from ._native import native_enabled
+from ._native import NativeExtensionWarning, native_enabled
 from ._ops.concurrent import BufferOverflowError
 from ._ops.fan import Interleave, MergeSorted, Unzip, UnzipWith
 from ._ops.flow_control import StreamTimeoutError
@@ -84,6 +84,7 @@ __all__ = [
     "Merge",
     "MergePreferred",
     "MergeSorted",
+    "NativeExtensionWarning",
     "Node",
     "OutPort",
     "Partition",

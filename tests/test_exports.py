@@ -44,6 +44,7 @@ STREAMLIB = [
     "Merge",
     "MergePreferred",
     "MergeSorted",
+    "NativeExtensionWarning",
     "Node",
     "OutPort",
     "Partition",

@@ -13,21 +13,47 @@ Compiled modules live beside this file (built from ``.pyx`` by ``setup.py``):
 an install without a compiler. Both give identical results; the test suite runs
 both and compares. The choice is made once per process (``functools.cache``);
 tests that flip ``STREAMLIB_PURE`` call :func:`reset` afterwards.
+
+A compiled module that cannot be imported while ``STREAMLIB_PURE`` is not set
+is never a silent fallback: importing this package (so ``import streamlib``)
+emits one :class:`NativeExtensionWarning` naming each such module, its import
+error and how to build it.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from functools import cache, reduce
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: Every compiled module, one per ``.pyx`` beside this file.
+_MODULES = ("_chain", "_fold", "_windows")
+
+
+class NativeExtensionWarning(RuntimeWarning):
+    """streamlib's compiled modules could not be imported; the pure-Python versions run instead.
+
+    Results are the same, throughput is lower. Emitted once, when streamlib is
+    imported. To silence it on purpose, set ``STREAMLIB_PURE=1`` (or filter
+    ``ignore::RuntimeWarning:streamlib._native`` before importing streamlib).
+    """
+
 
 def _pure_forced() -> bool:
     return os.environ.get("STREAMLIB_PURE", "") not in ("", "0")
+
+
+def _import_error(name: str) -> ImportError | None:
+    try:
+        importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        return exc
+    return None
 
 
 @cache
@@ -39,6 +65,25 @@ def _compiled(name: str) -> ModuleType | None:
         return importlib.import_module(f"{__name__}.{name}")
     except ImportError:
         return None
+
+
+def _warn_if_missing() -> None:
+    """One :class:`NativeExtensionWarning` naming every compiled module that does not import."""
+    if _pure_forced():
+        return
+    failed = {name: exc for name in _MODULES if (exc := _import_error(name)) is not None}
+    if not failed:
+        return
+    why = "; ".join(f"{__name__}.{name}: {exc}" for name, exc in failed.items())
+    warnings.warn(
+        f"streamlib: compiled modules not available, running their pure-Python versions "
+        f"(same results, lower throughput): {why}. To build them, install a C compiler and "
+        f"reinstall from source: `pip install --force-reinstall --no-binary streamlib streamlib` "
+        f"(in a source checkout: `make install`). Set STREAMLIB_PURE=1 to run pure Python on "
+        f"purpose without this warning.",
+        NativeExtensionWarning,
+        stacklevel=2,
+    )
 
 
 def reset() -> None:
@@ -76,3 +121,6 @@ def window_kernel(name: str, pure: F) -> F:
     if mod is not None:
         return getattr(mod, name, pure)  # type: ignore[no-any-return]
     return pure
+
+
+_warn_if_missing()
