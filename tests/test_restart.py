@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamlib import Flow, Keep, RestartFlow, RestartSettings, RestartSink, RestartSource, Sink, Source
 from streamlib.testing import VirtualClock
@@ -260,3 +262,171 @@ async def test_no_leak_when_outer_task_cancelled() -> None:
     with pytest.raises(asyncio.CancelledError):
         await fut
     await clock.settle()
+
+
+# -- failures that are not retried surface -------------------------------------------------
+
+
+def paced(clock: VirtualClock, xs: list[Any], gap: float = 0.5) -> Source[Any, None]:
+    """Like ``spaced``, but the end also comes ``gap`` after the last element."""
+
+    async def gen() -> Any:
+        for x in xs:
+            await clock.sleep(gap)
+            yield x
+        await clock.sleep(gap)
+
+    return Source.from_async_iterable(gen)
+
+
+def _batch_writer(written: list[int]) -> Sink[int, None]:
+    """Writes whole batches at the end of the stream; a batch holding a negative number fails."""
+
+    def write(batch: list[int]) -> None:
+        if any(x < 0 for x in batch):
+            raise Flaky(f"cannot write {batch}")
+        written.extend(batch)
+
+    return Flow[int, int, None]().grouped(100).map(write).to(Sink.ignore())
+
+
+async def test_restart_sink_failure_after_upstream_completed_fails_its_value() -> None:
+    clock = VirtualClock()
+    written: list[int] = []
+    made: list[float] = []
+
+    def factory() -> Sink[int, None]:
+        made.append(clock.now())
+        return _batch_writer(written)
+
+    sink = RestartSink.with_backoff(1.0, 1.0, 0.0, -1, factory)
+    done = Source.from_iterable([1, -2, 3]).to_mat(sink, Keep.right).run(clock=clock)
+    with pytest.raises(Flaky, match="cannot write"):
+        await clock.run(done)
+    assert written == []
+    assert made == [0.0]  # upstream had completed: nothing left to retry with
+
+
+async def test_restart_sink_exhausted_restarts_fail_its_value() -> None:
+    clock = VirtualClock()
+    made = []
+
+    def factory() -> Sink[int, Any]:
+        made.append(1)
+        return Sink.foreach(lambda x: 1 // 0)
+
+    sink = RestartSink.with_backoff(1.0, 1.0, 0.0, 2, factory)
+    done = Source.repeat(1).to_mat(sink, Keep.right).run(clock=clock)
+    with pytest.raises(ZeroDivisionError):
+        await clock.run(done)
+    assert len(made) == 3
+
+
+async def test_restart_sink_surfaces_an_error_its_inner_value_does_not_carry() -> None:
+    clock = VirtualClock()
+    # Flow.to keeps the flow's value (None): the failure is only in the inner Sink.ignore's future.
+    sink = RestartSink.with_backoff(
+        1.0, 1.0, 0.0, 1, lambda: Flow[int, int, None]().map(lambda x: 1 // 0).to(Sink.ignore())
+    )
+    with pytest.raises(ZeroDivisionError):
+        await clock.run(Source.repeat(1).to_mat(sink, Keep.right).run(clock=clock))
+
+
+async def test_restart_sink_upstream_failure_fails_its_value_after_writing_what_came_before() -> None:
+    clock = VirtualClock()
+    written: list[int] = []
+    made = []
+
+    def factory() -> Sink[int, Any]:
+        made.append(1)
+        return Sink.foreach(written.append)
+
+    sink = RestartSink.with_backoff(1.0, 1.0, 0.0, -1, factory)
+    done = emits_then_fails(1, 2).to_mat(sink, Keep.right).run(clock=clock)
+    with pytest.raises(Flaky, match="outage"):
+        await clock.run(done)
+    assert written == [1, 2]
+    assert made == [1]
+
+
+async def test_restart_sink_value_completes_after_the_last_inner_sink_finished() -> None:
+    clock = VirtualClock()
+    written: list[int] = []
+    sink = RestartSink.with_backoff(
+        1.0, 1.0, 0.0, -1, lambda: Flow[int, int, None]().grouped(10).to(Sink.foreach(written.extend))
+    )
+    done = Source.from_iterable(range(5)).to_mat(sink, Keep.right).run(clock=clock)
+    await clock.run(done)
+    assert done.done() and done.exception() is None
+    assert written == [0, 1, 2, 3, 4]
+
+
+async def test_restart_flow_failure_after_upstream_completed_fails_downstream() -> None:
+    clock = VirtualClock()
+    made = []
+
+    def factory() -> Flow[int, int, None]:
+        made.append(1)
+        return Flow[int, int, None]().grouped(10).map(lambda b: 1 // (len(b) - 3))
+
+    flow = RestartFlow.with_backoff(1.0, 1.0, 0.0, -1, factory)
+    with pytest.raises(ZeroDivisionError):
+        await clock.run(Source.from_iterable([1, 2, 3]).via(flow).to_mat(Sink.collect(), Keep.right).run(clock=clock))
+    assert made == [1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fails=st.lists(st.booleans(), max_size=12),
+    max_restarts=st.integers(-1, 4),
+    kind=st.sampled_from(["source", "flow", "sink"]),
+)
+async def test_restarts_match_the_model(fails: list[bool], max_restarts: int, kind: str) -> None:
+    """Element ``i`` fails once when ``fails[i]``: every restart stage ends as the model says.
+
+    Each failure uses one restart; a failure beyond ``max_restarts`` fails the
+    stream (the value downstream, or RestartSink's value) with that failure, and
+    nothing after it is delivered. Runs never last long enough to reset the count.
+    """
+    clock = VirtualClock()
+    xs = list(range(len(fails)))
+    failing = {x for x, f in zip(xs, fails) if f}
+    allowed = len(failing) if max_restarts < 0 else max_restarts
+    fatal = sorted(failing)[allowed] if len(failing) > allowed else None
+    expected = [x for x in xs if x not in failing and (fatal is None or x < fatal)]
+    seen: set[int] = set()
+
+    def once(x: int) -> int:
+        if x in failing and x not in seen:
+            seen.add(x)
+            raise Flaky(f"fails at {x}")
+        return x
+
+    got: list[int] = []
+    n = max_restarts
+    within = 1_000_000.0
+    if kind == "source":
+        # The source resumes after what it emitted, as a reconnecting client would.
+        def source() -> Source[int, None]:
+            start = (max(got) + 1) if got else 0
+            start = max([start, *[x + 1 for x in seen]])
+            return paced(clock, xs[start:]).map(once)
+
+        src = RestartSource.on_failures_with_backoff(0.1, 0.1, 0.0, n, source, max_restarts_within=within)
+        done = src.to_mat(Sink.foreach(got.append), Keep.right).run(clock=clock)
+    elif kind == "flow":
+        flow = RestartFlow.on_failures_with_backoff(
+            0.1, 0.1, 0.0, n, lambda: Flow[int, int, None]().map(once), max_restarts_within=within
+        )
+        done = paced(clock, xs).via(flow).to_mat(Sink.foreach(got.append), Keep.right).run(clock=clock)
+    else:
+        sink: Sink[int, Any] = RestartSink.with_backoff(
+            0.1, 0.1, 0.0, n, lambda: Sink.foreach(lambda x: got.append(once(x))), max_restarts_within=within
+        )
+        done = paced(clock, xs).to_mat(sink, Keep.right).run(clock=clock)
+    if fatal is None:
+        await clock.run(done)
+    else:
+        with pytest.raises(Flaky, match=rf"fails at {fatal}\b"):
+            await clock.run(done)
+    assert got == expected

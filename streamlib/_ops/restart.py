@@ -22,6 +22,13 @@ lost, upstream is backpressured while it backs off, and an upstream completion o
 failure ends the stage without restart. ``RestartSink`` restarts the inner Sink
 (when it fails or cancels); upstream is backpressured while it backs off.
 
+A failure that is not retried always surfaces: once the restarts are used up,
+or when the inner run fails after upstream ended (the end was handed to it, so a
+new run would have nothing to process), the stage fails with that error -- for
+a Source or Flow downstream, for a Sink through its materialized future. One
+loop (:meth:`_RestartLogic.run`) serves the three kinds; they differ only in how
+one inner run is wired and what ends it.
+
 Sleeping uses the run's clock, so tests drive the schedule with a virtual clock.
 Sub-runs are owned by the stage: cancelling the run cancels them.
 """
@@ -41,7 +48,7 @@ from .._runtime.channel import Channel, DownstreamCancelled
 from .._runtime.clock import Clock
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
-from ..stage import AsyncLogic, Stage
+from ..stage import AsyncLogic, Stage, fail_future
 from ._subrun import SubRun, SubRuns, close_flow, close_sink, close_source
 
 if TYPE_CHECKING:
@@ -184,11 +191,44 @@ class _RestartStage(Stage):
 
 
 class _RestartLogic(AsyncLogic):
+    """The restart loop shared by the three kinds; a subclass runs the inner blueprint once.
+
+    A run ends the stage when upstream ended (and the end was handed to the
+    inner blueprint), when it completed and only failures restart, or when no
+    restart is left; the stage then ends as that run did. Otherwise the stage
+    backs off and runs a fresh ``factory()``.
+    """
+
     def __init__(self, stage: _RestartStage, ctx: RunContext) -> None:
         self.stage = stage
         self.ctx = ctx
         self.backoff = _Backoff(stage.settings, ctx.clock)
         self.runs = SubRuns()
+        #: Upstream ended and the end was handed to the inner run: nothing is left to restart with.
+        self.finishing = False
+        self.upstream_error: BaseException | None = None
+
+    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
+        out = outlets[0] if outlets else None
+        try:
+            while True:
+                self.backoff.started()
+                module = self._blueprint()
+                error = module if not isinstance(module, Module) else await self._run_once(module, inlets, out)
+                if self.finishing or (error is None and self.stage.only_on_failures):
+                    break
+                if not await self._back_off(error, out):
+                    if out is not None and out.cancelled:
+                        raise DownstreamCancelled(out.name)
+                    break
+        finally:
+            await self.runs.aclose()
+        if error is not None:
+            raise error
+
+    async def _run_once(self, module: Module, inlets: Sequence[Channel], out: Channel | None) -> BaseException | None:
+        """Run ``module`` until it ends; its error, or None when it completed (or, a sink, cancelled)."""
+        raise NotImplementedError
 
     def _blueprint(self) -> Module | BaseException:
         """The next run's blueprint; a factory that raises counts as a failed run."""
@@ -208,6 +248,32 @@ class _RestartLogic(AsyncLogic):
         await _sleep_unless_cancelled(self.ctx.clock, delay, out)
         return not (out is not None and out.cancelled)
 
+    async def _feed(self, inlet: Channel, into: Channel) -> None:
+        """Forward upstream into the inner run until upstream ends (handing the end on) or the run goes away."""
+        while True:
+            item = await inlet.get()
+            if item is END or isinstance(item, Failure):
+                self.finishing = True
+                if isinstance(item, Failure):
+                    self.upstream_error = item.error
+                into.put_final(item)  # type: ignore[arg-type]
+                return
+            try:
+                await into.put(item)
+            except DownstreamCancelled:
+                return  # the inner run is gone (failed or completed); the element is lost with it
+
+
+async def _forward(inner: Channel, out: Channel) -> BaseException | None:
+    """Forward ``inner`` to ``out`` until it ends; its error, or None when it completed."""
+    while True:
+        item = await inner.get()
+        if item is END:
+            return None
+        if isinstance(item, Failure):
+            return item.error
+        await out.put(item)
+
 
 class _RestartSourceStage(_RestartStage):
     inputs = 0
@@ -219,38 +285,12 @@ class _RestartSourceStage(_RestartStage):
 
 
 class _RestartSourceLogic(_RestartLogic):
-    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
-        (out,) = outlets
-        try:
-            while True:
-                error = await self._one_run(out)
-                if error is None and self.stage.only_on_failures:
-                    return
-                if not await self._back_off(error, out):
-                    if out.cancelled:
-                        raise DownstreamCancelled(out.name)
-                    if error is not None:
-                        raise error
-                    return
-        finally:
-            await self.runs.aclose()
-
-    async def _one_run(self, out: Channel) -> BaseException | None:
-        """Run ``factory()`` once, forwarding its elements; its error, or None when it completed."""
-        self.backoff.started()
-        module = self._blueprint()
-        if not isinstance(module, Module):
-            return module
+    async def _run_once(self, module: Module, inlets: Sequence[Channel], out: Channel | None) -> BaseException | None:
+        assert out is not None
         ch = Channel(self.ctx.channel_capacity, f"{self.stage_name}.inner")
         run = self.runs.start(close_source(module, ch), self.ctx, f"{self.stage_name}:run")
         try:
-            while True:
-                item = await ch.get()
-                if item is END:
-                    return None
-                if isinstance(item, Failure):
-                    return item.error
-                await out.put(item)
+            return await _forward(ch, out)
         finally:
             ch.cancel()
             run.cancel()
@@ -267,57 +307,15 @@ class _RestartFlowStage(_RestartStage):
 
 
 class _RestartFlowLogic(_RestartLogic):
-    async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
-        (inlet,), (out,) = inlets, outlets
-        self.finishing = False
-        try:
-            while True:
-                error = await self._one_run(inlet, out)
-                if self.finishing:
-                    if error is not None:
-                        raise error
-                    return
-                if error is None and self.stage.only_on_failures:
-                    return
-                if not await self._back_off(error, out):
-                    if out.cancelled:
-                        raise DownstreamCancelled(out.name)
-                    if error is not None:
-                        raise error
-                    return
-        finally:
-            await self.runs.aclose()
-
-    async def _feed(self, inlet: Channel, into: Channel) -> None:
-        while True:
-            item = await inlet.get()
-            if item is END or isinstance(item, Failure):
-                self.finishing = True
-                into.put_final(item)  # type: ignore[arg-type]
-                return
-            try:
-                await into.put(item)
-            except DownstreamCancelled:
-                return  # the inner flow is gone (failed or completed); the element is lost with it
-
-    async def _one_run(self, inlet: Channel, out: Channel) -> BaseException | None:
-        self.backoff.started()
-        module = self._blueprint()
-        if not isinstance(module, Module):
-            return module
+    async def _run_once(self, module: Module, inlets: Sequence[Channel], out: Channel | None) -> BaseException | None:
+        assert out is not None
         cap = self.ctx.channel_capacity
         into = Channel(cap, f"{self.stage_name}.in")
         back = Channel(cap, f"{self.stage_name}.out")
         run = self.runs.start(close_flow(into, module, back), self.ctx, f"{self.stage_name}:run")
-        feeder = self.ctx.loop.create_task(self._feed(inlet, into))
+        feeder = self.ctx.loop.create_task(self._feed(inlets[0], into))
         try:
-            while True:
-                item = await back.get()
-                if item is END:
-                    return None
-                if isinstance(item, Failure):
-                    return item.error
-                await out.put(item)
+            return await _forward(back, out)
         finally:
             feeder.cancel()
             back.cancel()
@@ -340,61 +338,61 @@ async def _end(tasks: list[asyncio.Task[Any]], run: SubRun) -> None:
             raise t.exception()  # type: ignore[misc]
 
 
+def _run_error(run: SubRun) -> BaseException | None:
+    """The error of an ended sink run: of its materialized value, else of any future it materialized.
+
+    A sink reports a failure only through its futures (it has no output); a
+    sink whose own value is not a future (``flow.to(sink)``) still has the
+    inner sink's future among the run's.
+    """
+    error = _future_error(run.value)
+    if error is None:
+        for fut in run.graph.futures:
+            error = _future_error(fut)
+            if error is not None:
+                break
+    return error
+
+
 class _RestartSinkStage(_RestartStage):
     inputs = 1
     outputs = 0
     kind = "Sink"
 
-    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
-        return _RestartSinkLogic(self, ctx), None
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, asyncio.Future[None]]:
+        fut: asyncio.Future[None] = ctx.new_future()
+        return _RestartSinkLogic(self, ctx, fut), fut
 
 
 class _RestartSinkLogic(_RestartLogic):
+    def __init__(self, stage: _RestartStage, ctx: RunContext, fut: asyncio.Future[None]) -> None:
+        super().__init__(stage, ctx)
+        self.fut = fut
+
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
-        (inlet,) = inlets
         try:
-            while True:
-                ended, error = await self._one_run(inlet)
-                if ended:
-                    return
-                if not await self._back_off(error, None):
-                    if error is not None:
-                        raise error
-                    return
-        finally:
-            await self.runs.aclose()
+            await super().run(inlets, outlets)
+        except BaseException as error:
+            fail_future(self.fut, error)
+            raise
+        if not self.fut.done():
+            self.fut.set_result(None)
 
-    async def _feed(self, inlet: Channel, into: Channel) -> bool:
-        """True when upstream ended (and the end was handed on); False when the sink went away."""
-        while True:
-            item = await inlet.get()
-            if item is END or isinstance(item, Failure):
-                into.put_final(item)  # type: ignore[arg-type]
-                return True
-            try:
-                await into.put(item)
-            except DownstreamCancelled:
-                return False
+    def on_failure(self, error: BaseException) -> None:
+        fail_future(self.fut, error)
 
-    async def _one_run(self, inlet: Channel) -> tuple[bool, BaseException | None]:
-        self.backoff.started()
-        module = self._blueprint()
-        if not isinstance(module, Module):
-            return False, module
+    async def _run_once(self, module: Module, inlets: Sequence[Channel], out: Channel | None) -> BaseException | None:
         into = Channel(self.ctx.channel_capacity, f"{self.stage_name}.in")
         run = self.runs.start(close_sink(into, module), self.ctx, f"{self.stage_name}:run")
-        feeder = self.ctx.loop.create_task(self._feed(inlet, into))
+        feeder = self.ctx.loop.create_task(self._feed(inlets[0], into))
         try:
-            await asyncio.wait([feeder, run.task], return_when=asyncio.FIRST_COMPLETED)
-            if feeder.done() and feeder.result():
-                await run.wait()
-                _future_error(run.value)
-                return True, None
-            return False, _future_error(run.value)
+            # The run ends when the inner sink finished the end it was handed, failed or cancelled.
+            await run.wait()
         finally:
             feeder.cancel()
             into.cancel()
             await _end([feeder], run)
+        return _run_error(run) or (self.upstream_error if self.finishing else None)
 
 
 class RestartSource:
@@ -500,16 +498,22 @@ class RestartSink:
         factory: Callable[[], Sink[T, Any]],
         *,
         max_restarts_within: float | timedelta | None = None,
-    ) -> Sink[T, None]:
+    ) -> Sink[T, asyncio.Future[None]]:
         """A Sink running ``factory()``, run again after a backoff when it fails or cancels.
 
-        Backpressures when the inner sink does and while backing off; completes
-        when upstream completes (handing the end to the inner sink); once
-        ``max_restarts`` restarts are used it fails with the inner sink's error
-        (when its materialized future carries one) or cancels upstream. The inner
-        sinks' materialized values are not exposed.
+        Backpressures when the inner sink does and while backing off. Its
+        materialized future completes when upstream completed and the inner sink
+        finished with that end; it fails with every failure that is not retried:
+        the inner sink failing after upstream completed (nothing is left to
+        retry with), the inner sink failing once ``max_restarts`` restarts are
+        used, and an upstream failure. An inner sink reports failure through its
+        materialized future or any future its blueprint materializes
+        (``flow.to(Sink.foreach(f))`` included). A cancel with no restart left
+        cancels upstream and completes the future. The inner sinks'
+        materialized values are not exposed.
 
-        >>> sink = RestartSink.with_backoff(1, 30, 0.2, -1, lambda: Sink.foreach(write_to_db))
+        >>> done = orders.run_with(RestartSink.with_backoff(1, 30, 0.2, 10, lambda: Sink.foreach(write_to_db)))
+        >>> await done  # raises what the 11th failure of write_to_db raised
         """
         from .._dsl.sink import Sink
 
