@@ -254,7 +254,7 @@ class _AppRun(AsyncLogic):
         self.producer_settings = app.producer
         self.output_topic = app.output_topic
         self.checkpoint_interval = app.checkpoint_interval
-        self.watermark_bound_ms = None if app.watermarks is None else int(app.watermarks.out_of_orderness * 1000)
+        self.watermark_bound_ms = None if app.watermarks is None else app.watermarks.bound_ms
         self.several_topics = len(app.topics) > 1
         self.lanes = LaneSet(ctx.clock)
         self.runners: dict[TopicPartition, _PartitionRunner] = {}

@@ -75,7 +75,7 @@ class _TimestampedLaneSourceStage(_LaneSourceStage, WithTimestamps):
     def __init__(self, lane: Lane, watermarks: RecordTimeWatermarks) -> None:
         _LaneSourceStage.__init__(self, lane)
         self.fn = record_time
-        self.bound_ms = int(watermarks.out_of_orderness * 1000)
+        self.bound_ms = watermarks.bound_ms
         self.idle_timeout = None
 
     # A source, not a with_timestamps stage: it is one only to be found as the event time upstream.
@@ -111,7 +111,7 @@ class _PartitionedLogic(AsyncLogic, ConsumerRun):
         self.new_lanes: list[Lane] = []
         self.marks: dict[TopicPartition, _LaneWatermark] = {}
         wm = stage.watermarks
-        self.bound_ms = None if wm is None else int(wm.out_of_orderness * 1000)
+        self.bound_ms = None if wm is None else wm.bound_ms
 
     def _sub_source(self, lane: Lane) -> _LaneSourceStage:
         spec = self.stage.watermarks

@@ -85,8 +85,8 @@ class TimestampedConsumerSourceStage(ConsumerSourceStage, WithTimestamps):
         super().__init__(settings, topics, committable=committable, watermarks=watermarks,
                          drain_timeout=drain_timeout)
         self.fn = record_time
-        self.bound_ms = int(watermarks.out_of_orderness * 1000)
-        self.idle_timeout = watermarks.idle_timeout
+        self.bound_ms = watermarks.bound_ms
+        self.idle_timeout = watermarks.idle_seconds
 
     # A source, not a with_timestamps stage: it is one only to be found as the event time upstream.
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, Control]:  # type: ignore[override]

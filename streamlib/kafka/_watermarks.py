@@ -13,26 +13,40 @@ Watermarks only move forward; the source emits one whenever it advances.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+
+from .._time.durations import event_ms, seconds
 
 
 @dataclass(frozen=True)
 class RecordTimeWatermarks:
     """Emit watermarks from Kafka record time: ``max timestamp - out_of_orderness``, min over partitions.
 
-    ``idle_timeout`` (seconds): a partition silent that long stops holding time back.
+    ``out_of_orderness`` is event time, int milliseconds or a timedelta (like
+    ``with_timestamps(max_out_of_orderness=)``); it is kept as int ms.
+    ``idle_timeout`` is processing time, seconds or a timedelta (kept as float
+    seconds): a partition silent that long stops holding time back.
 
-    >>> KafkaSource.plain(settings, "clicks", watermarks=RecordTimeWatermarks(out_of_orderness=2.0))
+    >>> KafkaSource.plain(settings, "clicks", watermarks=RecordTimeWatermarks(out_of_orderness=timedelta(seconds=2)))
     """
 
-    out_of_orderness: float = 0.0
-    idle_timeout: float = 5.0
+    out_of_orderness: int | timedelta = 0
+    idle_timeout: float | timedelta = 5.0
 
     def __post_init__(self) -> None:
-        if self.out_of_orderness < 0:
-            raise ValueError(f"out_of_orderness must not be negative, got {self.out_of_orderness}")
-        if not self.idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be positive, got {self.idle_timeout}")
+        object.__setattr__(self, "out_of_orderness", self.bound_ms)
+        object.__setattr__(self, "idle_timeout", self.idle_seconds)
+
+    @property
+    def bound_ms(self) -> int:
+        """``out_of_orderness`` in int milliseconds."""
+        return event_ms(self.out_of_orderness, "RecordTimeWatermarks(out_of_orderness)")
+
+    @property
+    def idle_seconds(self) -> float:
+        """``idle_timeout`` in float seconds."""
+        return seconds(self.idle_timeout, "RecordTimeWatermarks(idle_timeout)")
 
 
 class _Partition:
@@ -49,8 +63,8 @@ class WatermarkTracker:
     __slots__ = ("bound_ms", "idle", "parts", "emitted")
 
     def __init__(self, spec: RecordTimeWatermarks) -> None:
-        self.bound_ms = int(spec.out_of_orderness * 1000)
-        self.idle = spec.idle_timeout
+        self.bound_ms = spec.bound_ms
+        self.idle = spec.idle_seconds
         self.parts: dict[Any, _Partition] = {}
         self.emitted: int | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from aiokafka.structs import TopicPartition
@@ -187,7 +188,7 @@ async def test_watermarks_are_the_minimum_over_partitions_and_skip_idle_ones(kaf
         await producer.stop()
     seen: list[Any] = []
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers)
-    spec = RecordTimeWatermarks(out_of_orderness=0.5, idle_timeout=0.6)
+    spec = RecordTimeWatermarks(out_of_orderness=500, idle_timeout=0.6)
     control, fut = (
         KafkaSource.plain(settings_, topic, watermarks=spec).via(signal_tap(seen)).to_mat(Sink.ignore(), Keep.both).run()
     )
@@ -218,7 +219,7 @@ async def test_windows_take_record_time_and_the_watermarks_of_a_kafka_source(kaf
         await asyncio.gather(*futs)
     finally:
         await producer.stop()
-    spec = RecordTimeWatermarks(out_of_orderness=0.0, idle_timeout=0.3)
+    spec = RecordTimeWatermarks(out_of_orderness=0, idle_timeout=0.3)
     results = await (
         KafkaSource.plain(ConsumerSettings(kafka_broker.bootstrap_servers), topic, watermarks=spec)
         .key_by(lambda r: r.key)
@@ -236,7 +237,7 @@ async def test_windows_take_record_time_and_the_watermarks_of_a_kafka_source(kaf
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 10_000), st.floats(0, 3)), max_size=30))
 def test_watermark_tracker_matches_a_model(events: list[tuple[int, int, float]]) -> None:
-    spec = RecordTimeWatermarks(out_of_orderness=0.1, idle_timeout=1.0)
+    spec = RecordTimeWatermarks(out_of_orderness=timedelta(milliseconds=100), idle_timeout=1.0)
     tracker = WatermarkTracker(spec)
     tracker.assigned([0, 1, 2], 0.0)
     now = 0.0
