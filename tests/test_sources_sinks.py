@@ -21,9 +21,9 @@ class Boom(Exception):
     pass
 
 
-async def settle(rounds: int = 50) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+async def settle() -> None:
+    """Run every task that can run until all of them wait on something."""
+    await VirtualClock().settle()
 
 
 def run(coro_fn: Callable[[], Any]) -> Any:
@@ -141,8 +141,11 @@ async def test_tick_drops_ticks_while_downstream_is_full() -> None:
     await clock.advance(10.0)
     # Nobody pulled: the queue's room took two ticks, the other nine were dropped.
     assert [await pull.pull(), await pull.pull()] == ["t", "t"]
-    await settle()
-    assert pull._channel.get_nowait() is None
+    following = asyncio.ensure_future(pull.pull())
+    await clock.settle()
+    assert not following.done()  # nothing dropped was kept back: the next tick is the one due at 11 s
+    await clock.advance(1.0)
+    assert await following == "t"
     pull.cancel()
     await assert_no_running_graphs()
 
@@ -187,17 +190,18 @@ async def test_from_async_iterable_delivers_each_element_when_room_appears() -> 
 
 
 async def test_from_async_iterable_gathers_a_chunk_while_backpressured() -> None:
+    """Nobody pulls, yet the iterable is read to its end (1000 < max_chunk): what arrives while
+    downstream is full is gathered into a chunk instead of waiting element by element."""
+    exhausted = asyncio.Event()
+
     async def agen() -> AsyncIterator[int]:
         for i in range(1000):
             yield i
+        exhausted.set()
 
     pull = Source.from_async_iterable(agen).run_with(Sink.queue(4))
-    await settle()
-    # Four single elements filled the queue; what arrived meanwhile waits as one chunk.
-    assert [await pull.pull() for _ in range(4)] == [0, 1, 2, 3]
-    await settle()
-    assert len(pull._channel) > 4
-    assert [x async for x in pull] == list(range(4, 1000))
+    await asyncio.wait_for(exhausted.wait(), timeout=10)
+    assert [x async for x in pull] == list(range(1000))
 
 
 async def test_from_async_iterable_failure_delivers_what_came_before() -> None:
@@ -214,13 +218,16 @@ async def test_from_async_iterable_failure_delivers_what_came_before() -> None:
 
 
 async def test_from_async_iterable_failure_while_backpressured_delivers_what_came_before() -> None:
+    raised = asyncio.Event()
+
     async def agen() -> AsyncIterator[int]:
         for i in range(20):
             yield i
+        raised.set()
         raise Boom("late")
 
     pull = Source.from_async_iterable(agen).run_with(Sink.queue(2))
-    await settle()
+    await asyncio.wait_for(raised.wait(), timeout=10)  # failed while nobody had pulled
     got = []
     with pytest.raises(Boom):
         while True:
@@ -288,12 +295,15 @@ async def test_queue_source_learns_of_downstream_cancellation() -> None:
 
 async def test_queue_source_offer_nowait_when_full() -> None:
     queue, pull = Source.queue(2).to_mat(Sink.queue(1), Keep.both).run()
-    accepted = 0
+    answers = []
     for i in range(10):
-        accepted += queue.offer_nowait(i)
-        await settle(5)
-    assert 2 <= accepted < 10
-    pull.cancel()
+        answers.append(queue.offer_nowait(i))
+        await settle()
+    accepted = [i for i, ok in enumerate(answers) if ok]
+    # Once the buffers downstream and the queue's own are full, every further offer is refused.
+    assert 2 <= len(accepted) < 10 and answers == [True] * len(accepted) + [False] * (10 - len(accepted))
+    queue.complete()
+    assert [x async for x in pull] == accepted
 
 
 async def test_queue_source_of_a_type_carries_its_elements_unchanged() -> None:

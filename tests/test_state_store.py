@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from streamlib import Checkpoint, MemoryStore, RocksDBStore, StateStore
 from streamlib._state.codec import StateEncodingError, decode_key, encode, encode_key, value_decoder
-from streamlib._state.store import BaseStore, Commit
+from streamlib._state.store import BaseStore, Commit, Table
 
 
 @pytest.fixture(params=["memory", "rocksdb"])
@@ -25,8 +25,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[BaseStore]:
 
 
 def test_both_stores_implement_the_protocol(store: BaseStore) -> None:
+    """Code written against the StateStore and Table protocols alone works on either store."""
     assert isinstance(store, StateStore)
-    assert isinstance(store.table("t"), object)
+
+    def use(s: StateStore) -> tuple[Table, list[Commit]]:
+        commits: list[Commit] = []
+        s.add_commit_hook(commits.append)
+        t = s.table("t")
+        t.write([(b"a", b"1"), (b"b", b"2")])
+        t.put(b"c", b"3")
+        t.delete(b"b")
+        s.checkpoint(1, {"at": 1})
+        t.put(b"d", b"4")
+        return t, commits
+
+    table, commits = use(store)
+    assert isinstance(table, Table) and table.name == "t"
+    assert [c.checkpoint_id for c in commits] == [1] and commits[0].meta == {"at": 1}
+    assert list(table.scan()) == [(b"a", b"1"), (b"c", b"3"), (b"d", b"4")] and table.count() == 3
+    assert store.restore() == store.last_checkpoint() == Checkpoint(1, {"at": 1})
+    assert list(table.scan()) == [(b"a", b"1"), (b"c", b"3")] and store.table_names() == ["t"]
 
 
 def test_writes_are_pending_until_a_checkpoint(store: BaseStore) -> None:

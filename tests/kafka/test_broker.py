@@ -127,11 +127,21 @@ def test_create_topic_with_config_and_existing_topic(kafka_broker: KafkaBroker) 
 
 
 def test_create_topic_inside_a_running_event_loop(kafka_broker: KafkaBroker) -> None:
-    async def scenario() -> None:
-        kafka_broker.create_topic(_topic("sync-in-loop"))
-        await kafka_broker.acreate_topic(_topic("async"), partitions=2)
+    """Both the blocking and the async call work from a coroutine, and the topics take records."""
+    sync_topic, async_topic = _topic("sync-in-loop"), _topic("async")
 
-    asyncio.run(scenario())
+    async def scenario() -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        kafka_broker.create_topic(sync_topic)
+        await kafka_broker.acreate_topic(async_topic, partitions=2)
+        bootstrap = kafka_broker.bootstrap_servers
+        await _produce(bootstrap, sync_topic, [b"one"])
+        await _produce(bootstrap, async_topic, [b"a", b"b"], partitions=2)
+        return (await _read_all(bootstrap, sync_topic, until=1),
+                await _read_all(bootstrap, async_topic, until=2, partitions=2))
+
+    in_sync, in_async = asyncio.run(scenario())
+    assert in_sync == [(0, b"one")]
+    assert sorted(in_async) == [(0, b"a"), (1, b"b")]
 
 
 def test_transactions_commit_and_abort(kafka_broker: KafkaBroker) -> None:

@@ -120,7 +120,14 @@ async def test_committable_sink_produces_then_commits(kafka_broker: KafkaBroker)
     consumer = ConsumerSettings(kafka_broker.bootstrap_servers, group_id=group)
     producer = ProducerSettings(kafka_broker.bootstrap_servers)
 
+    all_read = asyncio.Event()
+    read = 0
+
     def transform(r: Any) -> Any:
+        nonlocal read
+        read += 1
+        if read == 2000:
+            all_read.set()
         n = int(r.value)
         if n % 10 == 0:
             return r.committable_offset  # nothing to produce, still committed
@@ -132,8 +139,7 @@ async def test_committable_sink_produces_then_commits(kafka_broker: KafkaBroker)
         .to_mat(KafkaSink.committable(producer, CommitterSettings(max_batch=100, max_interval=0.05)), Keep.both)
         .run()
     )
-    while control.metrics.records < 2000:
-        await asyncio.sleep(0.02)
+    await all_read.wait()
     control.stop()
     await done
     await control.wait_stopped()
@@ -143,6 +149,29 @@ async def test_committable_sink_produces_then_commits(kafka_broker: KafkaBroker)
 
 
 async def test_committer_rejects_elements_without_an_offset() -> None:
-    with pytest.raises(TypeError, match="a committer takes CommittableRecord"):
+    with pytest.raises(TypeError, match="a committer takes CommittableRecord, CommittableOffset or a producer result"):
         await Source.single(42).run_with(Committer.sink())
-    assert isinstance(CommittableOffset, type)
+
+
+async def test_committer_commits_bare_offsets(kafka_broker: KafkaBroker) -> None:
+    """A flow that keeps only ``r.committable_offset`` still commits what it read."""
+    topic, group = unique("offsets"), unique("ogroup")
+    await kafka_broker.acreate_topic(topic, 2)
+    await produce(kafka_broker.bootstrap_servers, topic, ((None, str(i).encode(), i % 2) for i in range(300)))
+    all_read = asyncio.Event()
+    offsets: list[CommittableOffset] = []
+
+    def offset_of(r: Any) -> CommittableOffset:
+        offsets.append(r.committable_offset)
+        if len(offsets) == 300:
+            all_read.set()
+        return r.committable_offset
+
+    settings_ = ConsumerSettings(kafka_broker.bootstrap_servers, group_id=group)
+    control, done = KafkaSource.committable(settings_, topic).map(offset_of).to_mat(Committer.sink(), Keep.both).run()
+    await all_read.wait()
+    control.stop()
+    await done
+    await control.wait_stopped()
+    assert sorted((o.partition, o.offset) for o in offsets) == [(p, i) for p in range(2) for i in range(150)]
+    assert await committed_offsets(kafka_broker.bootstrap_servers, group, topic, 2) == {0: 150, 1: 150}

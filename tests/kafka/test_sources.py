@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,45 @@ from ._util import committed_offsets, signal_tap, unique
 async def _numbered(broker: KafkaBroker, topic: str, n: int, partitions: int) -> None:
     await broker.acreate_topic(topic, partitions)
     await produce(broker.bootstrap_servers, topic, ((b"k", str(i).encode(), i % partitions) for i in range(n)))
+
+
+class _Seen:
+    """A pass-through for ``map``: keeps what passed; ``reached`` is set once ``n`` elements passed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.items: list[Any] = []
+        self.reached = asyncio.Event()
+
+    def __call__(self, x: Any) -> Any:
+        self.items.append(x)
+        if len(self.items) >= self.n:
+            self.reached.set()
+        return x
+
+
+class _Until(list[Any]):
+    """A list for ``signal_tap`` whose ``seen`` event is set once an appended item satisfies ``done``."""
+
+    def __init__(self, done: Callable[[Any], bool]) -> None:
+        super().__init__()
+        self.done = done
+        self.seen = asyncio.Event()
+
+    def append(self, item: Any) -> None:
+        super().append(item)
+        if self.done(item):
+            self.seen.set()
+
+
+async def _eventually(check: Callable[[], bool], what: str, limit: float = 30.0) -> None:
+    """Wait until ``check()`` holds: for source state that changes on the broker's and the
+    source's own real-time schedule (pausing) and that no event announces."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not check():
+        assert loop.time() < deadline, f"never {what}"
+        await asyncio.sleep(0.01)
 
 
 async def test_plain_source_reads_every_partition_in_order_one_partition_per_chunk(kafka_broker: KafkaBroker) -> None:
@@ -65,29 +105,24 @@ async def test_plain_source_on_explicit_partitions_reads_only_those(kafka_broker
 async def test_stop_completes_the_stream_and_closes_the_consumer(kafka_broker: KafkaBroker) -> None:
     topic = unique("stop")
     await _numbered(kafka_broker, topic, 10, 1)
-    control, fut = KafkaSource.plain(ConsumerSettings(kafka_broker.bootstrap_servers), topic).to_mat(
+    seen = _Seen(10)
+    control, fut = KafkaSource.plain(ConsumerSettings(kafka_broker.bootstrap_servers), topic).map(seen).to_mat(
         Sink.collect(), Keep.both
     ).run()
-    while control.metrics.records < 10:
-        await asyncio.sleep(0.01)
+    await seen.reached.wait()
     control.stop()
-    assert len(await fut) == 10
+    assert sorted(int(r.value) for r in await fut) == list(range(10))
     await control.wait_stopped()
+    assert control.is_stopped and control.paused_partitions == set()
 
 
 async def test_committable_source_commits_processed_offsets_and_resumes_after_them(kafka_broker: KafkaBroker) -> None:
     topic, group = unique("commit"), unique("group")
     await _numbered(kafka_broker, topic, 1000, 2)
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers, group_id=group)
-    seen: list[int] = []
-
-    def note(r: Any) -> Any:
-        seen.append(int(r.value))
-        return r
-
-    control, done = KafkaSource.committable(settings_, topic).map(note).to_mat(Committer.sink(), Keep.both).run()
-    while len(seen) < 1000:
-        await asyncio.sleep(0.01)
+    seen = _Seen(1000)
+    control, done = KafkaSource.committable(settings_, topic).map(seen).to_mat(Committer.sink(), Keep.both).run()
+    await seen.reached.wait()
     control.stop()
     await done
     await control.wait_stopped()
@@ -104,14 +139,12 @@ async def test_slow_downstream_pauses_fetching_instead_of_buffering(kafka_broker
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers)
     graph = KafkaSource.plain(settings_, topic).to_mat(Sink.queue(10), Keep.both)
     (control, queue), run = graph.run_graph(channel_capacity=100, max_chunk=50)
-    # Nobody pulls: the source fills the channels, then pauses its partitions.
-    while not control.paused_partitions:
-        await asyncio.sleep(0.05)
+    # Nobody pulls: the source fills the channels, then pauses its partitions (which drops what
+    # aiokafka prefetched) instead of fetching into memory while it waits.
+    await _eventually(lambda: bool(control.paused_partitions), "paused")
     assert control.paused_partitions == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
-    stalled = control.metrics.records
-    assert stalled <= 100 + 10 + 2 * 50 + 50  # channel + queue + what the pause may still deliver
-    await asyncio.sleep(0.3)
-    assert control.metrics.records == stalled
+    assert control.metrics.pauses == 1
+    assert control.metrics.records <= 100 + 10 + 2 * 50 + 50  # channel + queue + what the pause may still deliver
     got = []
     async for rec in queue:
         got.append(rec)
@@ -129,14 +162,14 @@ async def test_partitioned_source_gives_each_partition_its_own_ordered_substream
     await _numbered(kafka_broker, topic, 3000, 3)
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers, group_id=unique("g"))
     results: dict[TopicPartition, asyncio.Future[list[Any]]] = {}
+    seen = _Seen(3000)
 
     def start(pair: tuple[TopicPartition, Source[Any, None]]) -> None:
         tp, records = pair
-        results[tp] = records.map(lambda r: (r.partition, int(r.value))).run_with(Sink.collect())
+        results[tp] = records.map(seen).map(lambda r: (r.partition, int(r.value))).run_with(Sink.collect())
 
     control, done = KafkaSource.partitioned(settings_, topic).to_mat(Sink.foreach(start), Keep.both).run()
-    while control.metrics.records < 3000:
-        await asyncio.sleep(0.02)
+    await seen.reached.wait()
     control.stop()
     await done
     assert sorted(results) == [TopicPartition(topic, p) for p in range(3)]
@@ -150,22 +183,22 @@ async def test_partitioned_source_pauses_only_the_slow_partition(kafka_broker: K
     await _numbered(kafka_broker, topic, 2000, 2)
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers)
     queues: dict[int, Any] = {}
+    started = {0: asyncio.Event(), 1: asyncio.Event()}
 
     def start(pair: tuple[TopicPartition, Source[Any, None]]) -> None:
         tp, records = pair
         queues[tp.partition] = records.run_with(Sink.queue(10))
+        started[tp.partition].set()
 
     (control, done), run = KafkaSource.partitioned(settings_, topic).to_mat(
         Sink.foreach(start), Keep.both
     ).run_graph(channel_capacity=100, max_chunk=50)
-    fast: list[int] = []
-    while len(fast) < 1000:
-        while 0 not in queues:
-            await asyncio.sleep(0.01)
-        fast.append(int((await queues[0].pull()).value))
+    await started[0].wait()
+    fast = [int((await queues[0].pull()).value) for _ in range(1000)]
     assert fast == list(range(0, 2000, 2))
-    await asyncio.sleep(0.6)  # held longer than the pause threshold
-    assert control.paused_partitions == {TopicPartition(topic, 1)}
+    # Partition 0 was read to its end while nobody read partition 1: only partition 1 is paused.
+    await _eventually(lambda: control.paused_partitions == {TopicPartition(topic, 1)}, "paused partition 1 alone")
+    await started[1].wait()
     slow = [int((await queues[1].pull()).value) for _ in range(1000)]
     assert slow == list(range(1, 2000, 2))
     control.stop()
@@ -186,14 +219,13 @@ async def test_watermarks_are_the_minimum_over_partitions_and_skip_idle_ones(kaf
         await producer.send_and_wait(topic, b"b", partition=1, timestamp_ms=9000)
     finally:
         await producer.stop()
-    seen: list[Any] = []
+    seen = _Until(lambda s: isinstance(s, Watermark) and s.time_ms >= 8500)
     settings_ = ConsumerSettings(kafka_broker.bootstrap_servers)
     spec = RecordTimeWatermarks(out_of_orderness=500, idle_timeout=0.6)
     control, fut = (
         KafkaSource.plain(settings_, topic, watermarks=spec).via(signal_tap(seen)).to_mat(Sink.ignore(), Keep.both).run()
     )
-    while not any(isinstance(s, Watermark) and s.time_ms >= 8500 for s in seen):
-        await asyncio.sleep(0.05)
+    await seen.seen.wait()
     control.stop()
     await fut
     marks = [s.time_ms for s in seen if isinstance(s, Watermark)]
