@@ -48,6 +48,7 @@ async def test_the_documented_shape_with_both_stores(tmp_path: Any) -> None:
     for store in (MemoryStore(), RocksDBStore(tmp_path / "db")):
         results = await (
             Source.from_iterable(events)
+            .checkpointed(store, every=7)
             .with_timestamps(lambda e: e.ts)
             .key_by(lambda e: e.key)
             .window(TumblingWindows(timedelta(seconds=10)), store=store)
@@ -297,3 +298,20 @@ async def test_an_aggregation_with_typed_accumulators_restores_them(tmp_path: An
     assert await blueprint.run_with(Sink.collect()) == [WindowResult("k0", 0, 100_000, Stats(6, 15))]
     # A rerun resumes after the last checkpoint (the end) with the restored, typed accumulator.
     assert await blueprint.run_with(Sink.collect()) == [WindowResult("k0", 0, 100_000, Stats(6, 15))]
+
+
+async def test_a_session_never_grows_back_into_a_closed_one() -> None:
+    events = [("k", 1000), ("z", 1250), ("k", 1200), ("k", 1120), ("k", 1090)]
+    out = await (
+        Source.from_iterable(events)
+        .with_timestamps(1)
+        .key_by(0)
+        .window(SessionWindows(100), late="emit")
+        .collect(1)
+        .to_mat(Sink.collect(), Keep.right)
+        .run(max_chunk=1)
+    )
+    results = [(r.key, r.start, r.end) for r in out if type(r) is WindowResult and r.key == "k"]
+    assert results == [("k", 1000, 1100), ("k", 1120, 1300)]
+    late = [r for r in out if is_late(r)]
+    assert [(r.element, r.window_start, r.window_end) for r in late] == [(("k", 1090), 1000, 1100)]

@@ -133,8 +133,12 @@ def update_sessions(
     ``ts`` spans ``[ts, ts + gap)``.
 
     * Late when ``ts < closed_end`` (it would join the closed session, or lies
-      before it), or when it overlaps no open session and ``ts + gap <=
-      closed_to`` (its own session would be closed already).
+      before it); when ``ts + 2 * gap <= closed_to`` (an open session grows
+      back at most one gap past ``closed_to - gap``); or when it overlaps no
+      open session and ``ts + gap <= closed_to`` (its own session would be
+      closed already). The second rule makes the first one redundant once
+      ``closed_to >= closed_end + 2 * gap``, which is when the caller may
+      forget a closed session.
     * Otherwise it joins every open session it overlaps (``start < ts + gap and
       ts < end``), merging them into the first one found (``merge`` of
       accumulators, bounds widened), then ``add``; with no overlap it starts
@@ -158,6 +162,9 @@ def update_sessions(
             continue
         if ts < entry[1]:
             late.append((e, ts, k, entry[0], entry[1]))
+            continue
+        if end + gap <= closed_to:
+            late.append((e, ts, k, ts, end))
             continue
         hit = -1
         i = 2

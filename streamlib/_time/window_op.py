@@ -265,16 +265,20 @@ class SessionWindowLogic(_WindowLogic):
     """Session windows: one flat list per key (see ``kernels.update_sessions``).
 
     The key's latest closed session stays in its entry and makes an element
-    that would join it late, so results never depend on when a session
-    closed. An entry left with only that closed session is dropped once
-    nothing can reach it: when the watermark minus allowed lateness is a gap
-    past its end. Those drops come in the order sessions close, so they wait in
-    a plain FIFO (``tombs``) rather than in the close-time heap.
+    that would join it, or grow an open session back into it, late; so results
+    never depend on when a session closed. An entry left with only that closed
+    session is dropped once the kernel's rule ``ts + 2 * gap <= closed_to``
+    makes every element before its end late anyway: when the watermark minus
+    allowed lateness is two gaps past its end (``forget``). A session closing
+    ends after every session closed by an earlier watermark, so the drops
+    wait in a plain FIFO (``tombs``, sorted within each watermark) rather than
+    in the close-time heap.
     """
 
     def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
         super().__init__(stage, ctx)
         self.gap = stage.assigner.gap  # type: ignore[attr-defined]
+        self.forget = 2 * self.gap
         self.sessions: dict[Hashable, list[Any]] = self.state.data
         self.tombs: deque[tuple[int, Hashable]] = deque()
 
@@ -287,7 +291,7 @@ class SessionWindowLogic(_WindowLogic):
             if len(entry) > 2:
                 self._schedule(min(entry[3::3]), k)
             else:
-                tombs.append((entry[1] + self.gap, k))
+                tombs.append((entry[1] + self.forget, k))
         tombs.sort(key=_first)
         self.tombs.extend(tombs)
 
@@ -316,21 +320,22 @@ class SessionWindowLogic(_WindowLogic):
 
     def _close(self, closed_to: int) -> list[Any]:
         out = super()._close(closed_to)
-        tombs, sessions, gap = self.tombs, self.sessions, self.gap
+        tombs, sessions, forget = self.tombs, self.sessions, self.forget
         while tombs and tombs[0][0] <= closed_to:
             at, k = tombs.popleft()
             entry = sessions.get(k)
-            if entry is not None and len(entry) == 2 and entry[1] + gap == at:
+            if entry is not None and len(entry) == 2 and entry[1] + forget == at:
                 del sessions[k]
                 self.state.remove(k)
         return out
 
     def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
-        sessions, gap = self.sessions, self.gap
+        sessions, forget = self.sessions, self.forget
         emit = not self.updates
         value = self._value
         schedule = self._schedule
         dirty = self.state.dirty if self.tracking else None
+        tombs: list[tuple[int, Hashable]] = []
         for k in dict.fromkeys(items):
             entry = sessions.get(k)
             if entry is None:
@@ -365,7 +370,10 @@ class SessionWindowLogic(_WindowLogic):
             if len(entry) > 2:
                 schedule(min(entry[3::3]), k)
             else:
-                self.tombs.append((entry[1] + gap, k))
+                tombs.append((entry[1] + forget, k))
+        if tombs:
+            tombs.sort(key=_first)
+            self.tombs.extend(tombs)
 
     def _flush(self, out: list[Any]) -> None:
         super()._flush(out)
