@@ -5,6 +5,7 @@
 #   make typecheck   run mypy over streamlib/ and examples/
 #   make bench       run every benchmarks/bench_*.py in turn
 #   make annotate    rebuild the Cython modules with annotated HTML reports
+#   make wheel       build dist/: the sdist and a manylinux wheel (auditwheel), twine-checked
 #   make clean       remove build products (keeps .venv)
 #   make distclean   clean, and remove .venv too
 #
@@ -36,10 +37,10 @@ INSTALL_INPUTS := pyproject.toml setup.py $(NATIVE_SRC) $(NATIVE_LIST)
 # Warns (one line) when a .pyx has no up-to-date compiled module beside it.
 CHECK_NATIVE := @$(VENV_PY) scripts/check_native.py
 
-.PHONY: help demo test typecheck bench annotate install install-dev clean distclean FORCE
+.PHONY: help demo test typecheck bench annotate wheel install install-dev clean distclean FORCE
 
 help:
-	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,11s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +82,10 @@ bench: $(STAMP_BASE)
 annotate: $(STAMP_BASE)
 	STREAMLIB_ANNOTATE=1 $(PIP_INSTALL) --no-deps -e .
 	@ls -1 streamlib/_native/*.html 2>/dev/null || echo "no streamlib/_native/*.pyx to annotate"
+
+# Built with $(PYTHON) in a tools venv under build/ (never .venv); see scripts/build_dist.py.
+wheel:
+	$(PYTHON) scripts/build_dist.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -4,7 +4,9 @@ Project metadata lives in pyproject.toml; this file only declares the native
 extensions.  Every ``streamlib/_native/<name>.pyx`` becomes the extension module
 ``streamlib._native.<name>``.  The extensions are an optimisation: when Cython
 is unavailable or the C compiler fails, the install still succeeds in pure
-Python and a one-line warning is printed.
+Python and a one-line warning is printed; ``import streamlib`` then warns too
+(``NativeExtensionWarning``), once per process.  Release builds
+(``scripts/build_dist.py``, cibuildwheel) set ``STREAMLIB_REQUIRE_NATIVE=1``.
 
 Environment variables:
 

@@ -169,3 +169,174 @@ def test_every_pyx_is_a_module_the_package_checks_for() -> None:
     from streamlib import _native
 
     assert sorted(_native._MODULES) == sorted(p.stem for p in NATIVE_DIR.glob("*.pyx"))
+
+
+# --- release artifacts: sdist and manylinux wheel -----------------------------------------
+
+APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+"""SHA-256 of the standard Apache License 2.0 text (www.apache.org/licenses/LICENSE-2.0.txt)."""
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="manylinux wheels are built on Linux")
+
+
+def _pyproject() -> dict:  # type: ignore[type-arg]
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@pytest.fixture(scope="module")
+def dist() -> dict[str, Path]:
+    """The sdist and the repaired wheel from ``scripts/build_dist.py`` (``make wheel``),
+    rebuilt unless dist/ is newer than every source file; a failed build fails loudly."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "build_dist.py"), "--if-stale"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={k: v for k, v in os.environ.items() if not k.startswith("STREAMLIB_")},
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"building the release artifacts failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}",
+                    pytrace=False)
+    version = _pyproject()["project"]["version"]
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    (sdist,) = (ROOT / "dist").glob(f"streamlib-{version}.tar.gz")
+    (wheel,) = (ROOT / "dist").glob(f"streamlib-{version}-{tag}-{tag}-*.whl")
+    return {"sdist": sdist, "wheel": wheel}
+
+
+def test_the_licence_file_is_the_standard_apache_2_text() -> None:
+    import hashlib
+
+    assert hashlib.sha256((ROOT / "LICENSE").read_bytes()).hexdigest() == APACHE_2_SHA256
+
+
+def test_the_readme_opens_with_the_pip_install_line_then_the_two_make_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert first_block[0].split("#")[0].strip() == "pip install streamlib"
+    assert [line.split()[:2] for line in first_block[1:3]] == [["make", "demo"], ["make", "test"]]
+
+
+def test_cibuildwheel_builds_every_python_version_the_classifiers_name() -> None:
+    project = _pyproject()
+    classified = sorted(c.rsplit(" ", 1)[1] for c in project["project"]["classifiers"]
+                        if c.startswith("Programming Language :: Python :: 3.") and c.count("::") == 2)
+    built = sorted(f"3.{pattern[3:].rstrip('-*')}" for pattern in project["tool"]["cibuildwheel"]["build"])
+    assert classified == built
+    assert project["project"]["requires-python"] == f">={classified[0]}"
+
+
+@linux_only
+def test_the_wheel_is_manylinux_and_carries_the_licence_and_the_readme(dist: dict[str, Path]) -> None:
+    import zipfile
+    from email.parser import Parser
+
+    wheel = dist["wheel"]
+    assert "-manylinux" in wheel.name or ".manylinux" in wheel.name, wheel.name
+    assert "linux_x86_64" not in wheel.name.replace("manylinux", "")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        info = next(n.rsplit("/", 1)[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(zf.read(f"{info}/METADATA").decode())
+        licence = zf.read(f"{info}/licenses/LICENSE")
+    assert licence == (ROOT / "LICENSE").read_bytes()
+    assert metadata["License-Expression"] == "Apache-2.0"
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert metadata.get_payload().strip() == (ROOT / "README.md").read_text().strip()
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL"))
+    assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
+    assert all(u.startswith("https://github.com/streamlib/streamlib") for u in urls.values())
+    compiled = [n for n in names if n.startswith("streamlib/_native/") and n.endswith(".so")]
+    assert sorted(n.split("/")[-1].split(".")[0] for n in compiled) == ["_chain", "_fold", "_windows"]
+    assert not [n for n in names if n.startswith(("tests/", "docs/")) or n.endswith((".c", ".pyc"))]
+
+
+@linux_only
+def test_twine_check_accepts_the_sdist_and_the_wheel(dist: dict[str, Path]) -> None:
+    twine = ROOT / "build" / "release-tools" / "bin" / "twine"
+    proc = subprocess.run([str(twine), "check", "--strict", str(dist["sdist"]), str(dist["wheel"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("PASSED") == 2, proc.stdout
+
+
+@linux_only
+@pytest.mark.time_limit(600)
+def test_the_wheel_installs_in_a_fresh_venv_and_runs_on_its_compiled_modules(
+    dist: dict[str, Path], tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(dist["wheel"])],
+        capture_output=True, text=True, timeout=480,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    # -I and a cwd outside the checkout: only the installed wheel is importable.
+    proc = _run_python((ROOT / "scripts" / "wheel_smoke.py").read_text(), python=str(python), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "NativeExtensionWarning" not in proc.stderr
+    report = json.loads(proc.stdout)
+    site = venv.resolve()
+    assert Path(report["file"]).resolve().is_relative_to(site)
+    assert sorted(report["compiled"]) == ["_chain", "_fold", "_windows"]
+    assert all(Path(p).resolve().is_relative_to(site) and p.endswith(".so") for p in report["compiled"].values())
+    assert report["version"] == report["metadata_version"] == _pyproject()["project"]["version"]
+    assert report["windows"] == [["a", 0, 2], ["a", 10, 1], ["a", 30, 1], ["b", 0, 1], ["b", 10, 1]]
+
+
+def _sdist_members(sdist: Path) -> tuple[str, set[str]]:
+    import tarfile
+
+    with tarfile.open(sdist) as tf:
+        names = [m.name for m in tf.getmembers() if m.isfile()]
+    top = names[0].split("/", 1)[0]
+    return top, {n.split("/", 1)[1] for n in names}
+
+
+SDIST_LEFT_OUT = {".gitignore"}
+SDIST_LEFT_OUT_DIRS = (".ci/",)
+
+
+@linux_only
+def test_the_sdist_holds_every_tracked_file_and_no_build_products(dist: dict[str, Path]) -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    expected = {f for f in tracked if f not in SDIST_LEFT_OUT and not f.startswith(SDIST_LEFT_OUT_DIRS)}
+    _, members = _sdist_members(dist["sdist"])
+    assert sorted(expected - members) == []
+    assert "LICENSE" in members and "tests/conftest.py" in members and "docs/windows.md" in members
+    products = [m for m in members if m.endswith((".so", ".pyd", ".c", ".html", ".pyc")) or "__pycache__" in m]
+    assert products == []
+
+
+def _collected(cwd: Path, tmp_path: Path) -> list[str]:
+    """The node ids ``pytest --collect-only`` finds under ``cwd/tests``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("STREAMLIB_")}, "STREAMLIB_PURE": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return sorted(line for line in proc.stdout.splitlines() if "::" in line)
+
+
+@linux_only
+@pytest.mark.time_limit(600)
+def test_the_whole_test_suite_collects_from_the_unpacked_sdist(dist: dict[str, Path], tmp_path: Path) -> None:
+    import tarfile
+
+    with tarfile.open(dist["sdist"]) as tf:
+        tf.extractall(tmp_path, filter="data")
+    top, _ = _sdist_members(dist["sdist"])
+    unpacked = tmp_path / top
+    probe = subprocess.run(
+        [sys.executable, "-c", "import streamlib; print(streamlib.__file__)"],
+        cwd=unpacked, capture_output=True, text=True, timeout=60, env={**os.environ, "STREAMLIB_PURE": "1"},
+    )
+    assert Path(probe.stdout.strip()).resolve().is_relative_to(unpacked.resolve()), probe.stdout + probe.stderr
+    from_sdist = _collected(unpacked, tmp_path)
+    assert len(from_sdist) > 100
+    assert from_sdist == _collected(ROOT, tmp_path)
