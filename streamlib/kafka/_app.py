@@ -68,7 +68,14 @@ from ._consumer import _Listener
 from ._errors import CommitError, KafkaStreamError, TransactionError
 from ._lanes import Lane, LaneSet
 from ._settings import ConsumerSettings, ProducerSettings
-from ._task import CommitSinkStage, LaneSourceStage, PartitionContext, PartitionTask, reap_failed_batches
+from ._task import (
+    AppMetrics,
+    CommitSinkStage,
+    LaneSourceStage,
+    PartitionContext,
+    PartitionTask,
+    reap_failed_batches,
+)
 from ._watermarks import RecordTimeWatermarks
 
 log = logging.getLogger("streamlib.kafka")
@@ -77,22 +84,6 @@ ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
 Topology = Callable[[PartitionContext], Flow[Any, Any, Any]]
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]+$")
-
-
-@dataclass
-class AppMetrics:
-    """Counters of one app run, over all its partitions."""
-
-    commits: int = 0
-    records: int = 0
-    full_restores: int = 0
-    partial_restores: int = 0
-    restored_records: int = 0
-    recoveries: int = 0
-    dead_lettered: int = 0
-    skipped: int = 0
-    changelog_records: int = 0
-    assigned: set[TopicPartition] = field(default_factory=set)
 
 
 class AppControl:
@@ -245,6 +236,7 @@ class _AppRun(AsyncLogic):
         self.app = app
         self.ctx = ctx
         self.control = control
+        self.metrics = control.metrics
         self.application_id = app.application_id
         self.exactly_once = app.processing_guarantee == "exactly_once"
         settings = app.consumer.with_group_id(app.application_id)
@@ -383,9 +375,13 @@ class _AppRun(AsyncLogic):
             runner.start()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        self.control.metrics.assigned -= partitions
+        metrics = self.control.metrics
+        metrics.assigned -= partitions
         runners = [self.runners.pop(tp) for tp in sorted(partitions) if tp in self.runners]
         await asyncio.gather(*(r.close(graceful=self.fatal is None) for r in runners))
+        for tp in partitions:
+            metrics.committed.pop(tp, None)
+            metrics.end_offsets.pop(tp, None)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -418,6 +414,9 @@ class _AppRun(AsyncLogic):
         lanes = self.lanes.lanes
         consumer = self.consumer
         stop = control._stop
+        metrics = control.metrics
+        ends = metrics.end_offsets
+        committed_only = self.consumer_settings.isolation_level == "read_committed"
         while not stop.is_set():
             batches = await self.lanes.poll(consumer, poll_ms, max_chunk)
             if not batches:
@@ -430,7 +429,13 @@ class _AppRun(AsyncLogic):
                     continue  # not open (yet): the partition is read again from its committed offset
                 records += len(raws)
                 lane.offer(raws, now)
-            control.metrics.records += records
+            metrics.fetched += records
+            assigned = consumer.assignment()
+            for tp in lanes:
+                if tp in assigned:
+                    end = _end_offset(consumer, tp, committed_only)
+                    if end is not None:
+                        ends[tp] = end
 
     async def _shutdown(self, graceful: bool) -> None:
         runners = list(self.runners.values())
@@ -447,6 +452,19 @@ class _AppRun(AsyncLogic):
             finally:
                 if admin is not None:
                     await admin.close()
+
+
+def _end_offset(consumer: Any, tp: TopicPartition, committed_only: bool) -> int | None:
+    """The end of ``tp`` from the consumer's last fetch response (None before the first one).
+
+    Under ``read_committed`` that is the last stable offset (where an open
+    transaction begins): the end such a consumer can reach.
+    """
+    if committed_only:
+        lso = consumer.last_stable_offset(tp)
+        if lso is not None and lso >= 0:
+            return lso  # type: ignore[no-any-return]
+    return consumer.highwater(tp)  # type: ignore[no-any-return]
 
 
 def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
@@ -558,6 +576,7 @@ class _PartitionRunner:
                 offset = (await consumer.beginning_offsets([tp]))[tp]
             else:
                 offset = (await consumer.end_offsets([tp]))[tp]
+        app.metrics.committed[tp] = offset
         store = self._store = app.store_for(tp)
         changelogs = await app.changelogs_for(tp.topic)
         store, result = await restore_store(

@@ -22,133 +22,20 @@ consumer closed.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import TopicPartition
 
 from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage, fail_future
-from ._errors import CommitError
-from ._records import CommittableOffset, CommittableRecord, ProducerResult
-from ._wait import event_within, get_within
+from ._records import CommitHandle, CommittableOffset, CommittableRecord, ProducerResult
+from ._wait import get_within
 
-if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer
-
-log = logging.getLogger("streamlib.kafka")
-
-#: Seconds a stopping committable source waits for a first committer to show up.
-NO_COMMITTER_GRACE = 0.5
-
-
-class CommitHandle:
-    """The consumer of one committable-source run, as seen by committers."""
-
-    __slots__ = ("consumer", "group_id", "emitted", "committed", "_progress", "_committers", "_seen_committer",
-                 "_lock", "closed")
-
-    def __init__(self, consumer: AIOKafkaConsumer, group_id: str) -> None:
-        self.consumer = consumer
-        self.group_id = group_id
-        #: Per partition: one past the last offset the source emitted.
-        self.emitted: dict[TopicPartition, int] = {}
-        #: Per partition: the last offset committed through this handle.
-        self.committed: dict[TopicPartition, int] = {}
-        self._progress = asyncio.Event()
-        self._committers: set[_CommitterLogic] = set()
-        self._seen_committer = False
-        self._lock = asyncio.Lock()
-        self.closed = False
-
-    def register(self, committer: _CommitterLogic) -> None:
-        self._committers.add(committer)
-        self._seen_committer = True
-
-    def unregister(self, committer: _CommitterLogic) -> None:
-        self._committers.discard(committer)
-        self._progress.set()
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit ``offsets`` (next offsets to read) for the partitions still assigned.
-
-        Commits through one handle go one at a time and never move a partition back.
-        """
-        async with self._lock:
-            await self._commit(offsets)
-
-    def forget(self, partitions: set[TopicPartition]) -> None:
-        """``partitions`` were revoked: whoever gets them next starts from what Kafka has."""
-        for tp in partitions:
-            self.emitted.pop(tp, None)
-            self.committed.pop(tp, None)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if self.closed:
-            log.warning("offsets %s not committed: the source's consumer is closed", _fmt(offsets))
-            return
-        assigned = self.consumer.assignment()
-        committed = self.committed
-        mine = {tp: off for tp, off in offsets.items() if tp in assigned and off > committed.get(tp, -1)}
-        gone = {tp: off for tp, off in offsets.items() if tp not in assigned}
-        if gone:
-            log.info("not committing %s: partitions no longer assigned", _fmt(gone))
-        if not mine:
-            return
-        try:
-            await self.consumer.commit(mine)
-        except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("commit of %s failed after a rebalance (records will be read again): %s", _fmt(mine), exc)
-            return
-        except KafkaError as exc:
-            raise CommitError(f"committing {_fmt(mine)} for group {self.group_id!r} failed: {exc!r}") from exc
-        for tp, off in mine.items():
-            if off > self.committed.get(tp, -1):
-                self.committed[tp] = off
-        self._progress.set()
-
-    async def flush_committers(self, partitions: set[TopicPartition]) -> None:
-        """Before ``partitions`` are revoked: every committer commits what it holds for them."""
-        for committer in list(self._committers):
-            try:
-                await committer.flush(self, partitions)
-            except Exception as exc:  # noqa: BLE001 - a failed commit only means re-reading
-                log.warning("commit before rebalance failed: %r", exc)
-
-    def drained(self) -> bool:
-        assigned = self.consumer.assignment()
-        return all(self.committed.get(tp, -1) >= off for tp, off in self.emitted.items() if tp in assigned)
-
-    def committers_done(self) -> bool:
-        """Some committer used this handle and every one of them has finished."""
-        return self._seen_committer and not self._committers
-
-    async def wait_drained(self, timeout: float) -> None:
-        """Wait until every emitted offset is committed, every committer finished, or ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # A committer joins when the first offset reaches it; none within a moment after
-        # the end means there is none (the stream was consumed without committing).
-        unseen_deadline = loop.time() + min(timeout, NO_COMMITTER_GRACE)
-        while not self.drained() and not self.committers_done():
-            if not self._seen_committer and loop.time() >= unseen_deadline:
-                return
-            left = deadline - loop.time()
-            if left <= 0:
-                log.warning("stopping with uncommitted offsets: emitted %s, committed %s",
-                            _fmt(self.emitted), _fmt(self.committed))
-                return
-            self._progress.clear()
-            await event_within(self._progress, min(left, 0.1))
-
-
-def _fmt(offsets: dict[TopicPartition, int]) -> str:
-    return ", ".join(f"{tp.topic}-{tp.partition}:{off}" for tp, off in sorted(offsets.items())) or "nothing"
+__all__ = ["CommitHandle", "CommitterSettings", "CommitterStage", "offset_of"]
 
 
 def offset_of(element: Any) -> CommittableOffset:

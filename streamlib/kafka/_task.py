@@ -36,9 +36,9 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from aiokafka.errors import IllegalOperation, KafkaError
+from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from .._runtime.channel import Channel
@@ -52,12 +52,69 @@ from ._decode import DeadLetterRecord, RecordDecoder
 from ._errors import TransactionError
 from ._lanes import Lane
 from ._produce import RecordSender, delivery_error
+from ._settings import ConsumerSettings, ProducerSettings
 from ._wait import get_within
 
-if TYPE_CHECKING:
-    from ._app import _AppRun
-
 log = logging.getLogger("streamlib.kafka")
+
+
+@dataclass
+class AppMetrics:
+    """Counters of one app run, over all its partitions.
+
+    * ``records``: input records *processed*: read by a partition's sub-stream,
+      through the topology, and covered by a checkpoint that committed (under
+      exactly-once: its outputs, state changes and offset in one committed
+      transaction; under at-least-once: outputs flushed, then the offset
+      committed). Skipped and dead-lettered records count too. A record read
+      again after a recovery (its first processing never committed) counts once.
+    * ``fetched``: records the consumer handed to open partitions, re-reads
+      included (it runs ahead of ``records`` by what is in flight).
+    * ``committed``: per assigned partition, the committed offset (the next one
+      to read), from the group when the partition opened, then from each commit.
+    * ``end_offsets``: per assigned partition, the end of the input as the
+      consumer last saw it in a fetch response (the high-water mark; under
+      ``read_committed`` the last stable offset). ``lag`` is the difference.
+    """
+
+    commits: int = 0
+    records: int = 0
+    fetched: int = 0
+    full_restores: int = 0
+    partial_restores: int = 0
+    restored_records: int = 0
+    recoveries: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+    changelog_records: int = 0
+    assigned: set[TopicPartition] = field(default_factory=set)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+    end_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+
+    @property
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per partition with a known end: records (offsets) between the committed offset and the end."""
+        ends = self.end_offsets
+        return {tp: max(0, ends[tp] - off) for tp, off in self.committed.items() if tp in ends}
+
+
+class AppRunView(Protocol):
+    """What a partition's sub-stream uses of the app run that owns it."""
+
+    application_id: str
+    exactly_once: bool
+    checkpoint_interval: float
+    watermark_bound_ms: int | None
+    consumer_settings: ConsumerSettings
+    producer_settings: ProducerSettings
+    output_topic: str | None
+    metrics: AppMetrics
+
+    async def changelog_topic(self, topic: str, table: str) -> str: ...
+
+    def store_header(self, table: str) -> bytes: ...
+
+    async def commit_offsets(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None: ...
 
 
 @dataclass
@@ -82,7 +139,7 @@ class PartitionContext:
 class PartitionTask:
     """Shared state of one attempt at running one partition."""
 
-    app: _AppRun
+    app: AppRunView
     tp: TopicPartition
     store: StateStore
     buffer: ChangelogBuffer
@@ -91,6 +148,8 @@ class PartitionTask:
     start_offset: int
     changelog_positions: dict[str, int]
     positions: dict[int, int] = field(default_factory=dict)
+    #: Per checkpoint id: how many input records it covers (counted as processed when it commits).
+    counts: dict[int, int] = field(default_factory=dict)
     dead: list[tuple[int, list[DeadLetterRecord]]] = field(default_factory=list)
     sent: list[tuple[Any, Any]] = field(default_factory=list)
     committed_id: int = 0
@@ -183,6 +242,9 @@ class PartitionTask:
         position = self.positions.get(checkpoint_id)
         for cid in [c for c in self.positions if c <= checkpoint_id]:
             del self.positions[cid]
+        records = 0
+        for cid in [c for c in self.counts if c <= checkpoint_id]:
+            records += self.counts.pop(cid)
         changelog = self.buffer.take_upto(checkpoint_id)
         dead = [d for cid, ds in self.dead if cid <= checkpoint_id for d in ds]
         self.dead = [(cid, ds) for cid, ds in self.dead if cid > checkpoint_id]
@@ -221,8 +283,11 @@ class PartitionTask:
         if not app.exactly_once and offsets:
             await app.commit_offsets(offsets)
         self.commits += 1
-        metrics = app.control.metrics
+        metrics = app.metrics
         metrics.commits += 1
+        metrics.records += records
+        if position is not None:
+            metrics.committed[self.tp] = position
         metrics.changelog_records += sum(1 for f in futures if f[0])
         metrics.dead_lettered += len(dead)
         self._committed(checkpoint_id)
@@ -284,6 +349,7 @@ def reap_failed_batches(producer: Any) -> None:
 class LaneSourceStage(Stage):
     inputs = 0
     outputs = 1
+    emits_barriers = True  # the barrier source of the partition's store
 
     def __init__(self, task: PartitionTask) -> None:
         self.task = task
@@ -334,7 +400,7 @@ class _LaneSourceLogic(AsyncLogic):
                     records, dead = decoder.decode(item)
                     position = item[-1].offset + 1
                     since += len(item)
-                    app.control.metrics.skipped += decoder.skipped - skipped
+                    app.metrics.skipped += decoder.skipped - skipped
                     skipped = decoder.skipped
                     if dead:
                         task.dead.append((next_id, dead))
@@ -364,6 +430,7 @@ class _LaneSourceLogic(AsyncLogic):
                         cid = next_id
                         next_id += 1
                         task.positions[cid] = position
+                        task.counts[cid] = since
                         since = 0
                         await out.put(Barrier(cid))
                         self.run_cp.stage(
