@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,7 +180,7 @@ APACHE_2_SHA256 = "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="manylinux wheels are built on Linux")
 
 
-def _pyproject() -> dict:  # type: ignore[type-arg]
+def _pyproject() -> dict[str, Any]:
     import tomllib
 
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -242,8 +243,8 @@ def test_the_wheel_is_manylinux_and_carries_the_licence_and_the_readme(dist: dic
     assert licence == (ROOT / "LICENSE").read_bytes()
     assert metadata["License-Expression"] == "Apache-2.0"
     assert metadata["Description-Content-Type"] == "text/markdown"
-    assert metadata.get_payload().strip() == (ROOT / "README.md").read_text().strip()
-    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL"))
+    assert str(metadata.get_payload()).strip() == (ROOT / "README.md").read_text().strip()
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
     assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
     assert all(u.startswith("https://github.com/streamlib/streamlib") for u in urls.values())
     compiled = [n for n in names if n.startswith("streamlib/_native/") and n.endswith(".so")]
