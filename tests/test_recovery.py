@@ -116,7 +116,7 @@ async def test_checkpoints_by_processing_time_interval() -> None:
     store = MemoryStore()
     queue, done = (
         Source.queue(10)
-        .checkpointed(store, interval=timedelta(seconds=5))
+        .checkpointed(store, interval=timedelta(seconds=5), replayable=False)
         .key_by(lambda x: x % 2)
         .stateful_map(lambda x, state: state.set((state.get(0) or 0) + x))
         .to_mat(Sink.ignore(), Keep.both)
@@ -225,3 +225,98 @@ def test_a_clean_stop_then_restart(tmp_path: Path, uninterrupted: set[tuple[Any,
     # A finished run leaves a checkpoint at the end: running again replays nothing new.
     _finish(_job(store, out))
     assert set(_results(out)) == uninterrupted
+
+
+# -- only a replayable source can be resumed by skipping ---------------------------------------
+
+
+async def _ticks() -> Any:
+    yield 1
+
+
+async def _publish(emit: Any) -> None:
+    await emit(1)
+
+
+NOT_REPLAYABLE = {
+    "queue": lambda: Source.queue(10),
+    "tick": lambda: Source.tick(1.0, 1),
+    "from_async_iterable": lambda: Source.from_async_iterable(_ticks),
+    "from_publisher": lambda: Source.from_publisher(_publish),
+    "from_iterable(generator)": lambda: Source.from_iterable(x for x in range(3)),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_REPLAYABLE))
+def test_checkpointed_after_a_source_that_does_not_replay_fails_at_build_time(name: str) -> None:
+    source = NOT_REPLAYABLE[name]()
+    with pytest.raises(ValueError, match="not replayable") as info:
+        source.checkpointed(MemoryStore(), every=1)
+    message = str(info.value)
+    assert "replayable=False" in message and "Source.from_iterable" in message
+
+
+def test_replayable_sources_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text("a\nb\n")
+    from streamlib import FileSource
+    from streamlib.testing import source_from_chunks
+
+    for source in (
+        Source.from_iterable([1, 2]),
+        Source.from_iterable(range(3)),
+        Source.from_iterator(lambda: iter([1, 2])),
+        Source.single(1),
+        Source.empty(),
+        Source.repeat(1).take(3),
+        Source.unfold(0, lambda s: (s + 1, s) if s < 3 else None),
+        FileSource.lines(path),
+        source_from_chunks([[1], [2, 3]]),
+    ):
+        source.map(lambda x: x).checkpointed(MemoryStore(), every=1)
+
+
+async def test_a_live_source_resumes_its_state_without_skipping_new_elements() -> None:
+    """A queue's elements are new on every run: the state continues, nothing is skipped."""
+    store = MemoryStore()
+
+    async def run(elements: list[int]) -> list[int]:
+        queue, done = (
+            Source.queue(10)
+            .checkpointed(store, every=1, replayable=False)
+            .key_by(lambda x: "total")
+            .stateful_map(lambda x, state: state.set((state.get(0) or 0) + x) or state.get())
+            .to_mat(Sink.collect(), Keep.both)
+            .run()
+        )
+        for x in elements:
+            await queue.offer(x)
+        queue.complete()
+        return await done  # type: ignore[no-any-return]
+
+    assert await run([1, 2, 3]) == [1, 3, 6]
+    assert await run([10, 20]) == [16, 36]  # before: the first 3 new elements were dropped
+
+
+async def test_a_flow_with_checkpointed_attached_to_a_live_source_fails_when_it_runs() -> None:
+    from streamlib import Flow
+
+    resumable = Flow[int, int, None]().map(lambda x: x + 1).checkpointed(MemoryStore(), every=1)
+    graph = Source.queue(10).via(resumable).to(Sink.ignore())  # building is fine: the check needs the source
+    with pytest.raises(ValueError, match="'queue' is not replayable"):
+        graph.run()
+    assert await Source.from_iterable([1, 2]).via(resumable).run_with(Sink.collect()) == [2, 3]
+
+
+async def test_replayable_true_vouches_for_a_custom_source() -> None:
+    store = MemoryStore()
+
+    async def numbers() -> Any:
+        for i in range(5):
+            yield i
+
+    def blueprint() -> Source[int, None]:
+        return Source.from_async_iterable(numbers).checkpointed(store, every=2, replayable=True)
+
+    assert await blueprint().run_with(Sink.collect()) == [0, 1, 2, 3, 4]
+    assert await blueprint().run_with(Sink.collect()) == []  # resumed at the end

@@ -277,3 +277,45 @@ async def test_dedupe_state_survives_a_restart(tmp_path: Any) -> None:
     second = Source.from_iterable([3, 4, 1, 5]).checkpointed(store, every=1, name="run2")
     assert await second.dedupe(lambda x: x, within=timedelta(days=1)).run_with(Sink.collect()) == [4, 5]
     store.close()
+
+
+# -- a store is written only at checkpoints --------------------------------------------------
+
+
+def test_a_store_without_checkpoints_is_an_error_at_build_time(tmp_path: Any) -> None:
+    from streamlib import TumblingWindows
+
+    store = RocksDBStore(tmp_path / "db")
+    events = Source.from_iterable([("a", 1), ("b", 2)])
+    with pytest.raises(ValueError, match=r"would never be written.*\.checkpointed\(store"):
+        events.key_by(lambda e: e[0]).stateful_map(lambda e, s: e, store=store)
+    with pytest.raises(ValueError, match="would never be written"):
+        events.dedupe(lambda e: e[0], within=10, store=MemoryStore())
+    with pytest.raises(ValueError, match="would never be written"):
+        events.with_timestamps(lambda e: e[1]).key_by(lambda e: e[0]).window(TumblingWindows(10), store=store)
+    store.close()
+
+
+async def test_a_flow_with_a_store_fails_when_it_runs_without_checkpoints() -> None:
+    from streamlib import Flow
+
+    counts = Flow[str, str, None]().key_by(lambda e: e).stateful_map(lambda e, s: e, store=MemoryStore())
+    with pytest.raises(ValueError, match="would never be written"):
+        Source.from_iterable("ab").via(counts).run_with(Sink.collect())
+
+
+async def test_a_flow_with_a_store_persists_behind_checkpointed() -> None:
+    from streamlib import Flow
+
+    store = MemoryStore()
+
+    def count(e: str, state: KeyState[str, int]) -> tuple[str, int]:
+        n = (state.get(0) or 0) + 1
+        state.set(n)
+        return (e, n)
+
+    counts = Flow[str, str, None]().key_by(lambda e: e).stateful_map(count, store=store)
+    first = await Source.from_iterable("aba").checkpointed(store, every=1).via(counts).run_with(Sink.collect())
+    assert first == [("a", 1), ("b", 1), ("a", 2)]
+    again = Source.from_iterable("abaa").checkpointed(store, every=1).via(counts)
+    assert await again.run_with(Sink.collect()) == [("a", 3)]

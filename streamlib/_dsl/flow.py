@@ -436,9 +436,9 @@ class Flow(Generic[In, Out, Mat]):
         >>> await Source.from_iterable([1, 2, 1]).dedupe(lambda x: x, within=timedelta(hours=1)).run_with(Sink.collect())
         [1, 2]
         """
-        from .keyed import dedupe_stage
+        from .keyed import dedupe_stage, then_checked
 
-        return self._then(dedupe_stage(self, key, within, store, timestamp, name))
+        return then_checked(self, dedupe_stage(self, key, within, store, timestamp, name))
 
     def checkpointed(
         self,
@@ -447,6 +447,7 @@ class Flow(Generic[In, Out, Mat]):
         every: int | None = None,
         interval: float | timedelta | None = None,
         name: str | None = None,
+        replayable: bool | None = None,
     ) -> Flow[In, Out, Mat]:
         """Checkpoint the stateful operators after this point into ``store``, and resume from it.
 
@@ -454,15 +455,21 @@ class Flow(Generic[In, Out, Mat]):
         (or ``interval`` seconds) since the last one; each checkpoint commits all
         operators' state with the number of elements passed here, atomically.
         On start with a checkpoint in ``store`` it drops that many elements, so
-        the upstream must replay the same elements on every run. Emits one last
-        checkpoint when upstream completes. Output is at-least-once across a
-        crash; state is exactly-once.
+        every source upstream must replay the same elements on every run
+        (``from_iterable`` over a collection, ``from_iterator``, ``FileSource``):
+        any other source is an error when the source is attached (at build time,
+        or for a Flow when it runs). ``replayable=False`` is for a live source
+        (``queue``, ``tick``, a publisher): state is restored and nothing is
+        skipped, so elements not yet checkpointed at a crash are not seen
+        again; ``replayable=True`` vouches for a source that replays without
+        saying so. Emits one last checkpoint when upstream completes. Output is
+        at-least-once across a crash; state is exactly-once.
 
         >>> Source.from_iterable(events).checkpointed(RocksDBStore("state"), every=10_000)
         """
-        from .keyed import checkpointed_stage
+        from .keyed import checkpointed_stage, then_checked
 
-        return self._then(checkpointed_stage(store, every, interval, name))
+        return then_checked(self, checkpointed_stage(store, every, interval, name, replayable))
 
     # -- resilience: supervision and recovery --
 

@@ -9,7 +9,10 @@ append one window stage and return a plain Source/Flow of
 Build-time lookups in the blueprint (walking its edges back from the open
 output): the event-time function of the nearest upstream ``with_timestamps``,
 and the store of the nearest upstream ``checkpointed`` stage, which is the
-default store of every stateful operator after it.
+default store of every stateful operator after it. Stages with a
+``check_blueprint`` (``checkpointed``, stateful operators with a store) are
+checked as soon as they are added (:func:`then_checked`): on a Source the whole
+upstream is known; on a Flow what is missing is checked when it materializes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable, Hashable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from .._state.checkpoint import Checkpointed
+from .._state.checkpoint import Checkpointed, require_barriers
 from .._state.store import StateStore
 from .._time import aggregations as _aggs
 from .._time.durations import event_ms, seconds
@@ -87,10 +90,22 @@ def default_store(blueprint: Any, explicit: StateStore | None, what: str) -> Sta
 
 
 def checkpointed_stage(
-    store: StateStore, every: int | None, interval: float | timedelta | None, name: str | None
+    store: StateStore,
+    every: int | None,
+    interval: float | timedelta | None,
+    name: str | None,
+    replayable: bool | None = None,
 ) -> Checkpointed:
     secs = None if interval is None else seconds(interval, "checkpointed(interval)")
-    return Checkpointed(store, every, secs, name)
+    return Checkpointed(store, every, secs, name, replayable)
+
+
+def then_checked(blueprint: Any, stage: Any) -> Any:
+    """``blueprint`` with ``stage`` appended, after the stage's ``check_blueprint`` accepted the result."""
+    out = blueprint._then(stage)
+    module = out._module
+    stage.check_blueprint(module.stages, module.edges, module.outlet[0])
+    return out
 
 
 def dedupe_stage(
@@ -168,9 +183,12 @@ class Keyed(Generic[B, T, K]):
 
         if not (isinstance(late, _Sink) or late in ("fail", "emit")):
             raise ValueError(f"window(late=) is a Sink, 'emit' or 'fail', got {late!r}")
+        window_store = default_store(self._parent, store, "window")
+        if window_store is not None:
+            module = self._parent._module  # type: ignore[attr-defined]
+            require_barriers(window_store, module.stages, module.edges, module.outlet[0], f"window({assigner!r})")
         return Windowed(
-            self._parent, self._key, assigner, ts_of, default_store(self._parent, store, "window"),
-            lateness, emit, late, name,
+            self._parent, self._key, assigner, ts_of, window_store, lateness, emit, late, name,
         )  # fmt: skip
 
     @overload
@@ -226,7 +244,7 @@ class Keyed(Generic[B, T, K]):
         stage = StatefulMap(
             self._key, fn, default_store(self._parent, store, "stateful_map"), state_type, cache_size, name
         )
-        return self._parent._then(stage)  # type: ignore[attr-defined]
+        return then_checked(self._parent, stage)
 
     def dedupe(
         self,
@@ -237,7 +255,7 @@ class Keyed(Generic[B, T, K]):
         name: str | None = None,
     ) -> B:
         """``dedupe(key_fn, within)`` with this stream's key function."""
-        return self._parent._then(dedupe_stage(self._parent, self._key, within, store, timestamp, name))  # type: ignore[attr-defined, no-any-return]
+        return then_checked(self._parent, dedupe_stage(self._parent, self._key, within, store, timestamp, name))  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"Keyed({self._parent!r})"

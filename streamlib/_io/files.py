@@ -77,6 +77,7 @@ class FileLinesSource(Stage):
     inputs = 0
     outputs = 1
     name = "FileSource.lines"
+    replayable = True  # re-reads the file on every run
 
     def __init__(self, path: PathLike, encoding: str, block_bytes: int) -> None:
         self.path = os.fspath(path)

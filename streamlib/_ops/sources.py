@@ -20,6 +20,8 @@ T = TypeVar("T")
 class _SourceStage(Stage):
     inputs = 0
     outputs = 1
+    #: Yields the same elements in the same order on every run, so ``checkpointed`` may resume by skipping.
+    replayable: bool = False
 
 
 class _IteratorLogic(PullSourceLogic):
@@ -79,6 +81,8 @@ class IterableSource(_SourceStage):
 
     def __init__(self, iterable: Iterable[Any]) -> None:
         self.iterable = iterable
+        #: A collection yields the same elements on every run; a one-shot iterator does not.
+        self.replayable = not isinstance(iterable, Iterator)
 
     def materialize(self, ctx: RunContext) -> tuple[PullSourceLogic, None]:
         if type(self.iterable) in (list, tuple) or _sized_range(self.iterable):
@@ -101,6 +105,7 @@ class IteratorFactorySource(_SourceStage):
     """Calls ``factory()`` at each run and emits the iterator's elements."""
 
     name = "from_iterator"
+    replayable = True  # factory() is called afresh on every run
 
     def __init__(self, factory: Callable[[], Iterable[Any]]) -> None:
         self.factory = factory
@@ -129,6 +134,7 @@ class FailedSource(_SourceStage):
     """Fails at once with ``error``."""
 
     name = "failed"
+    replayable = True
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -147,6 +153,7 @@ class RepeatSource(_SourceStage):
     """Emits ``value`` forever."""
 
     name = "repeat"
+    replayable = True
 
     def __init__(self, value: Any) -> None:
         self.value = value
@@ -169,6 +176,7 @@ class UnfoldSource(_SourceStage):
     """``f(state) -> (next_state, element)`` until it returns None."""
 
     name = "unfold"
+    replayable = True  # from the same seed on every run
 
     def __init__(self, seed: Any, f: Callable[[Any], tuple[Any, Any] | None]) -> None:
         self.seed = seed

@@ -1,5 +1,8 @@
 """Turning a blueprint into running tasks.
 
+0. Every stage with a ``check_blueprint(stages, edges, index)`` checks the
+   graph around it (``checkpointed`` needs replayable sources upstream, a
+   stateful stage with a store needs a barrier source upstream).
 1. Every stage materializes a fresh logic and its materialized value.
 2. Edges whose both ends are synchronous (a pull source or a fusable stage
    upstream, a fusable stage or sink downstream) are *fused*; every other edge
@@ -62,6 +65,10 @@ def materialize(
     stages: tuple[Stage, ...], edges: tuple[Edge, ...], ctx: RunContext, name: str = "graph"
 ) -> tuple[list[Any], RunningGraph]:
     """Materialize ``stages`` joined by ``edges``; returns per-stage values and the run."""
+    for i, stage in enumerate(stages):
+        check = getattr(stage, "check_blueprint", None)
+        if check is not None:  # a check that needs the whole graph (checkpointed: a replayable source)
+            check(stages, edges, i)
     graph = RunningGraph(ctx.loop, name)
     ctx.graph = graph
     logics: list[Any] = []

@@ -22,13 +22,29 @@ emitted to sinks after the last checkpoint are emitted again after a crash
 
 One :class:`RunCheckpoints` exists per (store, run); members join while the run
 materializes and leave when their stage ends.
+
+Two checks make silent loss impossible to build by accident; each runs when the
+blueprint is built if its source is known then, else when it materializes
+(``check_blueprint``, called by the materializer for every stage that has one):
+
+* ``checkpointed`` resumes by skipping what its last checkpoint covers, so every
+  source upstream of it must be *replayable*: a source stage with
+  ``replayable = True`` yields the same elements in the same order on every run
+  (``from_iterable`` over a collection, ``from_iterator``, ``unfold``,
+  ``FileSource``). A live source (``queue``, ``tick``, a publisher, an async
+  iterable) is an error, unless ``checkpointed(..., replayable=False)`` says to
+  restore state and skip nothing, or ``replayable=True`` vouches for the source.
+* A stateful stage with a store (:class:`StatefulStage`) writes it only at
+  barriers, so it needs a barrier source upstream: a ``checkpointed`` stage or a
+  stage with ``emits_barriers = True`` (a Kafka app's partition source).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from .._runtime.context import RunContext
 from .._runtime.signals import Barrier, Signal
@@ -158,13 +174,85 @@ def attach(store: StateStore, ctx: RunContext) -> RunCheckpoints:
     return run
 
 
+# -- build-time checks ----------------------------------------------------------
+
+
+def _upstream(stages: Sequence[Stage], edges: Sequence[Any], index: int) -> tuple[list[int], bool]:
+    """The stages upstream of ``index`` (nearest first) and whether a path ends at an open input."""
+    preds: dict[int, list[int]] = {}
+    for e in edges:
+        preds.setdefault(e.dst, []).append(e.src)
+    seen = {index}
+    queue = deque([index])
+    found: list[int] = []
+    open_input = False
+    while queue:
+        i = queue.popleft()
+        into = preds.get(i, ())
+        if len(into) < stages[i].inputs:
+            open_input = True  # a Flow's inlet: its source is not known yet
+        for j in into:
+            if j not in seen:
+                seen.add(j)
+                found.append(j)
+                queue.append(j)
+    return found, open_input
+
+
+def require_barriers(
+    store: StateStore | None, stages: Sequence[Stage], edges: Sequence[Any], index: int, what: str | None = None
+) -> None:
+    """Fail when stage ``index`` (``what``: a stage to be added after it) has a store but nothing upstream emits barriers.
+
+    A store is written only at checkpoints, so such a store would never be
+    written. Undecided while a path upstream ends at an open input.
+    """
+    if store is None:
+        return
+    upstream, open_input = _upstream(stages, edges, index)
+    if what is not None:
+        upstream.append(index)
+    if open_input or any(getattr(stages[j], "emits_barriers", False) for j in upstream):
+        return
+    raise ValueError(
+        f"{what or stages[index].stage_name()}: store={store!r} would never be written: a store is written only "
+        "at checkpoints, and nothing upstream emits them. Add .checkpointed(store, every=N) (or "
+        "interval=seconds) after the source, or drop store= to keep the state in memory for this run"
+    )
+
+
+class StatefulStage(Stage):
+    """A stage whose state goes to ``store`` at checkpoints; it needs a barrier source upstream."""
+
+    store: StateStore | None = None
+
+    def check_blueprint(self, stages: Sequence[Stage], edges: Sequence[Any], index: int) -> None:
+        require_barriers(self.store, stages, edges, index)
+
+
 # -- the barrier source ---------------------------------------------------------
 
 
 class Checkpointed(Stage):
-    """Injects checkpoint barriers every ``every`` elements or ``interval`` seconds; resumes after a restart."""
+    """Injects checkpoint barriers every ``every`` elements or ``interval`` seconds; resumes after a restart.
 
-    def __init__(self, store: StateStore, every: int | None, interval: float | None, name: str | None) -> None:
+    ``replayable``: None (the default) requires every source upstream to be
+    replayable and resumes by skipping what the last checkpoint covers; False
+    skips nothing on restart (a live source: state is restored, elements not
+    yet checkpointed at a crash are not seen again); True vouches for a source
+    that replays without saying so.
+    """
+
+    emits_barriers: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        store: StateStore,
+        every: int | None,
+        interval: float | None,
+        name: str | None,
+        replayable: bool | None = None,
+    ) -> None:
         if every is None and interval is None:
             raise ValueError("checkpointed(store, ...) needs every= (elements) or interval= (seconds)")
         if every is not None and (not isinstance(every, int) or every < 1):
@@ -173,19 +261,47 @@ class Checkpointed(Stage):
             raise ValueError(f"checkpointed(interval=) is a positive number of seconds, got {interval!r}")
         if not isinstance(store, StateStore):
             raise TypeError(f"checkpointed(store) needs a state store (MemoryStore, RocksDBStore), got {store!r}")
+        if replayable not in (None, True, False):
+            raise TypeError(f"checkpointed(replayable=) is None, True or False, got {replayable!r}")
         self.store = store
         self.every = every
         self.interval = interval
         self.name = name or "checkpointed"
+        self.replayable = replayable
+
+    def check_blueprint(self, stages: Sequence[Stage], edges: Sequence[Any], index: int) -> None:
+        """Fail when a source upstream does not replay its elements (see the class docstring)."""
+        if self.replayable is not None:
+            return
+        upstream, _open = _upstream(stages, edges, index)
+        for j in upstream:
+            source = stages[j]
+            if source.inputs == 0 and not getattr(source, "replayable", False):
+                raise ValueError(
+                    f"{self.name}: its upstream source '{source.stage_name()}' is not replayable. checkpointed "
+                    "resumes after a restart by skipping the elements its last checkpoint covers, which would "
+                    "drop new elements of this source instead. Put it after a source that yields the same "
+                    "elements on every run (Source.from_iterable over a list or range, Source.from_iterator, "
+                    "FileSource.lines); or pass checkpointed(..., replayable=False) to restore state and skip "
+                    "nothing (elements not yet checkpointed at a crash are then not seen again); or "
+                    "replayable=True if this source does yield the same elements on every run"
+                )
 
     def materialize(self, ctx: RunContext) -> tuple[StageLogic, None]:
         run = attach(self.store, ctx)
-        return CheckpointedLogic(run, run.join(self.name), self.every, self.interval, ctx), None
+        logic = CheckpointedLogic(run, run.join(self.name), self.every, self.interval, ctx, self.replayable is not False)
+        return logic, None
 
 
 class CheckpointedLogic(StageLogic):
     def __init__(
-        self, run: RunCheckpoints, member: str, every: int | None, interval: float | None, ctx: RunContext
+        self,
+        run: RunCheckpoints,
+        member: str,
+        every: int | None,
+        interval: float | None,
+        ctx: RunContext,
+        replays: bool = True,
     ) -> None:
         self.run = run
         self.member = member
@@ -193,6 +309,7 @@ class CheckpointedLogic(StageLogic):
         self.every = every
         self.interval = interval
         self.clock = ctx.clock
+        self.replays = replays
         self.skip = 0
         self.position = 0
         self.since = 0
@@ -203,7 +320,9 @@ class CheckpointedLogic(StageLogic):
         cp = self.run.start
         if cp is not None:
             self.next_id = cp.id + 1
-            self.skip = self.position = int(cp.meta.get(self.meta_key, 0))
+            self.position = int(cp.meta.get(self.meta_key, 0))
+            if self.replays:
+                self.skip = self.position  # the upstream yields these again: drop them
         if self.interval is not None:
             self.due = self.clock.now() + self.interval
         return []

@@ -21,7 +21,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from .._runtime.context import RunContext
 from .._runtime.signals import Barrier, Signal, Watermark
-from ..stage import Stage, StageLogic
+from ..stage import StageLogic
+from .checkpoint import StatefulStage
 from .codec import encode_key
 from .operator_state import OperatorState
 from .store import StateStore
@@ -82,7 +83,7 @@ class KeyState(Generic[K, S]):
         return f"KeyState({self.key!r}: {'<none>' if value is _ABSENT else repr(value)})"
 
 
-class StatefulMap(Stage):
+class StatefulMap(StatefulStage):
     def __init__(
         self,
         key_of: Callable[[Any], Hashable],
@@ -170,7 +171,7 @@ class StatefulMapLogic(StageLogic):
         self.state.close()
 
 
-class Dedupe(Stage):
+class Dedupe(StatefulStage):
     def __init__(
         self,
         key_of: Callable[[Any], Hashable],

@@ -35,6 +35,7 @@ class _ChunksSource(Stage):
     inputs = 0
     outputs = 1
     name = "from_chunks"
+    replayable = True
 
     def __init__(self, chunks: Sequence[Sequence[Any]]) -> None:
         self.chunks = chunks
