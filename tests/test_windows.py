@@ -315,3 +315,66 @@ async def test_a_session_never_grows_back_into_a_closed_one() -> None:
     assert results == [("k", 1000, 1100), ("k", 1120, 1300)]
     late = [r for r in out if is_late(r)]
     assert [(r.element, r.window_start, r.window_end) for r in late] == [(("k", 1090), 1000, 1100)]
+
+
+async def test_the_late_sinks_materialized_value_through_late_mat() -> None:
+    events = [Event("a", 25, 1), Event("a", 3, 2), Event("b", 40, 3), Event("a", 1, 4)]
+    keyed = source_from_chunks([[e] for e in events]).with_timestamps(lambda e: e.ts).key_by(lambda e: e.key)
+    late, results = (
+        keyed.window(TumblingWindows(10), late=Sink.collect(), late_mat=Keep.right)
+        .count()
+        .to_mat(Sink.collect(), Keep.both)
+        .run()
+    )
+    assert [r.element for r in await late] == [events[1], events[3]]
+    assert await results == [WindowResult("a", 20, 30, 1), WindowResult("b", 40, 50, 1)]
+
+    # In a Flow, combined with the Flow's own value like via_mat / to_mat.
+    flow = (
+        Flow()
+        .watch_termination()
+        .with_timestamps(lambda e: e.ts)
+        .key_by(lambda e: e.key)
+        .window(SessionWindows(5), late=Sink.fold(0, lambda n, r: n + 1), late_mat=Keep.both)
+        .count()
+    )
+    (done, late_count), results = (
+        source_from_chunks([[e] for e in events]).via_mat(flow, Keep.right).to_mat(Sink.collect(), Keep.both).run()
+    )
+    assert await late_count == 2
+    assert [(r.key, r.start) for r in await results] == [("a", 25), ("b", 40)]
+    await done
+
+    # Without late_mat the late Sink's value is dropped, as with divert_to.
+    plain = keyed.window(TumblingWindows(10), late=Sink.ignore()).count()
+    assert await plain.run_with(Sink.collect()) == [WindowResult("a", 20, 30, 1), WindowResult("b", 40, 50, 1)]
+    with pytest.raises(ValueError, match=r"late_mat=\) combines the materialized value of a late-data Sink"):
+        keyed.window(TumblingWindows(10), late="emit", late_mat=Keep.right)  # type: ignore[call-overload]
+
+
+async def test_a_bounded_input_closes_windows_at_its_end() -> None:
+    # An unsorted file: by default the watermark follows the largest timestamp seen, so 3 is late.
+    rows = [Event("a", 25, 1), Event("a", 3, 2), Event("b", 12, 3), Event("a", 7, 4)]
+
+    def totals(**options: Any) -> Any:
+        return (
+            Source.from_iterable(rows)
+            .with_timestamps(lambda e: e.ts, **options)
+            .key_by(lambda e: e.key)
+            .window(TumblingWindows(10))
+            .sum(lambda e: e.value)
+            .to_mat(Sink.collect(), Keep.right)
+            .run(max_chunk=1)  # a watermark after each element, as a large file gives after each chunk
+        )
+
+    with pytest.raises(LateDataError):
+        await totals()
+    assert sorted(await totals(bounded=True), key=lambda r: (r.key, r.start)) == [
+        WindowResult("a", 0, 10, 6),
+        WindowResult("a", 20, 30, 1),
+        WindowResult("b", 10, 20, 3),
+    ]
+    with pytest.raises(ValueError, match=r"bounded=True\) keeps every window open"):
+        Source.from_iterable(rows).with_timestamps(lambda e: e.ts, max_out_of_orderness=5, bounded=True)
+    with pytest.raises(ValueError, match="idle_timeout do not apply"):
+        Source.from_iterable(rows).with_timestamps(lambda e: e.ts, idle_timeout=1.0, bounded=True)

@@ -494,3 +494,46 @@ async def test_sessions_and_late_records_survive_a_restart(
         await blueprint(store, False).to_mat(Sink.foreach(out.append), Keep.right).run(max_chunk=1)
         assert as_set(out) == as_set(expected)
         store.close()
+
+
+# -- bounded inputs: windows close at the end, the result is the batch result ------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    events=st.lists(st.tuples(st.sampled_from("abc"), st.integers(-100, 400), st.integers(-5, 20)), max_size=60),
+    assigner=assigners,
+    chunking=chunkings,
+    emit=st.sampled_from(["final", "updates"]),
+    store_kind=st.sampled_from(["none", "memory-checkpointed", "rocksdb-checkpointed"]),
+    every=st.integers(1, 25),
+)
+async def test_a_bounded_input_in_any_order_gives_the_batch_result(
+    events: list[Event], assigner: Any, chunking: list[int] | int, emit: str, store_kind: str, every: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store: Any = None
+        if store_kind.startswith("memory"):
+            store = MemoryStore()
+        elif store_kind.startswith("rocksdb"):
+            store = RocksDBStore(os.path.join(tmp, "db"))
+        src: Any = source_from_chunks(split_at(events, chunking)) if isinstance(chunking, list) else None
+        if src is None:
+            src = Source.from_iterable(events)
+        if store is not None:
+            src = src.checkpointed(store, every=every)
+        blueprint = (
+            src.with_timestamps(lambda e: e[1], bounded=True)
+            .key_by(lambda e: e[0])
+            .window(assigner, store=store, emit=emit)  # late="fail": nothing may be late
+            .collect(lambda e: e[2])
+        )
+        got = await _run(blueprint, chunking)
+        want = model_results(assigner, events, _sorted_values)
+        if emit == "final":
+            assert as_dict(got, _sorted_values) == want
+        else:
+            last = {(r.key, r.start, r.end): _sorted_values(r.value) for r in got}
+            assert {w: last[w] for w in want} == want
+        if store is not None:
+            store.close()

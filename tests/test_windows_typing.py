@@ -12,7 +12,7 @@ api = pytest.importorskip("mypy.api", reason="mypy is a dev dependency; `make te
 
 SAMPLE = """
 from dataclasses import dataclass
-from streamlib import Flow, KeyState, SessionWindows, Source, TumblingWindows
+from streamlib import Flow, Keep, KeyState, SessionWindows, Sink, Source, TumblingWindows
 
 @dataclass
 class Click:
@@ -34,6 +34,8 @@ reveal_type(clicks.key_by(lambda c: c.user).stateful_map(total))
 flow: Flow[Click, Click, None] = Flow()
 reveal_type(flow.with_timestamps(lambda c: c.ts).key_by(lambda c: c.user).window(TumblingWindows(10)).max(lambda c: c.n))
 reveal_type(clicks.dedupe(lambda c: c.user, within=1000))
+reveal_type(clicks.key_by(lambda c: c.user).window(TumblingWindows(10), late=Sink.collect(), late_mat=Keep.right).count())
+reveal_type(flow.key_by(lambda c: c.user).window(SessionWindows(10), timestamp=lambda c: c.ts, late=Sink.ignore(), late_mat=Keep.both).count())
 """
 
 
@@ -49,6 +51,8 @@ def test_window_results_and_state_are_typed(tmp_path: pathlib.Path) -> None:
         "Source[tuple[str, int], None]",
         "Flow[Click, WindowResult[str, int], None]",
         "Source[Click, None]",
+        "Source[WindowResult[str, int], Future[list[LateRecord]]]",
+        "Flow[Click, WindowResult[str, int], tuple[None, Future[None]]]",
     ], out + err
     errors = [line for line in out.splitlines() if ": error:" in line]
     assert errors == [], out

@@ -46,6 +46,8 @@ S = TypeVar("S")
 U = TypeVar("U")
 I = TypeVar("I")  # noqa: E741
 M = TypeVar("M")
+M2 = TypeVar("M2")
+M3 = TypeVar("M3")
 
 EmitMode = Literal["final", "updates"]
 
@@ -54,11 +56,14 @@ EmitMode = Literal["final", "updates"]
 
 
 def with_timestamps_stage(
-    fn: Callable[[Any], int] | str | int, max_out_of_orderness: int | timedelta, idle_timeout: float | timedelta | None
+    fn: Callable[[Any], int] | str | int,
+    max_out_of_orderness: int | timedelta,
+    idle_timeout: float | timedelta | None,
+    bounded: bool = False,
 ) -> WithTimestamps:
     bound = event_ms(max_out_of_orderness, "with_timestamps(max_out_of_orderness)")
     idle = None if idle_timeout is None else seconds(idle_timeout, "with_timestamps(idle_timeout)")
-    return WithTimestamps(extractor(fn, "with_timestamps(fn)"), bound, idle)
+    return WithTimestamps(extractor(fn, "with_timestamps(fn)"), bound, idle, bounded)
 
 
 def timestamp_of(
@@ -139,6 +144,7 @@ class Keyed(Generic[B, T, K]):
         self._parent = parent
         self._key: Callable[[T], K] = extractor(key, "key_by(f)")
 
+    @overload
     def window(
         self,
         assigner: WindowAssigner,
@@ -147,9 +153,48 @@ class Keyed(Generic[B, T, K]):
         allowed_lateness: int | timedelta = 0,
         emit: EmitMode = "final",
         late: Sink[LateRecord, Any] | Literal["fail", "emit"] = "fail",
+        late_mat: None = None,
         timestamp: Callable[[T], int] | str | int | None = None,
         name: str | None = None,
-    ) -> Windowed[B, T, K]:
+    ) -> Windowed[B, T, K]: ...
+    @overload
+    def window(
+        self: Keyed[Source[Any, M], T, K],
+        assigner: WindowAssigner,
+        *,
+        store: StateStore | None = None,
+        allowed_lateness: int | timedelta = 0,
+        emit: EmitMode = "final",
+        late: Sink[LateRecord, M2],
+        late_mat: Callable[[M, M2], M3],
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Windowed[Source[T, M3], T, K]: ...
+    @overload
+    def window(
+        self: Keyed[Flow[I, Any, M], T, K],
+        assigner: WindowAssigner,
+        *,
+        store: StateStore | None = None,
+        allowed_lateness: int | timedelta = 0,
+        emit: EmitMode = "final",
+        late: Sink[LateRecord, M2],
+        late_mat: Callable[[M, M2], M3],
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Windowed[Flow[I, T, M3], T, K]: ...
+    def window(
+        self,
+        assigner: WindowAssigner,
+        *,
+        store: StateStore | None = None,
+        allowed_lateness: int | timedelta = 0,
+        emit: EmitMode = "final",
+        late: Sink[LateRecord, Any] | Literal["fail", "emit"] = "fail",
+        late_mat: Callable[[Any, Any], Any] | None = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Windowed[Any, T, K]:
         """Group each key's elements into windows; pick an aggregation on the result.
 
         ``store``: where window state is checkpointed (default: the store of an
@@ -160,6 +205,9 @@ class Keyed(Generic[B, T, K]):
         ``late``: where late elements go, as :class:`LateRecord` -- a Sink,
         ``"emit"`` (into this stream, next to the results) or ``"fail"`` (the
         default: a late element fails the stream with ``LateDataError``).
+        ``late_mat``: with a late Sink, ``combine(mat, late_mat)`` of this
+        blueprint's materialized value and the late Sink's, as in ``to_mat``
+        (``Keep.right``, ``Keep.both``); without it the late Sink's is dropped.
         ``timestamp``: the event-time function (or field, as in ``key_by``),
         when no ``with_timestamps`` upstream in this blueprint provides it.
         """
@@ -183,12 +231,17 @@ class Keyed(Generic[B, T, K]):
 
         if not (isinstance(late, _Sink) or late in ("fail", "emit")):
             raise ValueError(f"window(late=) is a Sink, 'emit' or 'fail', got {late!r}")
+        if late_mat is not None and not isinstance(late, _Sink):
+            raise ValueError(
+                f"window(late_mat=) combines the materialized value of a late-data Sink, but late={late!r}: "
+                "pass late=Sink...(...) with it, or drop late_mat="
+            )
         window_store = default_store(self._parent, store, "window")
         if window_store is not None:
             module = self._parent._module  # type: ignore[attr-defined]
             require_barriers(window_store, module.stages, module.edges, module.outlet[0], f"window({assigner!r})")
         return Windowed(
-            self._parent, self._key, assigner, ts_of, window_store, lateness, emit, late, name,
+            self._parent, self._key, assigner, ts_of, window_store, lateness, emit, late, name, late_mat,
         )  # fmt: skip
 
     @overload
@@ -264,7 +317,9 @@ class Keyed(Generic[B, T, K]):
 class Windowed(Generic[B, T, K]):
     """A keyed, windowed blueprint; an aggregation method turns it into a stream of results."""
 
-    __slots__ = ("_parent", "_key", "_assigner", "_ts", "_store", "_lateness", "_emit", "_late", "_name")
+    __slots__ = (
+        "_parent", "_key", "_assigner", "_ts", "_store", "_lateness", "_emit", "_late", "_name", "_late_mat",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -277,6 +332,7 @@ class Windowed(Generic[B, T, K]):
         emit: EmitMode,
         late: Any,
         name: str | None,
+        late_mat: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         self._parent = parent
         self._key = key
@@ -287,6 +343,7 @@ class Windowed(Generic[B, T, K]):
         self._emit = emit
         self._late = late
         self._name = name
+        self._late_mat = late_mat
 
     def _agg(self, agg: _aggs.Aggregation) -> Any:
         from .._time.window_op import WindowStage
@@ -300,7 +357,7 @@ class Windowed(Generic[B, T, K]):
         if late_sink is not None:
             from .._ops.junctions import divert_to
 
-            out = out._via_module(divert_to(late_sink._module, is_late), Keep.left)
+            out = out._via_module(divert_to(late_sink._module, is_late), self._late_mat or Keep.left)
         return out
 
     @overload

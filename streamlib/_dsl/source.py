@@ -488,6 +488,8 @@ class Source(Generic[Out, Mat]):
         fn: Callable[[Out], int] | str | int,
         max_out_of_orderness: int | timedelta = 0,
         idle_timeout: float | timedelta | None = None,
+        *,
+        bounded: bool = False,
     ) -> Source[Out, Mat]:
         """Give each element an event timestamp (int ms since the epoch) and emit watermarks.
 
@@ -500,13 +502,16 @@ class Source(Generic[Out, Mat]):
         downstream use ``fn`` as their event time. ``fn`` may be a field
         instead: a name (``"ts"``: ``e["ts"]`` for mappings, else ``e.ts``), an
         index (``0``: ``e[0]``), or ``operator.attrgetter`` / ``itemgetter``;
-        the compiled kernels read a field without a Python call.
+        the compiled kernels read a field without a Python call. With
+        ``bounded=True``, for a finite input in any order (a file), no watermark
+        is emitted: windows close only at the end of the stream, which gives the
+        batch result with no bound to guess and nothing late.
 
         >>> Source.from_iterable(events).with_timestamps(lambda e: e.ts, max_out_of_orderness=timedelta(seconds=5))
         """
         from .keyed import with_timestamps_stage
 
-        return self._then(with_timestamps_stage(fn, max_out_of_orderness, idle_timeout))
+        return self._then(with_timestamps_stage(fn, max_out_of_orderness, idle_timeout, bounded))
 
     @overload
     def key_by(self, key: Callable[[Out], K]) -> Keyed[Source[Out, Mat], Out, K]: ...

@@ -12,6 +12,11 @@ stays quiet. A window therefore closes on a quiet stream without heartbeat
 messages; the price is that an element arriving after a long silence with an old
 timestamp may be late.
 
+Bounded inputs: with ``bounded=True`` the stage emits no watermark at all, so
+every window downstream stays open until the end of the stream, which emits
+them all. A finite input in any order then gives exactly the batch result, with
+no out-of-orderness bound to guess and no late data.
+
 Upstream watermarks (from a source, or an earlier ``with_timestamps``) are
 dropped: this stage defines event time from here on. Barriers pass unchanged.
 
@@ -38,14 +43,24 @@ NO_WATERMARK = -(2**63)
 class WithTimestamps(Stage):
     name = "with_timestamps"
 
-    def __init__(self, fn: Callable[[Any], int], bound_ms: int, idle_timeout: float | None) -> None:
+    def __init__(
+        self, fn: Callable[[Any], int], bound_ms: int, idle_timeout: float | None, bounded: bool = False
+    ) -> None:
         if not callable(fn):
             raise TypeError(f"with_timestamps(fn) needs a function returning int milliseconds, got {fn!r}")
+        if bounded and (bound_ms or idle_timeout is not None):
+            raise ValueError(
+                "with_timestamps(bounded=True) keeps every window open until the end of the input, so "
+                "max_out_of_orderness and idle_timeout do not apply: drop them, or drop bounded=True"
+            )
         self.fn = fn
         self.bound_ms = bound_ms
         self.idle_timeout = idle_timeout
+        self.bounded = bounded
 
     def materialize(self, ctx: RunContext) -> tuple[StageLogic, None]:
+        if self.bounded:
+            return BoundedTimestampsLogic(self.fn, 0), None
         if self.idle_timeout is None:
             return WithTimestampsLogic(self.fn, self.bound_ms), None
         return IdleWithTimestampsLogic(self.fn, self.bound_ms, self.idle_timeout, ctx.clock), None
@@ -82,6 +97,17 @@ class WithTimestampsLogic(StageLogic):
         if isinstance(signal, Watermark):
             self.pending_signals = []  # event time is defined here: drop upstream watermarks
         return None
+
+
+class BoundedTimestampsLogic(WithTimestampsLogic):
+    """``bounded=True``: checks timestamps, emits no watermark; the end of the stream closes every window."""
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        if chunk:
+            m = max_timestamp(self.fn, chunk)
+            if type(m) is not int:
+                raise bad_timestamp(self.stage_name, m)
+        return chunk
 
 
 class IdleWithTimestampsLogic(WithTimestampsLogic):
