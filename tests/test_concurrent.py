@@ -128,23 +128,32 @@ def test_map_async_failure_cancels_the_calls_in_flight(
         return
     fail_at = data.draw(st.integers(0, len(delays) - 1))
 
-    async def main() -> tuple[BaseException, Calls]:
+    async def main() -> tuple[BaseException, Calls, list[tuple[str, int]]]:
         clock = VirtualClock()
         f = Calls(clock, delays, fail_at)
+        got: list[tuple[str, int]] = []
         src = source_from_chunks(chunks)
         src = src.map_async(p, f) if ordered else src.map_async_unordered(p, f)
-        done = src.to_mat(Sink.collect(), Keep.right).run(clock=clock)
+        done = src.to_mat(Sink.foreach(got.append), Keep.right).run(clock=clock)
         with pytest.raises(ValueError) as info:
             await clock.run(done)
         await assert_no_running_graphs()
         assert leaked_tasks() == []
-        return info.value, f
+        return info.value, f, got
 
-    error, f = asyncio.run(main())
+    error, f, got = asyncio.run(main())
     assert str(error) == f"call {fail_at} failed"
     stage = "map_async" if ordered else "map_async_unordered"
     assert f"in stage '{stage}'" in getattr(error, "__notes__", [])
-    # Every call still running when the failing one ended was cancelled, and only those.
+    before = [("r", i) for i in range(fail_at)]
+    if ordered:
+        # Exactly the results before the failing element, in order.
+        assert got == before
+    else:
+        # Every result before the failing element; later ones only if they finished first.
+        assert set(before) <= set(got) and ("r", fail_at) not in got
+    # The calls before the failing one all finished; the others still running were cancelled.
+    assert set(range(fail_at)) <= f.finished
     assert f.cancelled == f.started - f.finished - {fail_at}
     assert f.in_flight == 0
     assert f.max_in_flight <= p
@@ -259,16 +268,21 @@ async def test_map_async_run_cancellation_cancels_the_calls() -> None:
     assert f.cancelled == {0, 1, 2}
 
 
-async def test_map_async_upstream_failure_cancels_the_calls() -> None:
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_map_async_upstream_failure_waits_for_the_calls_before_it(ordered: bool) -> None:
     clock = VirtualClock()
     f = Calls(clock, [100.0] * 10)
-    src, sink = TestSource.probe(capacity=10).map_async(3, f).to_mat(TestSink.probe(), Keep.both).run(clock=clock)
+    flow = Flow.map_async(3, f) if ordered else Flow.map_async_unordered(3, f)
+    src, sink = TestSource.probe(capacity=10).via(flow).to_mat(TestSink.probe(), Keep.both).run(clock=clock)
     await src.send_chunk([0, 1])
     await clock.settle()
     src.send_error(KeyError("up"))
+    sink.request(2)
+    assert sorted(await sink.expect_next_n(2, timeout=200.0)) == [("r", 0), ("r", 1)]
+    assert clock.now() == 100.0
     assert isinstance(await sink.expect_error(), KeyError)
     await assert_no_running_graphs()
-    assert f.cancelled == {0, 1}
+    assert f.cancelled == set()
 
 
 async def test_map_async_signals() -> None:
@@ -433,11 +447,13 @@ async def test_buffer_keeps_signals_in_place_when_dropping() -> None:
     await sink.expect_complete()
 
 
-async def test_buffer_passes_upstream_failure_at_once() -> None:
+async def test_buffer_delivers_what_it_holds_before_an_upstream_failure() -> None:
     src, sink = TestSource.probe().buffer(10, "backpressure").to_mat(TestSink.probe(), Keep.both).run()
     await src.send_next(1)
     await src.send_next(2)
     src.send_error(KeyError("up"))
+    sink.request(2)
+    assert await sink.expect_next_n(2) == [1, 2]
     assert isinstance(await sink.expect_error(), KeyError)
 
 
@@ -477,3 +493,48 @@ async def test_downstream_cancellation_reaches_upstream_at_once_while_idle(
     sink.cancel()  # the stage is waiting for input
     await src.expect_cancellation()
     assert clock.now() == now
+
+
+# -- failure delivery: everything before the failing element, then the error ----------------
+
+
+def boom_at_5(x: int) -> int:
+    if x == 5:
+        raise ValueError("boom at 5")
+    return x
+
+
+async def slow_identity(x: int) -> int:
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return x
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_map_async_delivers_the_elements_before_an_upstream_failure(ordered: bool) -> None:
+    got: list[int] = []
+    src = Source.from_iterable(range(10)).map(boom_at_5)
+    src = src.map_async(8, slow_identity) if ordered else src.map_async_unordered(8, slow_identity)
+    with pytest.raises(ValueError, match="boom at 5"):
+        await src.run_with(Sink.foreach(got.append))
+    assert (got if ordered else sorted(got)) == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_a_take_satisfied_before_an_upstream_failure_behind_map_async_wins(ordered: bool) -> None:
+    seen = 0
+
+    def boom_at_3rd(x: int) -> int:
+        nonlocal seen
+        seen += 1
+        if seen == 3:
+            raise ValueError("boom at the third element")
+        return x
+
+    src = Source.from_iterable(range(10)).map(boom_at_3rd)
+    src = src.map_async(8, slow_identity) if ordered else src.map_async_unordered(8, slow_identity)
+    result = await src.take(1).run_with(Sink.collect())
+    if ordered:
+        assert result == [0]
+    else:
+        assert len(result) == 1 and result[0] in (0, 1)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamlib import (
     Broadcast,
@@ -21,7 +23,7 @@ from streamlib import (
     Sink,
     Source,
 )
-from streamlib.testing import assert_no_running_graphs
+from streamlib.testing import VirtualClock, assert_no_running_graphs, source_from_chunks, split_at
 
 
 class Boom(Exception):
@@ -572,3 +574,105 @@ async def test_run_options_must_be_positive_ints(option: str, value: Any) -> Non
 def test_bad_operator_arguments_fail_when_building(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+# -- failures are in band across every async stage ---------------------------------------------
+
+
+def _flatten(xs: list[int]) -> list[int]:
+    return xs
+
+
+def _async_stages() -> dict[str, tuple[bool, Callable[[Source[int, None], Any], Source[int, None]]]]:
+    """Stage name -> (keeps order, wrap a source with it); ``f`` is an async identity with random durations."""
+    from streamlib import RestartFlow
+
+    return {
+        "map_async": (True, lambda s, f: s.map_async(4, f)),
+        "map_async_unordered": (False, lambda s, f: s.map_async_unordered(4, f)),
+        "async_boundary": (True, lambda s, f: s.async_boundary()),
+        "buffer": (True, lambda s, f: s.buffer(5)),
+        "buffer_drop_new": (True, lambda s, f: s.buffer(1000, "drop_new")),
+        "throttle": (True, lambda s, f: s.throttle(2, 1.0, burst=3)),
+        "delay": (True, lambda s, f: s.delay(0.5)),
+        "conflate": (True, lambda s, f: s.conflate_with_seed(lambda x: [x], lambda a, x: a + [x]).map_concat(_flatten)),
+        "batch": (True, lambda s, f: s.batch(3, lambda x: [x], lambda a, x: a + [x]).map_concat(_flatten)),
+        "expand": (True, lambda s, f: s.expand(lambda x: [x])),
+        "backpressure_timeout": (True, lambda s, f: s.backpressure_timeout(1000.0)),
+        "broadcast": (True, lambda s, f: s.also_to(Sink.ignore())),
+        "partition": (True, lambda s, f: s.divert_to(Sink.ignore(), lambda x: x < 0)),
+        "merge_sorted": (True, lambda s, f: s.merge_sorted(Source.empty())),
+        "interleave": (True, lambda s, f: s.interleave(Source.empty(), 2)),
+        "kill_switch": (True, lambda s, f: s.via(KillSwitches.single())),
+        "shared_kill_switch": (True, lambda s, f: s.via(KillSwitches.shared("s").flow())),
+        "recover": (True, lambda s, f: s.recover(lambda e: None)),
+        "group_by_inline": (False, lambda s, f: s.group_by(3, lambda x: x % 3).map(_flatten).merge_substreams()),
+        "group_by_async": (False, lambda s, f: s.group_by(3, lambda x: x % 3).map_async(2, f).merge_substreams()),
+        "split_when": (False, lambda s, f: s.split_when(lambda x: x % 4 == 0).map_async(2, f).merge_substreams()),
+        "flat_map_concat": (True, lambda s, f: s.flat_map_concat(lambda x: Source.single(x))),
+        "flat_map_merge": (False, lambda s, f: s.flat_map_merge(3, lambda x: Source.from_iterable([x]))),
+        "restart_flow": (
+            True,
+            lambda s, f: s.via(RestartFlow.with_backoff(0.1, 0.1, 0, 0, lambda: Flow.map_async(2, f))),
+        ),
+    }
+
+
+ASYNC_STAGES = _async_stages()
+
+
+@pytest.mark.parametrize("stage", sorted(ASYNC_STAGES))
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_an_upstream_failure_reaches_the_sink_after_everything_before_it(stage: str, data: st.DataObject) -> None:
+    ordered, wrap = ASYNC_STAGES[stage]
+    n = data.draw(st.integers(0, 30), label="n")
+    fail_at = data.draw(st.none() | st.integers(0, max(n - 1, 0)), label="fail_at") if n else None
+    cuts = data.draw(st.lists(st.integers(0, n), max_size=5), label="cuts")
+    durations = data.draw(st.lists(st.integers(0, 8).map(lambda q: q / 4), min_size=n, max_size=n), label="durations")
+    take = data.draw(st.none() | st.integers(0, n + 1), label="take")
+    max_chunk = data.draw(st.sampled_from([1, 2, 3, 1024]), label="max_chunk")
+    capacity = data.draw(st.sampled_from([1, 2, 7, 4096]), label="capacity")
+
+    def boom(x: int) -> int:
+        if x == fail_at:
+            raise Boom(f"bad element {x}")
+        return x
+
+    async def main() -> tuple[list[int], BaseException | None]:
+        clock = VirtualClock()
+
+        async def f(x: int) -> int:
+            await clock.sleep(durations[x])
+            return x
+
+        got: list[int] = []
+        src = wrap(source_from_chunks(split_at(list(range(n)), cuts)).map(boom), f)
+        if take is not None:
+            src = src.take(take)
+        done = src.to_mat(Sink.foreach(got.append), Keep.right).run(
+            clock=clock, max_chunk=max_chunk, channel_capacity=capacity
+        )
+        error: BaseException | None = None
+        try:
+            await clock.run(done)
+        except Boom as e:
+            error = e
+        await assert_no_running_graphs()
+        return got, error
+
+    got, error = asyncio.run(main())
+    before = list(range(n if fail_at is None else fail_at))
+    if take is not None and take <= len(before):
+        # The take completes before the failing element is needed: its result, no error.
+        assert error is None
+        if ordered:
+            assert got == before[:take]
+        else:
+            assert len(got) == take and set(got) <= set(before)
+        return
+    if fail_at is None:
+        assert error is None
+    else:
+        assert isinstance(error, Boom) and str(error) == f"bad element {fail_at}"
+    assert (got if ordered else sorted(got)) == before

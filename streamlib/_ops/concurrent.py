@@ -5,11 +5,14 @@ outlet channel. Each loop does, in order: emit what is ready while the outlet
 has room, take input while the stage may hold more, and otherwise wait on one
 future woken by whichever comes first (an input item, outlet room, a finished
 call, a clock time: see :class:`Wakeup`). Signals keep their place among the
-elements; upstream failure fails the stage at once; returning completes it.
+elements; returning completes the stage.
 
-``map_async`` owns the tasks it starts for the user's calls: a failure, a
-downstream cancellation or the cancellation of the run cancels the calls still
-in flight and waits for them, so no call outlives the stage.
+Failures are in band: an upstream failure is read like the end of the stream
+(everything before it is processed and emitted), and only then does the stage
+fail with it. ``map_async`` owns the tasks it starts for the user's calls: a
+failed call, a downstream cancellation or the cancellation of the run cancels
+the calls that will never be emitted and waits for them, so no call outlives
+the stage.
 """
 
 from __future__ import annotations
@@ -138,51 +141,68 @@ class MapAsync(Stage):
 
 
 class _MapAsyncLogic(AsyncLogic):
-    """What both orders share: starting calls, owning their tasks, reading input."""
+    """What both orders share: starting calls, owning their tasks, reading input.
+
+    A failure is in band. An upstream failure is read like the end of the
+    stream: the calls for the elements before it finish and are emitted, then
+    the stage fails with it. A failing call stops the reading; the calls for
+    the elements before it finish and are emitted (``ordered``: in order),
+    those after it are cancelled, then the stage fails with the call's error.
+    """
 
     def __init__(self, parallelism: int, f: Callable[[Any], Awaitable[Any]], ctx: RunContext) -> None:
         self.parallelism = parallelism
         self.f = f
+        self.loop_ = ctx.loop
         self.max_chunk = ctx.max_chunk
         self.wakeup = Wakeup(ctx.loop)
-        #: Every task started and not yet collected: cancelled when the stage ends early.
-        self.tasks: set[asyncio.Task[Any]] = set()
+        #: Every task started and not yet collected: cancelled when the stage ends.
+        self.tasks: set[asyncio.Future[Any]] = set()
         #: Input elements read but not started yet (the rest of the current chunk).
         self.todo: deque[Any] = deque()
-        #: The first call that failed, if any.
-        self.failed: asyncio.Task[Any] | None = None
+        #: The error of an upstream failure already read; raised once the calls before it are emitted.
+        self.upstream_error: BaseException | None = None
 
-    def start(self, x: Any, on_done: Callable[[asyncio.Task[Any]], object] | None = None) -> asyncio.Task[Any]:
-        """Call ``f(x)`` as a task owned by this stage."""
-        aw = self.f(x)
-        if not inspect.isawaitable(aw):
-            raise TypeError(
-                f"{self.stage_name}: f must return an awaitable (use an async def), "
-                f"got {type(aw).__name__} for element {x!r}"
-            )
-        task = asyncio.ensure_future(aw)
+    def start(self, x: Any, on_done: Callable[[asyncio.Future[Any]], object]) -> asyncio.Future[Any]:
+        """Call ``f(x)`` as a task owned by this stage; ``f`` raising at once is a failed call."""
+        try:
+            aw = self.f(x)
+            if not inspect.isawaitable(aw):
+                raise TypeError(
+                    f"{self.stage_name}: f must return an awaitable (use an async def), "
+                    f"got {type(aw).__name__} for element {x!r}"
+                )
+            task: asyncio.Future[Any] = asyncio.ensure_future(aw)
+        except Exception as error:
+            task = self.loop_.create_future()
+            task.set_exception(error)
         self.tasks.add(task)
-        if on_done is not None:
-            task.add_done_callback(on_done)
-        task.add_done_callback(self.note_done)
+        task.add_done_callback(on_done)
         return task
 
-    def note_done(self, task: asyncio.Task[Any]) -> None:
-        if self.failed is None and (task.cancelled() or task.exception() is not None):
-            self.failed = task
-        self.wakeup.wake()
+    @staticmethod
+    def failed(task: asyncio.Future[Any]) -> bool:
+        """True for a finished call that raised or was cancelled."""
+        return task.cancelled() or task.exception() is not None
 
-    def check_failed(self) -> None:
-        """Fail the stage as soon as any call failed, even behind slower calls."""
-        task = self.failed
-        if task is not None:
-            self.result(task)
-
-    def result(self, task: asyncio.Task[Any]) -> Any:
+    def result(self, task: asyncio.Future[Any]) -> Any:
         self.tasks.discard(task)
         if task.cancelled():
             raise RuntimeError(f"{self.stage_name}: a call was cancelled from outside the stage")
         return task.result()
+
+    def read(self, inlet: Channel) -> list[Any] | Signal | None:
+        """The next input item; an upstream failure is kept and reads as the end."""
+        item = inlet.get_nowait()
+        if isinstance(item, Failure):
+            self.upstream_error = item.error
+            return END
+        return item
+
+    def end(self) -> None:
+        """Everything before the end has been emitted: complete, or fail with upstream's error."""
+        if self.upstream_error is not None:
+            raise self.upstream_error
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (inlet,), (out,) = inlets, outlets
@@ -203,37 +223,52 @@ class _MapAsyncLogic(AsyncLogic):
         if tasks:
             await asyncio.wait(tasks)
 
-    def read(self, inlet: Channel) -> list[Any] | Signal | None:
-        """The next input item, failing at once on an upstream failure."""
-        item = inlet.get_nowait()
-        if isinstance(item, Failure):
-            raise item.error
-        return item
-
 
 class _OrderedMapAsyncLogic(_MapAsyncLogic):
     async def loop(self, inlet: Channel, out: Channel) -> None:
         # Tasks in input order, with signals in their place; the head is emitted first.
-        queue: deque[asyncio.Task[Any] | Signal] = deque()
+        queue: deque[asyncio.Future[Any] | Signal] = deque()
         in_flight = 0  # tasks in ``queue``: started and not yet emitted
         ended = False
-        parallelism, todo, max_chunk = self.parallelism, self.todo, self.max_chunk
+        first_failed: list[asyncio.Future[Any]] = []  # the first call to fail, in time
+        stopped = False
+        parallelism, todo, max_chunk, failed = self.parallelism, self.todo, self.max_chunk, self.failed
+
+        def on_done(task: asyncio.Future[Any]) -> None:
+            if not first_failed and failed(task):
+                first_failed.append(task)
+            self.wakeup.wake()
+
         while True:
             check_cancelled(out)
-            self.check_failed()
+            if first_failed and not stopped:
+                # Nothing after the failed call is read, started or emitted.
+                stopped = ended = True
+                todo.clear()
+                while queue[-1] is not first_failed[0]:
+                    dropped = queue.pop()
+                    if not isinstance(dropped, Signal):
+                        dropped.cancel()
+                        in_flight -= 1
             # Emit the finished prefix (one chunk), and the signals that follow it.
-            while queue and out.has_room():
+            while queue:
                 head = queue[0]
                 if isinstance(head, Signal):
+                    if not out.has_room():
+                        break
                     queue.popleft()
                     put_ready(out, head)
                     continue
                 if not head.done():
                     break
+                if failed(head):
+                    self.result(head)  # raises: everything before it was emitted
+                if not out.has_room():
+                    break
                 chunk: list[Any] = []
                 while queue and len(chunk) < max_chunk:
                     task = queue[0]
-                    if isinstance(task, Signal) or not task.done():
+                    if isinstance(task, Signal) or not task.done() or failed(task):
                         break
                     queue.popleft()
                     chunk.append(self.result(task))
@@ -255,9 +290,10 @@ class _OrderedMapAsyncLogic(_MapAsyncLogic):
                         break
                     queue.append(item)  # type: ignore[arg-type]
                     continue
-                queue.append(self.start(todo.popleft()))
+                queue.append(self.start(todo.popleft(), on_done))
                 in_flight += 1
             if ended and not queue and not todo:
+                self.end()
                 return
             can_read = in_flight < parallelism and not todo and not ended
             blocked_out = bool(queue) and not out.has_room()
@@ -267,19 +303,36 @@ class _OrderedMapAsyncLogic(_MapAsyncLogic):
 class _UnorderedMapAsyncLogic(_MapAsyncLogic):
     async def loop(self, inlet: Channel, out: Channel) -> None:
         parallelism, todo, max_chunk = self.parallelism, self.todo, self.max_chunk
-        running: set[asyncio.Task[Any]] = set()
-        finished: deque[asyncio.Task[Any]] = deque()  # in the order the calls ended
+        running: dict[asyncio.Future[Any], int] = {}  # call -> input position
+        finished: deque[asyncio.Future[Any]] = deque()  # in the order the calls ended
+        failing: list[tuple[int, asyncio.Future[Any]]] = []  # the failed call earliest in input order
         barrier: Signal | None = None  # a signal waits until every call before it is emitted
         ended = False
+        started = 0
+        failed = self.failed
 
-        def on_done(task: asyncio.Task[Any]) -> None:
-            if task in running:
-                running.discard(task)
+        def on_done(task: asyncio.Future[Any]) -> None:
+            position = running.pop(task, None)
+            if position is None:
+                return  # cancelled by the stage: it came after a failed call
+            if not failed(task):
                 finished.append(task)
+            elif not failing or position < failing[0][0]:
+                failing[:] = [(position, task)]
+            self.wakeup.wake()
 
         while True:
             check_cancelled(out)
-            self.check_failed()
+            if failing:
+                # Only the calls before the failed one are still awaited and emitted.
+                ended = True
+                todo.clear()
+                barrier = None
+                cut = failing[0][0]
+                for task, position in list(running.items()):
+                    if position > cut:
+                        del running[task]
+                        task.cancel()
             while finished and out.has_room():
                 chunk: list[Any] = []
                 while finished and len(chunk) < max_chunk:
@@ -288,7 +341,7 @@ class _UnorderedMapAsyncLogic(_MapAsyncLogic):
             if barrier is not None and not running and not finished and out.has_room():
                 put_ready(out, barrier)
                 barrier = None
-            while barrier is None and len(running) + len(finished) < parallelism:
+            while barrier is None and not failing and len(running) + len(finished) < parallelism:
                 if not todo:
                     if ended:
                         break
@@ -303,8 +356,12 @@ class _UnorderedMapAsyncLogic(_MapAsyncLogic):
                         break
                     barrier = item  # type: ignore[assignment]
                     break
-                running.add(self.start(todo.popleft(), on_done))
+                running[self.start(todo.popleft(), on_done)] = started
+                started += 1
             if ended and not running and not finished and not todo and barrier is None:
+                if failing:
+                    self.result(failing[0][1])  # raises
+                self.end()
                 return
             busy = len(running) + len(finished)
             can_read = barrier is None and busy < parallelism and not todo and not ended
@@ -359,6 +416,7 @@ class _BufferLogic(AsyncLogic):
         queue = self.queue
         backpressure = self.overflow == "backpressure"
         ended = False
+        error: BaseException | None = None  # an upstream failure: raised once the queue is emitted
         try:
             while True:
                 check_cancelled(out)
@@ -380,11 +438,13 @@ class _BufferLogic(AsyncLogic):
                         elif item is END:
                             ended = True
                         elif isinstance(item, Failure):
-                            raise item.error
+                            ended, error = True, item.error
                         else:
                             queue.append(item)
                         continue
                 if ended and not queue:
+                    if error is not None:
+                        raise error
                     return
                 can_read = not ended and (not backpressure or self.count < self.size)
                 await self.wakeup.wait(inlet=inlet if can_read else None, outlet=out, need_room=bool(queue))

@@ -99,6 +99,7 @@ class _BatchLogic(AsyncLogic):
         pending: Any = _NONE
         weight = 0.0
         ended = False
+        error: BaseException | None = None  # an upstream failure: raised once the summary is out
         while True:
             check_cancelled(out)
             # Fold what was read, up to the limit.
@@ -117,6 +118,8 @@ class _BatchLogic(AsyncLogic):
             if ended and not todo:
                 if pending is not _NONE:
                     await out.put([pending])
+                if error is not None:
+                    raise error
                 return
             if not ended and not todo:
                 item = inlet.get_nowait()
@@ -131,7 +134,8 @@ class _BatchLogic(AsyncLogic):
                     ended = True
                     continue
                 if isinstance(item, Failure):
-                    raise item.error
+                    ended, error = True, item.error
+                    continue
                 if item is not None:  # a signal keeps its place after what came before it
                     if pending is not _NONE:
                         await out.put([pending])

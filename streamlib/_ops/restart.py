@@ -50,6 +50,7 @@ from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage, fail_future
 from ._subrun import SubRun, SubRuns, close_flow, close_sink, close_source
+from .concurrent import Wakeup
 
 if TYPE_CHECKING:
     from .._dsl.flow import Flow
@@ -265,9 +266,19 @@ class _RestartLogic(AsyncLogic):
 
 
 async def _forward(inner: Channel, out: Channel) -> BaseException | None:
-    """Forward ``inner`` to ``out`` until it ends; its error, or None when it completed."""
+    """Forward ``inner`` to ``out`` until it ends; its error, or None when it completed.
+
+    Raises :class:`DownstreamCancelled` as soon as ``out``'s consumer cancels, even
+    while the inner run is idle.
+    """
+    wakeup = Wakeup(asyncio.get_running_loop())
     while True:
-        item = await inner.get()
+        item = inner.get_nowait()
+        if item is None:
+            if out.cancelled:
+                raise DownstreamCancelled(out.name)
+            await wakeup.wait(inlet=inner, outlet=out)
+            continue
         if item is END:
             return None
         if isinstance(item, Failure):

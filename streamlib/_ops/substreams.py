@@ -210,6 +210,8 @@ class _SubstreamsLogic(AsyncLogic):
         self.started = 0
         self.router_done = False
         self.router_error: BaseException | None = None
+        #: Upstream's failure: handed to the open substreams after their elements, raised once they ended.
+        self.upstream_error: BaseException | None = None
         self._ready: deque[_OutChannel] = deque()
         self._queued: set[int] = set()
         self._wake: asyncio.Future[None] | None = None
@@ -291,14 +293,22 @@ class _SubstreamsLogic(AsyncLogic):
         while True:
             if self.router_error is not None:
                 raise self.router_error
+            if out.cancelled:
+                raise DownstreamCancelled(out.name)
             if not ready:
                 if self.router_done and self.running == 0:
+                    if self.upstream_error is not None:
+                        raise self.upstream_error
                     return
-                self._wake = loop.create_future()
+                # Also woken by a cancellation downstream, even while no substream has output.
+                self._wake = wake = loop.create_future()
+                out._putter = wake
                 try:
-                    await self._wake
+                    await wake
                 finally:
                     self._wake = None
+                    if out._putter is wake:
+                        out._putter = None
                 continue
             ch = ready.popleft()
             queued.discard(id(ch))
@@ -313,7 +323,9 @@ class _SubstreamsLogic(AsyncLogic):
             elif item is END:
                 self._finished(ch.sub)
             elif isinstance(item, Failure):
-                raise item.error
+                if item.error is not self.upstream_error:
+                    raise item.error
+                self._finished(ch.sub)  # upstream's failure, after this substream's elements
             # other signals from inside a substream do not leave it
 
     def _finished(self, sub: _Sub) -> None:
@@ -351,13 +363,14 @@ class _SubstreamsLogic(AsyncLogic):
                 else:
                     for x in item:
                         await self._start_source(sp, x)
-            elif item is END:
+            elif item is END or isinstance(item, Failure):
+                # A failure is in band: each open substream gets it after its elements.
+                if isinstance(item, Failure):
+                    self.upstream_error = item.error
                 for sub in list(self.open.values()) + ([self.current] if self.current else []):
                     if sub.inlet is not None:
-                        sub.inlet.put_final(END)
+                        sub.inlet.put_final(item)
                 return
-            elif isinstance(item, Failure):
-                raise item.error
 
     async def _wait_slot(self) -> None:
         while self.running >= self.stage.parallelism:

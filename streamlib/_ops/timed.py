@@ -11,7 +11,8 @@ them in tests.
 * ``throttle`` and ``delay`` must hold elements back, so each is an
   :class:`~streamlib.stage.AsyncLogic` task between two channels. They keep
   chunks whole where they can (a chunk arrives at one instant), keep signals in
-  their place among the elements, and fail at once when upstream fails.
+  their place among the elements, and treat an upstream failure in band: the
+  elements before it leave on their schedule, then the stage fails.
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ class _DelayLogic(AsyncLogic):
         pending: deque[tuple[float, list[Any] | Signal]] = deque()
         count = 0
         ended = False
+        error: BaseException | None = None  # an upstream failure: raised once ``pending`` is emitted
         while True:
             check_cancelled(out)
             now = clock.now()
@@ -278,11 +280,13 @@ class _DelayLogic(AsyncLogic):
                     elif item is END:
                         ended = True
                     elif isinstance(item, Failure):
-                        raise item.error
+                        ended, error = True, item.error
                     else:
                         pending.append((_NOW, item))
                     continue
             if ended and not pending:
+                if error is not None:
+                    raise error
                 return
             due = pending[0][0] if pending else None
             await self.wakeup.wait(
