@@ -166,6 +166,9 @@ class _ProducerFlowLogic(AsyncLogic):
                     await self._emit_ready(out, pending, wait=True)
                     return
                 elif isinstance(item, Failure):
+                    # In band: the results of the records sent before the failure go out first.
+                    await producer.flush()
+                    await self._emit_ready(out, pending, wait=True)
                     raise item.error
                 else:
                     # A signal: it follows the results of everything before it.

@@ -175,3 +175,22 @@ async def test_committer_commits_bare_offsets(kafka_broker: KafkaBroker) -> None
     await control.wait_stopped()
     assert sorted((o.partition, o.offset) for o in offsets) == [(p, i) for p in range(2) for i in range(150)]
     assert await committed_offsets(kafka_broker.bootstrap_servers, group, topic, 2) == {0: 150, 1: 150}
+
+
+async def test_producer_flow_emits_the_results_before_an_upstream_failure(kafka_broker: KafkaBroker) -> None:
+    topic = unique("flowfail")
+    await kafka_broker.acreate_topic(topic, 1)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, value_serde=StrSerde())
+
+    def record(i: int) -> ProducerRecord[None, str]:
+        if i == 50:
+            raise ValueError("bad record 50")
+        return ProducerRecord(topic, str(i), passthrough=i)
+
+    got: list[ProducerResult[Any, Any]] = []
+    with pytest.raises(ValueError, match="bad record 50"):
+        await Source.from_iterable(range(100)).map(record).via(KafkaFlow.producer(settings_)).run_with(
+            Sink.foreach(got.append)
+        )
+    assert [r.passthrough for r in got] == list(range(50))
+    assert [r.value for r in await read_topic(kafka_broker.bootstrap_servers, topic)] == [str(i).encode() for i in range(50)]
