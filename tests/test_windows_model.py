@@ -335,13 +335,14 @@ def beyond_bound(draw: Any, max_size: int = 50) -> tuple[list[Event], int, int, 
     for _ in range(draw(st.integers(0, 3))):
         k, other = draw(st.sampled_from(keys)), draw(st.sampled_from("xy"))
         first = draw(st.integers(0, span))
-        # ``other`` moves the watermark a gap or more past the end of k's session [first, first + gap) ...
-        closed_to = first + gap + draw(st.integers(0, 2 * gap))
+        # ``other`` moves the watermark past the end of k's session [first, first + gap), up to the
+        # point where it may be forgotten (two gaps past its end) and beyond ...
+        closed_to = first + gap + draw(st.integers(0, 4 * gap))
         push = closed_to + bound + lateness
         # ... then k's stragglers arrive newest first, each at most a gap before the previous one.
         straggler = closed_to - gap + 1 + draw(st.integers(0, gap))
         shape = [(k, first), (other, push)]
-        for _ in range(draw(st.integers(1, 4))):
+        for _ in range(draw(st.integers(1, 6))):
             shape.append((k, straggler))
             straggler -= draw(st.integers(1, gap))
         at = sorted(draw(st.lists(st.integers(0, len(arrivals)), min_size=len(shape), max_size=len(shape))))
