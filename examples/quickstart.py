@@ -12,7 +12,8 @@ The graph::
 
 One branch keeps a running revenue total per category, one picks out the
 high-value orders, and one sums revenue per category per minute of event time,
-its window state in a RocksDB store; all three meet again in one stream that a
+its window state in a RocksDB store written at a checkpoint every 100,000
+orders; all three meet again in one stream that a
 single sink folds into a report. Broadcast is as fast as its slowest branch and
 every channel is bounded, so memory stays flat however many orders flow through.
 """
@@ -46,6 +47,7 @@ CATEGORIES = ("books", "electronics", "garden", "grocery", "toys")
 HIGH_VALUE_CENTS = 95_000
 BATCH = 4096
 MINUTE_MS = 60_000
+CHECKPOINT_EVERY = 100_000  # the window branch writes its RocksDB state every 100,000 orders
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z; one order every 10 ms of event time
 
 
@@ -126,11 +128,13 @@ async def run_pipeline(n: int, state_dir: str) -> Report:
 
     running_totals = Flow[Order, Order, None]().grouped(BATCH).map(batch_totals).scan(Totals(0, {}), add_totals)
     high_value = Flow[Order, Order, None]().filter(lambda o: o.amount_cents >= HIGH_VALUE_CENTS).map(Alert)
+    store = RocksDBStore(state_dir)
     per_minute = (
         Flow[Order, Order, None]()
         .with_timestamps(lambda o: o.ts_ms)
+        .checkpointed(store, every=CHECKPOINT_EVERY)
         .key_by(lambda o: o.category)
-        .window(TumblingWindows(timedelta(minutes=1)), store=RocksDBStore(state_dir))
+        .window(TumblingWindows(timedelta(minutes=1)), store=store)
         .sum(lambda o: o.amount_cents)
     )
 

@@ -304,6 +304,20 @@ async def test_a_flow_with_a_store_fails_when_it_runs_without_checkpoints() -> N
         Source.from_iterable("ab").via(counts).run_with(Sink.collect())
 
 
+async def test_a_flow_with_a_windowed_store_fails_when_it_runs_without_checkpoints() -> None:
+    from streamlib import Flow, TumblingWindows
+
+    per_second = (
+        Flow[int, int, None]()
+        .with_timestamps(lambda e: e)
+        .key_by(lambda e: e % 2)
+        .window(TumblingWindows(1000), store=MemoryStore())
+        .count()
+    )
+    with pytest.raises(ValueError, match="would never be written"):
+        Source.from_iterable(range(10)).via(per_second).run_with(Sink.collect())
+
+
 async def test_a_flow_with_a_store_persists_behind_checkpointed() -> None:
     from streamlib import Flow
 

@@ -35,9 +35,10 @@ import msgspec
 
 from .._runtime.context import RunContext
 from .._runtime.signals import Barrier, Signal, Watermark
+from .._state.checkpoint import StatefulStage
 from .._state.operator_state import EXTRA_PREFIX, OperatorState
 from .._state.store import StateStore
-from ..stage import Stage, StageLogic
+from ..stage import StageLogic
 from .aggregations import Aggregation
 from .kernels import MISSING, update_count, update_fixed, update_sessions, update_sliding
 from .results import LateDataError, LateRecord, WindowResult
@@ -48,7 +49,7 @@ EmitMode = Literal["final", "updates"]
 _WM_KEY = EXTRA_PREFIX + b"watermark"
 
 
-class WindowStage(Stage):
+class WindowStage(StatefulStage):
     """Blueprint of one window operator (assigner + aggregation + functions + options)."""
 
     def __init__(
