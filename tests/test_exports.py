@@ -95,6 +95,7 @@ TESTING = [
     "assert_no_running_graphs",
     "leaked_tasks",
     "no_leaked_tasks",
+    "settle",
     "source_from_chunks",
     "split_at",
 ]

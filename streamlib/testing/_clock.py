@@ -10,6 +10,38 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+#: How many rounds of the event loop :func:`settle` runs at most.
+SETTLE_ROUNDS = 10_000
+
+
+async def settle() -> None:
+    """Run every task that can run until all of them wait on something.
+
+    Each round yields to the event loop once, so every task that is ready takes one step;
+    it returns once no task or callback is ready to run: every task waits on a future, an
+    event, a queue, I/O, a thread or a timer. Neither the loop's time nor a
+    :class:`VirtualClock` moves. Use it in a test instead of counting ``asyncio.sleep(0)``,
+    then assert what the pipeline did up to where it waits (for example, how far it pulled
+    before backpressure stopped it)::
+
+        sink = Source.from_iterable(range(5)).run_with(TestSink.probe())
+        await settle()
+        assert sink.demand == 0
+
+    A task that never waits (``while True: await asyncio.sleep(0)``) keeps the loop busy;
+    then it returns after ``SETTLE_ROUNDS`` (10,000) rounds. On an event loop other than
+    asyncio's own (e.g. uvloop) it cannot see what is ready and always runs that many.
+    """
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)  # asyncio's queue of callbacks due on the next round
+    for _ in range(SETTLE_ROUNDS):
+        await asyncio.sleep(0)
+        if ready is not None and not ready:
+            # One more round: a callback run just now may have woken a task.
+            await asyncio.sleep(0)
+            if not ready:
+                return
+
 
 class _Timer:
     __slots__ = ("when", "callback", "cancelled")
@@ -76,16 +108,11 @@ class VirtualClock:
         return self._timers[0][0] if self._timers else None
 
     async def settle(self) -> None:
-        """Let every task that can run, run, until all wait on something."""
-        loop = asyncio.get_running_loop()
-        ready = getattr(loop, "_ready", None)
-        for _ in range(10_000):
-            await asyncio.sleep(0)
-            if ready is not None and not ready:
-                # One more round: a callback run just now may have woken a task.
-                await asyncio.sleep(0)
-                if not ready:
-                    return
+        """Run every task that can run until all of them wait on something (see :func:`settle`).
+
+        Time does not move: a timer of this clock fires only in ``advance`` or ``run``.
+        """
+        await settle()
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, firing due timers in order."""

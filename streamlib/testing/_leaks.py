@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .._runtime.graph_run import _running
 
@@ -29,17 +30,34 @@ async def assert_no_running_graphs(timeout: float = 1.0) -> None:
         await asyncio.sleep(0.001)
 
 
-try:
-    import pytest_asyncio
+async def _no_leaked_tasks() -> AsyncIterator[None]:
+    """Fixture: after the test, no graph and no other task may still run."""
+    yield
+    await assert_no_running_graphs()
 
-    @pytest_asyncio.fixture
-    async def no_leaked_tasks() -> AsyncIterator[None]:
-        """Fixture: after the test, no graph and no other task may still run."""
-        yield
-        await assert_no_running_graphs()
 
-except ImportError:  # pragma: no cover - the fixture needs pytest-asyncio
+async def _needs_pytest_asyncio() -> AsyncIterator[None]:
+    """Stands in for the ``no_leaked_tasks`` fixture where pytest-asyncio is not installed."""
+    raise RuntimeError(
+        "the no_leaked_tasks fixture needs pytest-asyncio (pip install pytest-asyncio); "
+        "without it, await assert_no_running_graphs() at the end of the test"
+    )
+    yield  # pragma: no cover - makes this an async generator like the fixture
 
-    async def no_leaked_tasks() -> AsyncIterator[None]:  # type: ignore[misc]
-        raise RuntimeError("the no_leaked_tasks fixture needs pytest-asyncio")
-        yield
+
+_fixture: list[Any] = []
+
+
+def no_leaked_tasks_fixture() -> Any:
+    """The ``no_leaked_tasks`` pytest-asyncio fixture, built on first use.
+
+    Built lazily so that importing the test kit neither needs nor imports pytest.
+    """
+    if not _fixture:
+        try:
+            import pytest_asyncio
+        except ImportError:
+            _fixture.append(_needs_pytest_asyncio)
+        else:
+            _fixture.append(pytest_asyncio.fixture(name="no_leaked_tasks")(_no_leaked_tasks))
+    return _fixture[0]
