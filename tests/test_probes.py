@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from streamlib import Keep, Sink, Source, Watermark
-from streamlib.testing import SinkProbe, SourceProbe, TestSink, TestSource, VirtualClock
+from streamlib.testing import SinkProbe, SourceProbe, TestSink, TestSource, VirtualClock, settle
 
 
 class Boom(Exception):
@@ -34,8 +32,7 @@ async def test_sink_probe_takes_nothing_without_demand() -> None:
     # Source -> probe: upstream fills the probe's channel and stops there.
     pulled: list[int] = []
     sink = Source.from_iterable(range(5)).map(lambda x: pulled.append(x) or x).run_with(TestSink.probe())
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await settle()
     assert pulled == [0, 1, 2, 3, 4]  # one chunk, pulled at once, now waiting in the channel
     assert sink.demand == 0
     sink.request(2)
@@ -49,9 +46,9 @@ async def test_withheld_demand_backpressures_the_source_probe() -> None:
     src, sink = probes()
     assert src.pending_demand == 1
     await src.send_next(1)  # moved on to the sink's channel
-    await asyncio.sleep(0)
+    await settle()
     await src.send_next(2)  # taken by the pump, which waits for room in the sink's channel
-    await asyncio.sleep(0)
+    await settle()
     await src.send_next(3)  # stays in the source probe's channel
     assert src.pending_demand == 0
     with pytest.raises(AssertionError, match="expect_request: nothing happened within 0.05 seconds"):
