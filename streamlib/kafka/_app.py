@@ -74,6 +74,8 @@ from ._task import (
     LaneSourceStage,
     PartitionContext,
     PartitionTask,
+    fenced_error,
+    producer_name,
     reap_failed_batches,
 )
 from ._watermarks import RecordTimeWatermarks
@@ -525,13 +527,17 @@ class _PartitionRunner:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    await self._teardown()
+                    fenced = await self._teardown()
                     if not _retriable(exc) or attempts >= app.app.max_retries:
                         app.set_fatal(exc)
                         return
                     attempts += 1
-                    log.warning("opening %s-%d failed (%r); retrying in %.1fs", self.tp.topic, self.tp.partition,
-                                exc, delay)
+                    if fenced is not None:
+                        delay = self._fenced_delay(delay)
+                        self._report_fenced(fenced, delay)
+                    else:
+                        log.warning("opening %s-%d failed (%r); retrying in %.1fs", self.tp.topic,
+                                    self.tp.partition, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -539,11 +545,15 @@ class _PartitionRunner:
                 assert task is not None and self.sink_done is not None
                 await asyncio.wait([self.sink_done, task.closed], return_when=asyncio.FIRST_COMPLETED)
                 if task.closed.done() and not self.sink_done.done():
-                    await self._teardown()  # revoked or stopped: everything read is committed
+                    fenced = await self._teardown()  # revoked or stopped: everything read is committed
+                    if fenced is not None:
+                        self._report_fenced(fenced, None)
                     return
                 failure = self.sink_done.exception() if not self.sink_done.cancelled() else None
-                await self._teardown()
+                fenced = await self._teardown()
                 if failure is None or self.closing:
+                    if fenced is not None:
+                        self._report_fenced(fenced, None)
                     return
                 if not _retriable(failure) or attempts >= app.app.max_retries:
                     app.set_fatal(failure)
@@ -552,12 +562,18 @@ class _PartitionRunner:
                     attempts, delay = 0, 0.1
                 attempts += 1
                 app.control.metrics.recoveries += 1
-                log.warning("%s-%d failed (%r); reopening it from its committed offset", self.tp.topic,
-                            self.tp.partition, failure)
+                if fenced is not None:
+                    delay = self._fenced_delay(delay)
+                    self._report_fenced(fenced, delay)
+                else:
+                    log.warning("%s-%d failed (%r); reopening it from its committed offset", self.tp.topic,
+                                self.tp.partition, failure)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         finally:
-            await self._teardown()
+            fenced = await self._teardown()
+            if fenced is not None:
+                self._report_fenced(fenced, None)
 
     async def _open(self) -> None:
         app = self.app
@@ -617,7 +633,8 @@ class _PartitionRunner:
             consumer.resume(tp)
         self.opened.set()
 
-    async def _teardown(self) -> None:
+    async def _teardown(self) -> str | None:
+        """Release this attempt; returns the producer's name when it had been fenced."""
         self.opened.clear()
         app = self.app
         lane = app.lanes.lanes.get(self.tp)
@@ -631,18 +648,43 @@ class _PartitionRunner:
             graph.cancel()
             await graph.wait()
         fut, self.sink_done = self.sink_done, None
+        failure = None
         if fut is not None and fut.done() and not fut.cancelled():
-            fut.exception()
+            failure = fut.exception()
         if self.task is not None:
-            self.task.discard()
+            self.task.discard()  # also marks deliveries that fail while the producer closes
         self.task = None
         store, self._store = self._store, None
         if store is not None:
             store.close()  # after the run left it; reopened (RocksDB) on the next use
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                await producer.stop()
-            except Exception as exc:  # noqa: BLE001 - a fenced producer may fail to close cleanly
-                log.debug("closing the producer of %s-%d: %r", self.tp.topic, self.tp.partition, exc)
+        if producer is None:
+            return None
+        name = producer_name(producer)
+        try:
+            await producer.stop()
+        except Exception as exc:  # noqa: BLE001 - a fenced producer may fail to close cleanly
+            log.debug("closing the producer of %s-%d: %r", self.tp.topic, self.tp.partition, exc)
+        finally:
             reap_failed_batches(producer)
+        return name if fenced_error(producer, failure) is not None else None
+
+    def _report_fenced(self, producer: str, reopen_in: float | None) -> None:
+        """One line per fenced producer: which one, why, and what happens to the partition now."""
+        if reopen_in is None:
+            then = "the partition is closed here without committing (this instance no longer owns it)"
+        else:
+            then = (f"closing the partition without committing and reopening it from its committed offset "
+                    f"in {reopen_in:.1f}s, unless the group moves it away first")
+        log.warning(
+            "producer %s of %s-%d was fenced: a newer producer with its transactional id started (another "
+            "instance took the partition over, e.g. after this one missed its session timeout); its open "
+            "transaction is aborted, nothing of it is committed; %s",
+            producer, self.tp.topic, self.tp.partition, then,
+        )
+
+    def _fenced_delay(self, delay: float) -> float:
+        """Before reopening a fenced partition, give the consumer one heartbeat to learn whether the
+        group moved the partition away (reopening then would fence its new owner in turn)."""
+        props = self.app.consumer_settings.properties
+        return max(delay, props.get("heartbeat_interval_ms", 3000) / 1000)

@@ -188,8 +188,8 @@ async def _replay(
 ) -> tuple[int, dict[str, int]]:
     consumer = AIOKafkaConsumer(**{**consumer_kwargs, "group_id": None, "isolation_level": "read_committed",
                                    "enable_auto_commit": False, "auto_offset_reset": "earliest"})
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a partition closed while this starts still closes it
         tps = {TopicPartition(topic, partition): table for table, topic in changelogs.items()}
         consumer.assign(list(tps))
         begin = await consumer.beginning_offsets(list(tps))

@@ -152,6 +152,8 @@ class PartitionTask:
     counts: dict[int, int] = field(default_factory=dict)
     dead: list[tuple[int, list[DeadLetterRecord]]] = field(default_factory=list)
     sent: list[tuple[Any, Any]] = field(default_factory=list)
+    #: Delivery futures of the checkpoint being committed (changelog writes, dead letters).
+    checkpoint_sent: list[tuple[str, str, Any]] = field(default_factory=list)
     committed_id: int = 0
     #: Seconds the last commits took (from the barrier reaching the sink).
     commit_times: deque[float] = field(default_factory=lambda: deque(maxlen=32))
@@ -229,11 +231,16 @@ class PartitionTask:
         return min(times[int(len(times) * 0.9)], interval / 2)
 
     def discard(self) -> None:
-        """This attempt is over: mark every delivery result as seen (their errors were reported)."""
-        for _rec, fut in self.sent:
-            if fut.done() and not fut.cancelled():
-                fut.exception()
+        """This attempt is over: mark every delivery result as seen, now or when it fails.
+
+        Called once the producer is closed; a delivery that fails later (or failed
+        while the producer was closing) is reported by the fencing or failure it
+        comes from, never as "Future exception was never retrieved".
+        """
+        for fut in [f for _rec, f in self.sent] + [f for _t, _topic, f in self.checkpoint_sent]:
+            _mark_seen(fut)
         self.sent = []
+        self.checkpoint_sent = []
         _producer_error(self.producer)
 
     async def commit(self, checkpoint_id: int) -> None:
@@ -252,8 +259,9 @@ class PartitionTask:
             self._committed(checkpoint_id)
             return
         offsets = {} if position is None else {self.tp: (position, str(checkpoint_id))}
+        futures = self.checkpoint_sent
         try:
-            futures = await self._send_checkpoint(changelog, dead)
+            await self._send_checkpoint(changelog, dead, futures)
             if app.exactly_once:
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, app.application_id)
@@ -269,6 +277,7 @@ class PartitionTask:
                 f"(application {app.application_id!r}) failed: {exc!r}"
             ) from exc
         sent, self.sent = self.sent, []
+        self.checkpoint_sent = []
         for rec, fut in sent:
             if fut.exception() is not None:
                 raise delivery_error(rec, fut.exception())  # type: ignore[arg-type]
@@ -293,12 +302,12 @@ class PartitionTask:
         self._committed(checkpoint_id)
 
     async def _send_checkpoint(
-        self, changelog: list[tuple[int, dict[str, Any]]], dead: list[DeadLetterRecord]
-    ) -> list[tuple[str, str, Any]]:
-        """Hand the checkpoint's changelog writes and dead letters to the producer."""
+        self, changelog: list[tuple[int, dict[str, Any]]], dead: list[DeadLetterRecord],
+        futures: list[tuple[str, str, Any]],
+    ) -> None:
+        """Hand the checkpoint's changelog writes and dead letters to the producer (futures go to ``futures``)."""
         app = self.app
         await self.ensure_txn()
-        futures: list[tuple[str, str, Any]] = []
         send = self.producer.send
         partition = self.tp.partition
         for _cid, writes in changelog:
@@ -312,7 +321,6 @@ class PartitionTask:
             rec = d.to_producer_record()
             futures.append(("", rec.topic, await send(rec.topic, rec.value, key=rec.key,
                                                        timestamp_ms=rec.timestamp_ms, headers=list(rec.headers))))
-        return futures
 
 
 def _producer_error(producer: Any) -> BaseException | None:
@@ -322,6 +330,40 @@ def _producer_error(producer: Any) -> BaseException | None:
     if waiter is not None and waiter.done() and not waiter.cancelled():
         return waiter.exception()  # type: ignore[no-any-return]
     return None
+
+
+def _mark_seen(fut: Any) -> None:
+    """Retrieve ``fut``'s exception now if it is done, else as soon as it is."""
+    if fut.done():
+        if not fut.cancelled():
+            fut.exception()
+    else:
+        fut.add_done_callback(_mark_seen)
+
+
+def fenced_error(producer: Any, failure: BaseException | None = None) -> ProducerFenced | None:
+    """The ``ProducerFenced`` that ended this producer (from its own state or ``failure``'s causes)."""
+    e: BaseException | None = _producer_error(producer)
+    if isinstance(e, ProducerFenced):
+        return e
+    e = failure
+    for _ in range(6):
+        if e is None:
+            return None
+        if isinstance(e, ProducerFenced):
+            return e
+        e = e.__cause__
+    return None
+
+
+def producer_name(producer: Any) -> str:
+    """``transactional id (epoch N)`` of a transactional producer, as logs name it."""
+    manager = getattr(producer, "_txn_manager", None)
+    tid = getattr(manager, "transactional_id", None)
+    if tid is None:
+        return "(idempotent producer)"
+    epoch = getattr(manager, "producer_epoch", None)
+    return f"{tid} (epoch {epoch})" if epoch is not None and epoch >= 0 else str(tid)
 
 
 def reap_failed_batches(producer: Any) -> None:

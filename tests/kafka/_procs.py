@@ -70,6 +70,16 @@ class Job:
             self.proc.send_signal(signal.SIGKILL)
         await self._finish()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process stops dead (no heartbeats, no I/O) until :meth:`resume`."""
+        assert self.proc is not None and self.proc.returncode is None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     async def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM (graceful stop) and wait; returns the exit code."""
         assert self.proc is not None
@@ -90,9 +100,13 @@ class Job:
         if self._reader is not None:
             await asyncio.wait([self._reader])
 
-    def stderr_tail(self, lines: int = 40) -> str:
+    def stderr(self) -> str:
+        """Everything the current run wrote to stderr (its log) so far."""
         path = self.log_dir / f"{self.script.stem}-{id(self)}-{self.runs}.err"
         try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            return path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def stderr_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.stderr().splitlines()[-lines:])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamlib import Flow
@@ -22,7 +25,25 @@ from streamlib.kafka import (
 from streamlib.kafka.testing import end_offsets, read_topic
 from streamlib.testing.kafka import KafkaBroker
 
-from ._util import unique
+from ._model import expected_outputs, parse_outputs, produce_numbered
+from ._procs import Job
+from ._util import committed_offsets, unique
+
+KEYS = 40
+PARTITIONS = 4
+
+
+async def _drained(bootstrap: str, group: str, topic: str, timeout: float = 90) -> None:
+    """Wait until the group's committed offsets reach the end of every partition of ``topic``."""
+    ends = await end_offsets(bootstrap, topic)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        committed = await committed_offsets(bootstrap, group, topic, PARTITIONS)
+        if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
+            return
+        assert loop.time() < deadline, f"input not consumed: committed {committed}, end {ends}"
+        await asyncio.sleep(0.3)
 
 
 def _topology(output: str) -> Any:
@@ -125,3 +146,60 @@ async def test_lag_counts_what_is_read_but_not_committed_yet(kafka_broker: Kafka
     assert control.metrics.records == 100
     assert control.metrics.committed == {p0: 50, p1: 50}
     assert control.metrics.lag == {p0: 0, p1: 0}
+
+
+# -- a zombie: paused past its session timeout while another instance takes over ----------------
+
+
+def _log_lines(log: str, level: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(f"{level}:")]
+
+
+@pytest.mark.time_limit(200)
+async def test_a_resumed_zombie_logs_one_line_per_fenced_producer(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("zombie"), unique("zombie-in"), unique("zombie-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    a = Job("counter_app.py", bootstrap, app_id, src, dst, str(tmp_path / "a"), log_dir=tmp_path)
+    b = Job("counter_app.py", bootstrap, app_id, src, dst, str(tmp_path / "b"), log_dir=tmp_path)
+    n = 40_000
+    producing = asyncio.ensure_future(produce_numbered(bootstrap, src, n, keys=KEYS, partitions=PARTITIONS,
+                                                       rate=4_000))
+    try:
+        await a.start()
+        await a.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS and s["commits"] >= 4)
+        a.pause()  # mid-stream: records read and sent, their transactions open
+        await b.start()
+        # Once A misses its session timeout, B gets every partition (fencing A's producers).
+        await b.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS and s["commits"] >= 4, timeout=90)
+        a.resume()
+        await a.wait_for(lambda s: s.get("assigned"), timeout=90)  # A rejoined and got partitions back
+        await producing
+        await _drained(bootstrap, app_id, src)
+        assert await a.stop() == 0, a.stderr_tail()
+        log = a.stderr()
+        assert await b.stop() == 0, b.stderr_tail()
+    finally:
+        for job in (a, b):
+            if job.proc is not None and job.proc.returncode is None:
+                job.resume()
+                await job.kill()
+        producing.cancel()
+        await asyncio.wait([producing])
+    errors, warnings = _log_lines(log, "ERROR"), _log_lines(log, "WARNING")
+    print(f"zombie log: {len(errors)} ERROR, {len(warnings)} WARNING lines")
+    assert "Future exception was never retrieved" not in log
+    # One WARNING line per fenced producer, naming it (transactional id and epoch) and what happens next.
+    fenced = [line for line in warnings if "was fenced" in line]
+    assert fenced, f"no fencing reported; warnings: {warnings[:20]}"
+    producers = [re.search(r"producer (\S+ \(epoch \d+\))", line) for line in fenced]
+    assert all(p is not None and p[1].startswith(f"{app_id}-{src}-") for p in producers), fenced
+    assert len(producers) == len({p[1] for p in producers if p}), f"a fencing reported more than once: {fenced}"
+    assert all("the partition is closed here" in line or "reopening it" in line for line in fenced), fenced
+    # The only ERROR lines left are aiokafka's own about the expired session, none from a fenced producer.
+    assert all(line.startswith("ERROR:aiokafka.consumer.group_coordinator:") for line in errors), errors[:20]
+    rows = parse_outputs(await read_topic(bootstrap, dst))
+    model = expected_outputs(n, KEYS)
+    assert sorted(r[1] for r in rows) == list(range(n))  # exactly once
+    assert all(model[num] == (k, c, s) for k, num, c, s in rows)
