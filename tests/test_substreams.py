@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import operator
 from collections import defaultdict
 from typing import Any
@@ -13,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlib import Flow, Keep, Sink, Source, Supervision, TooManySubstreamsError
-from streamlib.testing import VirtualClock, source_from_chunks, split_at
+from streamlib.testing import VirtualClock, settle, source_from_chunks, split_at
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -66,14 +65,15 @@ async def test_group_by_take_per_key_closes_keys(case: Any, mod: int, n: int, ta
 
 async def test_inline_substreams_need_no_task_per_key() -> None:
     async def run_and_count(tasks: bool) -> int:
-        sub = Source.from_iterable(itertools.cycle(range(2000))).group_by(2000, lambda x: x)
-        q = tasks_or_inline(sub, tasks).map(lambda x: x + 1).merge_substreams().run_with(Sink.queue(1))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        sub = Source.queue(2000, of=int).group_by(2000, lambda x: x)
+        flow = tasks_or_inline(sub, tasks).map(lambda x: x + 1).merge_substreams()
+        queue, q = flow.to_mat(Sink.queue(1), Keep.both).run()
+        for x in range(2000):  # one element per key: 2000 open substreams
+            assert queue.offer_nowait(x)
+        await settle()
         count = len(asyncio.all_tasks())
         q.cancel()
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await settle()
         return count
 
     assert await run_and_count(tasks=False) < 10
@@ -219,9 +219,7 @@ async def test_slow_substream_backpressures_upstream() -> None:
     )
     await clock.settle()
     stalled_at = pulled
-    for _ in range(20):
-        await asyncio.sleep(0)
-    await clock.settle()
+    await clock.advance(60.0)  # neither more time nor more running moves it on
     assert pulled == stalled_at
     # bounded: the stalled substream's buffers plus a few chunks in channels
     assert stalled_at < 10 * 10 * 2 * 256 + 8 * 4096
@@ -245,10 +243,7 @@ async def test_cancelling_the_run_cancels_every_substream() -> None:
         .merge_substreams()
         .run_with(Sink.ignore())
     )
-    for _ in range(200):
-        await asyncio.sleep(0)
-        if len(started) == 50:
-            break
+    await settle()
     assert len(started) == 50
     done.cancel()
     with pytest.raises(asyncio.CancelledError):
