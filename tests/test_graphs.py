@@ -28,7 +28,7 @@ from streamlib import (
     Zip,
     ZipWith,
 )
-from streamlib.testing import TestSink, TestSource, assert_no_running_graphs, source_from_chunks, split_at
+from streamlib.testing import TestSink, TestSource, assert_no_running_graphs, settle, source_from_chunks, split_at
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
@@ -43,11 +43,6 @@ def run(coro_fn: Callable[[], Any]) -> Any:
             await assert_no_running_graphs()
 
     return asyncio.run(main())
-
-
-async def settle(rounds: int = 50) -> None:
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 @st.composite
@@ -475,8 +470,12 @@ def test_ports_of_another_builder_and_foreign_pieces_are_errors() -> None:
     b1, b2 = GraphBuilder(), GraphBuilder()
     src = b1.add(Source.single(1))
     sink = b2.add(Sink.ignore())
-    with pytest.raises(GraphError, match="belongs to another GraphBuilder"):
-        sink.builder._connect(src.out(0), sink)
+    with pytest.raises(GraphError, match=r"Sink#0.in belongs to another GraphBuilder"):
+        src >> sink
+    with pytest.raises(GraphError, match=r"Sink#0.in belongs to another GraphBuilder"):
+        src.out(0) >> sink.inp(0)
+    b2.add(Source.single(2)) >> sink  # neither side was connected by the refused attempts
+    src >> b1.add(Sink.ignore())
     with pytest.raises(GraphError, match="cannot add"):
         b1.add(42)  # type: ignore[arg-type]
 

@@ -149,6 +149,8 @@ class GraphBuilder:
             dst = dst.ins[0]
         if not isinstance(dst, InPort):
             raise GraphError(f"cannot connect {src.label} to {dst!r}")
+        if dst.builder is not self:
+            raise GraphError(f"{dst.label} belongs to another GraphBuilder")
         if (src.node, src.port) in self._connected_out:
             raise GraphError(f"{src.label} is already connected")
         if (dst.node, dst.port) in self._connected_in:
