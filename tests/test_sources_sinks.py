@@ -12,18 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamlib import EmptyStreamError, Keep, QueueClosedError, Sink, SinkQueue, Source, SourceQueue
-from streamlib.testing import TestSink, VirtualClock, assert_no_running_graphs, source_from_chunks, split_at
+from streamlib.testing import TestSink, VirtualClock, assert_no_running_graphs, settle, source_from_chunks, split_at
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
 class Boom(Exception):
     pass
-
-
-async def settle() -> None:
-    """Run every task that can run until all of them wait on something."""
-    await VirtualClock().settle()
 
 
 def run(coro_fn: Callable[[], Any]) -> Any:
