@@ -67,6 +67,7 @@ from ._changelog import (
 from ._consumer import _Listener
 from ._errors import CommitError, KafkaStreamError, TransactionError
 from ._lanes import Lane, LaneSet
+from ._logfilter import install as install_log_filter
 from ._settings import ConsumerSettings, ProducerSettings
 from ._task import (
     AppMetrics,
@@ -258,6 +259,7 @@ class _AppRun(AsyncLogic):
         self._created: set[str] = set()
         self._replication: int | None = app.changelog_replication_factor
         self._create_lock = asyncio.Lock()
+        self.log_filter = install_log_filter() if self.exactly_once else None
 
     # -- services used by the partition tasks ------------------------------------------
 
@@ -585,6 +587,8 @@ class _PartitionRunner:
             enable_idempotence=True
         )
         self._producer = producer
+        if app.log_filter is not None:
+            app.log_filter.watch(producer)
         await producer.start()  # a transactional producer fences the previous owner here
         offset, checkpoint = await app.committed(tp)
         if offset is None:

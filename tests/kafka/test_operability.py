@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import NotEnoughReplicasError, NotLeaderForPartitionError
 
 from streamlib import Flow
 from streamlib.kafka import (
@@ -22,6 +24,7 @@ from streamlib.kafka import (
     StrSerde,
     TopicPartition,
 )
+from streamlib.kafka._logfilter import SENDER_LOGGER, RetriedVerificationFilter, retried_not_enough_replicas
 from streamlib.kafka.testing import end_offsets, read_topic
 from streamlib.testing.kafka import KafkaBroker
 
@@ -203,3 +206,104 @@ async def test_a_resumed_zombie_logs_one_line_per_fenced_producer(kafka_broker: 
     model = expected_outputs(n, KEYS)
     assert sorted(r[1] for r in rows) == list(range(n))  # exactly once
     assert all(model[num] == (k, c, s) for k, num, c, s in rows)
+
+
+# -- the retried NOT_ENOUGH_REPLICAS of transaction verification ---------------------------------
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _counter_app(bootstrap: str, app_id: str, src: str, dst: str, state: Path) -> KafkaApp:
+    consumer = ConsumerSettings(bootstrap, value_serde=StrSerde(),
+                                properties={"session_timeout_ms": 6000, "heartbeat_interval_ms": 200})
+    return KafkaApp(app_id, consumer=consumer, producer=ProducerSettings(bootstrap, linger_ms=2), topics=src,
+                    topology=_topology(dst), checkpoint_interval=0.05, state_dir=state)
+
+
+@pytest.mark.time_limit(200)
+async def test_rebalances_log_no_not_enough_replicas_warnings(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("nerw"), unique("nerw-in"), unique("nerw-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    capture = _Capture()
+    sender_log = logging.getLogger(SENDER_LOGGER)
+    sender_log.addHandler(capture)
+    n = 20_000
+    producing = asyncio.ensure_future(produce_numbered(bootstrap, src, n, keys=KEYS, partitions=PARTITIONS,
+                                                       rate=5_000))
+    a = _counter_app(bootstrap, app_id, src, dst, tmp_path / "a").run()
+    b: AppControl | None = None
+    try:
+        while a.metrics.commits < 4:
+            assert not a.is_stopped
+            await asyncio.sleep(0.05)
+        b = _counter_app(bootstrap, app_id, src, dst, tmp_path / "b").run()  # a rebalance
+        while not (a.metrics.assigned and b.metrics.assigned and b.metrics.commits >= 2):
+            assert not a.is_stopped and not b.is_stopped
+            await asyncio.sleep(0.05)
+        b.stop()  # another one
+        await b.wait_stopped()
+        await producing
+        await _until_committed(a, await end_offsets(bootstrap, src), timeout=90)
+    finally:
+        producing.cancel()
+        for control in (a, b):
+            if control is not None:
+                control.stop()
+                await control.wait_stopped()
+        sender_log.removeHandler(capture)
+    retried = [r for r in capture.records if retried_not_enough_replicas(r) is not None]
+    print(f"{len(retried)} retried NOT_ENOUGH_REPLICAS records, all at DEBUG")
+    assert [r.getMessage() for r in retried if r.levelno >= logging.WARNING] == []
+    numbers = [json.loads(json.loads(r.value)[1])["n"] for r in await read_topic(bootstrap, dst)]
+    assert sorted(numbers) == list(range(n))  # exactly once through both rebalances
+
+
+async def test_the_filter_keeps_not_enough_replicas_when_replicas_are_out_of_sync(kafka_broker: KafkaBroker) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    topic = unique("isr")
+    await kafka_broker.acreate_topic(topic, 1)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=unique("isr-txn"))
+    await producer.start()
+    try:
+        await producer.client._wait_on_metadata(topic)
+        in_sync = RetriedVerificationFilter()
+        in_sync.watch(producer)
+        logger = logging.getLogger(SENDER_LOGGER)
+
+        def record(error: type[Exception]) -> logging.LogRecord:  # as aiokafka's sender logs a retried batch
+            return logger.makeRecord(SENDER_LOGGER, logging.WARNING, "sender.py", 870,
+                                     "Got error produce response on topic-partition %s, retrying. Error: %s",
+                                     (tp, error), None)
+
+        # The broker's metadata: every replica of the partition in sync, so the error is the verification one.
+        demoted = record(NotEnoughReplicasError)
+        assert in_sync.filter(demoted) and demoted.levelno == logging.DEBUG
+        other = record(NotLeaderForPartitionError)
+        assert in_sync.filter(other) and other.levelno == logging.WARNING
+        # The same record when the partition's in-sync replicas are fewer than its replicas: kept.
+        real = producer.client.cluster._partitions[topic][0]
+
+        class _Shrunk:
+            class client:  # noqa: N801 - shaped like a producer's client
+                class cluster:  # noqa: N801
+                    _partitions = {topic: {0: real._replace(isr=[])}}
+
+        shrunk = RetriedVerificationFilter()
+        shrunk.watch(_Shrunk())
+        kept = record(NotEnoughReplicasError)
+        assert shrunk.filter(kept) and kept.levelno == logging.WARNING
+        unknown = RetriedVerificationFilter()  # no metadata about the partition: kept
+        kept = record(NotEnoughReplicasError)
+        assert unknown.filter(kept) and kept.levelno == logging.WARNING
+    finally:
+        await producer.stop()
