@@ -206,6 +206,7 @@ async def test_a_generator_source_is_closed_when_downstream_fails() -> None:
 
 async def test_an_async_generator_source_is_closed_when_cancelled() -> None:
     closed: list[bool] = []
+    running = asyncio.Event()
 
     async def agen() -> Any:
         try:
@@ -213,13 +214,14 @@ async def test_an_async_generator_source_is_closed_when_cancelled() -> None:
             while True:
                 yield i
                 i += 1
+                if i == 20:
+                    running.set()
                 await asyncio.sleep(0)
         finally:
             closed.append(True)
 
     fut = Source.from_async_iterable(agen).run_with(Sink.ignore())
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await running.wait()
     fut.cancel()
     await assert_no_running_graphs()
     assert closed == [True]
