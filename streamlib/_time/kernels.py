@@ -26,7 +26,9 @@ failing one have been applied.
 from __future__ import annotations
 
 from bisect import insort
+from collections import deque
 from collections.abc import Callable, Hashable
+from heapq import heappop, heappush
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -199,6 +201,168 @@ def update_sessions(
         touched.add(k)
 
 
+class SessionCore:
+    """The session windows of one operator: live sessions, when each closes, when each key is forgotten.
+
+    ``sessions`` is the operator's state dict (the layout of
+    :func:`update_sessions`); the core also keeps an index of close times
+    (every key with open sessions, at the earliest end among them, ordered by
+    time and then by when it was scheduled) and a FIFO of keys left with only
+    a closed session (``tombs``), each due two gaps after that session's end.
+    The compiled twin (``streamlib._native._windows.SessionCore``) keeps the
+    same contract: same state, same outputs in the same order, same calls of
+    user functions, same exceptions.
+
+    * :meth:`update` applies one chunk (:func:`update_sessions`) and schedules
+      the sessions it created, also those created before an exception.
+    * :meth:`close` handles a new ``closed_to``: every session with
+      ``end <= closed_to`` is closed: appended to ``out`` as
+      ``result_type(key, start, end, value)`` when ``emit`` (in order of
+      scheduled close time, a key's sessions by end), recorded as the key's
+      closed session and the key added to ``dirty``; then each key whose entry
+      holds only a closed session ending at ``at - 2 * gap`` with
+      ``at <= closed_to`` is deleted from ``sessions`` and passed to
+      ``remove``.
+    * :meth:`flush` closes every open session (end of stream) and forgets the tombs.
+    * :meth:`restore` rebuilds the index and the tombs from ``sessions`` (after a reload).
+    """
+
+    def __init__(
+        self,
+        ts_of: Callable[[Any], int],
+        key_of: Callable[[Any], Hashable],
+        value_of: Callable[[Any], Any] | None,
+        gap: int,
+        create: Callable[[Any], Any],
+        add: Callable[[Any, Any], Any],
+        merge: Callable[[Any, Any], Any],
+        result: Callable[[Any], Any] | None,
+        result_type: Callable[[Hashable, int, int, Any], Any],
+        sessions: dict[Hashable, list[Any]],
+    ) -> None:
+        self.ts_of, self.key_of, self.value_of = ts_of, key_of, value_of
+        self.gap, self.forget = gap, 2 * gap
+        self.create, self.add, self.merge, self.result = create, add, merge, result
+        self.result_type = result_type
+        self.sessions = sessions
+        self.heap: list[Any] = []  # distinct close times
+        self.by_close: dict[Any, list[Hashable]] = {}  # close time -> keys, in scheduling order
+        self.tombs: deque[tuple[Any, Hashable]] = deque()
+
+    def schedule(self, at: Any, k: Hashable) -> None:
+        """Look at key ``k`` again once ``closed_to >= at``."""
+        keys = self.by_close.get(at)
+        if keys is None:
+            self.by_close[at] = [k]
+            heappush(self.heap, at)
+        else:
+            keys.append(k)
+
+    def update(self, chunk: list[Any], closed_to: int, touched: set[Hashable], late: list[Any]) -> None:
+        """Apply ``chunk`` (:func:`update_sessions`) and schedule the sessions it created."""
+        created: list[tuple[Hashable, int]] = []
+        try:
+            PURE["update_sessions"](
+                chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add, self.merge,
+                self.sessions, closed_to, touched, created, late,
+            )  # fmt: skip
+        finally:
+            schedule = self.schedule
+            for k, end in created:
+                schedule(end, k)
+
+    def close(self, closed_to: Any, emit: bool, dirty: set[Hashable] | None, remove: Callable[[Hashable], Any],
+              out: list[Any]) -> None:  # fmt: skip
+        """Close the sessions ending at or before ``closed_to``, then forget the keys due."""
+        heap = self.heap
+        if heap and heap[0] <= closed_to:
+            keys: list[Hashable] = []
+            by_close = self.by_close
+            while heap and heap[0] <= closed_to:
+                keys.extend(by_close.pop(heappop(heap)))
+            self._expire(keys, closed_to, emit, dirty, out)
+        tombs, sessions, forget = self.tombs, self.sessions, self.forget
+        while tombs and tombs[0][0] <= closed_to:
+            at, k = tombs.popleft()
+            entry = sessions.get(k)
+            if entry is not None and len(entry) == 2 and entry[1] + forget == at:
+                del sessions[k]
+                remove(k)
+
+    def flush(self, dirty: set[Hashable] | None, out: list[Any]) -> None:
+        """End of stream: emit every open session (in order of close time) and forget the tombs."""
+        keys: list[Hashable] = []
+        by_close = self.by_close
+        for at in sorted(by_close):
+            keys.extend(by_close[at])
+        by_close.clear()
+        self.heap.clear()
+        self._expire(keys, 2**63, True, dirty, out)
+        self.tombs.clear()
+
+    def restore(self) -> None:
+        """Schedule every key of ``sessions`` (loaded from a store): open ones, or their forgetting."""
+        tombs = []
+        forget = self.forget
+        for k, entry in self.sessions.items():
+            if len(entry) > 2:
+                self.schedule(min(entry[3::3]), k)
+            else:
+                tombs.append((entry[1] + forget, k))
+        tombs.sort(key=_first)
+        self.tombs.extend(tombs)
+
+    def _expire(self, keys: list[Hashable], closed_to: Any, emit: bool, dirty: set[Hashable] | None,
+                out: list[Any]) -> None:  # fmt: skip
+        sessions, forget, result, make = self.sessions, self.forget, self.result, self.result_type
+        schedule = self.schedule
+        tombs: list[tuple[Any, Hashable]] = []
+        for k in dict.fromkeys(keys):
+            entry = sessions.get(k)
+            if entry is None:
+                continue
+            n = len(entry)
+            if n == 5:  # the common case: one open session
+                end = entry[3]
+                if end > closed_to:
+                    schedule(end, k)  # it grew since it was scheduled
+                    continue
+                if emit:
+                    acc = entry[4]
+                    out.append(make(k, entry[2], end, acc if result is None else result(acc)))
+                entry[0] = entry[2]
+                entry[1] = end
+                del entry[2:]
+            elif n > 5:
+                done = sorted(
+                    ((entry[i + 1], entry[i], entry[i + 2]) for i in range(2, n, 3) if entry[i + 1] <= closed_to),
+                    key=_first,
+                )
+                if not done:
+                    schedule(min(entry[3::3]), k)
+                    continue
+                if emit:
+                    for end, start, acc in done:
+                        out.append(make(k, start, end, acc if result is None else result(acc)))
+                entry[2:] = [x for i in range(2, n, 3) if entry[i + 1] > closed_to for x in entry[i : i + 3]]
+                entry[0], entry[1] = done[-1][1], done[-1][0]
+            else:
+                continue
+            if dirty is not None:
+                dirty.add(k)
+            if len(entry) > 2:
+                schedule(min(entry[3::3]), k)
+            else:
+                tombs.append((entry[1] + forget, k))
+        if tombs:
+            tombs.sort(key=_first)
+            self.tombs.extend(tombs)
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
+
+
 def update_sliding(
     chunk: list[Any],
     ts_of: Callable[[Any], int],
@@ -289,8 +453,15 @@ def max_timestamp(ts_of: Callable[[Any], int], chunk: list[Any]) -> Any:
 
 #: The pure-Python kernels, by name.
 PURE: dict[str, Callable[..., Any]] = {
-    f.__name__: f for f in (update_fixed, update_sessions, update_sliding, update_count, max_timestamp)
+    f.__name__: f for f in (update_fixed, update_sessions, update_sliding, update_count, max_timestamp, SessionCore)
 }
+
+
+def session_core() -> type[SessionCore]:
+    """The class a session window operator runs: the compiled twin of :class:`SessionCore` when in use."""
+    from .. import _native
+
+    return _native.window_kernel("SessionCore", SessionCore)
 
 
 def _switched(name: str) -> Callable[..., Any]:

@@ -25,7 +25,6 @@ forwarded after the results they caused.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections import deque
 from collections.abc import Callable, Hashable
 from copy import copy
 from heapq import heappop, heappush
@@ -40,7 +39,7 @@ from .._state.operator_state import EXTRA_PREFIX, OperatorState
 from .._state.store import StateStore
 from ..stage import StageLogic
 from .aggregations import Aggregation
-from .kernels import MISSING, update_count, update_fixed, update_sessions, update_sliding
+from .kernels import MISSING, session_core, update_count, update_fixed, update_sliding
 from .results import LateDataError, LateRecord, WindowResult
 from .watermarks import NO_WATERMARK
 from .windows import CountWindows, HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows, WindowAssigner
@@ -263,56 +262,54 @@ class FixedWindowLogic(_WindowLogic):
 
 
 class SessionWindowLogic(_WindowLogic):
-    """Session windows: one flat list per key (see ``kernels.update_sessions``).
+    """Session windows: one flat list per key (see ``kernels.update_sessions``), run by a ``SessionCore``.
 
     The key's latest closed session stays in its entry and makes an element
     that would join it, or grow an open session back into it, late; so results
     never depend on when a session closed. An entry left with only that closed
     session is dropped once the kernel's rule ``ts + 2 * gap <= closed_to``
     makes every element before its end late anyway: when the watermark minus
-    allowed lateness is two gaps past its end (``forget``). A session closing
-    ends after every session closed by an earlier watermark, so the drops
-    wait in a plain FIFO (``tombs``, sorted within each watermark) rather than
-    in the close-time heap.
+    allowed lateness is two gaps past its end. The core (compiled when the
+    compiled kernels are in use) applies chunks, keeps the close times and
+    those drops, and closes sessions; this class adds lateness records,
+    ``updates`` emission and the store.
     """
 
     def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
         super().__init__(stage, ctx)
         self.gap = stage.assigner.gap  # type: ignore[attr-defined]
-        self.forget = 2 * self.gap
         self.sessions: dict[Hashable, list[Any]] = self.state.data
-        self.tombs: deque[tuple[int, Hashable]] = deque()
+        self.core = session_core()(
+            self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add, self.merge,
+            self.result, WindowResult, self.sessions,
+        )  # fmt: skip
+        self.scratch: set[Hashable] = set()
 
     def _restored(self) -> None:
-        tombs = []
-        for k, entry in self.sessions.items():
-            if self.acc_type is not None:
+        if self.acc_type is not None:
+            for entry in self.sessions.values():
                 for i in range(4, len(entry), 3):
                     entry[i] = self._typed(entry[i])
-            if len(entry) > 2:
-                self._schedule(min(entry[3::3]), k)
-            else:
-                tombs.append((entry[1] + self.forget, k))
-        tombs.sort(key=_first)
-        self.tombs.extend(tombs)
+        self.core.restore()
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
-        touched: set[Hashable] = set()
-        created: list[tuple[Hashable, int]] = []
         late: list[Any] = []
-        sessions = self.sessions
-        update_sessions(
-            chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add,
-            self.merge, sessions, self.wm - self.lateness, touched, created, late,
-        )  # fmt: skip
-        schedule = self._schedule
-        for k, end in created:
-            schedule(end, k)
-        if self.tracking:
-            self.state.dirty |= touched
+        if self.updates:
+            touched: set[Hashable] = set()
+        elif self.tracking:
+            touched = self.state.dirty  # every key applied to is dirty: no set to merge afterwards
+        else:
+            touched = self.scratch
+            touched.clear()
+        try:
+            self.core.update(chunk, self.wm - self.lateness, touched, late)
+        finally:
+            if self.updates and self.tracking:
+                self.state.dirty |= touched
         out = self._late(late) if late else []
         if self.updates:
             value = self._value
+            sessions = self.sessions
             for k in touched:
                 entry = sessions[k]
                 for i in range(2, len(entry), 3):
@@ -320,69 +317,13 @@ class SessionWindowLogic(_WindowLogic):
         return out
 
     def _close(self, closed_to: int) -> list[Any]:
-        out = super()._close(closed_to)
-        tombs, sessions, forget = self.tombs, self.sessions, self.forget
-        while tombs and tombs[0][0] <= closed_to:
-            at, k = tombs.popleft()
-            entry = sessions.get(k)
-            if entry is not None and len(entry) == 2 and entry[1] + forget == at:
-                del sessions[k]
-                self.state.remove(k)
+        out: list[Any] = []
+        dirty = self.state.dirty if self.tracking else None
+        self.core.close(closed_to, not self.updates, dirty, self.state.remove, out)
         return out
 
-    def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
-        sessions, forget = self.sessions, self.forget
-        emit = not self.updates
-        value = self._value
-        schedule = self._schedule
-        dirty = self.state.dirty if self.tracking else None
-        tombs: list[tuple[int, Hashable]] = []
-        for k in dict.fromkeys(items):
-            entry = sessions.get(k)
-            if entry is None:
-                continue
-            n = len(entry)
-            if n == 5:  # the common case: one open session
-                end = entry[3]
-                if end > closed_to:
-                    schedule(end, k)  # it grew since it was scheduled
-                    continue
-                if emit:
-                    out.append(WindowResult(k, entry[2], end, value(entry[4])))
-                entry[0] = entry[2]
-                entry[1] = end
-                del entry[2:]
-            elif n > 5:
-                done = sorted(
-                    (entry[i + 1], entry[i], entry[i + 2]) for i in range(2, n, 3) if entry[i + 1] <= closed_to
-                )
-                if not done:
-                    schedule(min(entry[3::3]), k)
-                    continue
-                if emit:
-                    for end, start, acc in done:
-                        out.append(WindowResult(k, start, end, value(acc)))
-                entry[2:] = [x for i in range(2, n, 3) if entry[i + 1] > closed_to for x in entry[i : i + 3]]
-                entry[0], entry[1] = done[-1][1], done[-1][0]
-            else:
-                continue
-            if dirty is not None:
-                dirty.add(k)
-            if len(entry) > 2:
-                schedule(min(entry[3::3]), k)
-            else:
-                tombs.append((entry[1] + forget, k))
-        if tombs:
-            tombs.sort(key=_first)
-            self.tombs.extend(tombs)
-
     def _flush(self, out: list[Any]) -> None:
-        super()._flush(out)
-        self.tombs.clear()
-
-
-def _first(item: tuple[int, Any]) -> int:
-    return item[0]
+        self.core.flush(self.state.dirty if self.tracking else None, out)
 
 
 class SlidingWindowLogic(_WindowLogic):
