@@ -507,6 +507,97 @@ async def test_a_shared_kill_switch_abort_fails_every_stream() -> None:
             await done
 
 
+class _GatedSink:
+    """An async ``foreach`` that takes one element and then waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.got: list[int] = []
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    def sink(self) -> Sink[int, asyncio.Future[None]]:
+        async def take(x: int) -> None:
+            self.got.append(x)
+            self.waiting.set()
+            await self.gate.wait()
+
+        return Sink.foreach(take)
+
+
+#: What may stand between a kill switch and a slow sink: the abort must overtake what each holds.
+_BETWEEN: dict[str, Callable[[Source[int, Any]], Source[int, Any]]] = {
+    "nothing": lambda s: s,
+    "map": lambda s: s.map(lambda x: x),
+    "async_boundary": lambda s: s.async_boundary().map(lambda x: x).async_boundary(),
+    "buffer": lambda s: s.buffer(50),
+    "map_async": lambda s: s.map_async(3, _async_identity),
+    "delay": lambda s: s.delay(0.0),
+    "also_to": lambda s: s.also_to(Sink.ignore()),
+    "group_by": lambda s: s.group_by(2, lambda x: x % 2).map_async(1, _async_identity).merge_substreams(),
+}
+
+
+async def _async_identity(x: int) -> int:
+    return x
+
+
+async def _settle_until(done: asyncio.Future[Any], rounds: int = 200) -> None:
+    """Let the run work (no time passes) until ``done`` is settled or the loop is quiet."""
+    for _ in range(rounds):
+        if done.done():
+            return
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("between", sorted(_BETWEEN))
+@pytest.mark.parametrize("shared", [False, True])
+async def test_kill_switch_abort_overtakes_the_elements_buffered_before_a_slow_sink(
+    between: str, shared: bool
+) -> None:
+    sink = _GatedSink()
+    shared_switch = KillSwitches.shared("s")
+    flow = shared_switch.flow() if shared else KillSwitches.single()
+    src = Source.unfold(0, lambda s: (s + 1, s)).via_mat(flow, Keep.right)
+    switch, done = _BETWEEN[between](src).to_mat(sink.sink(), Keep.both).run(channel_capacity=16)
+    if shared:
+        switch = shared_switch
+    await sink.waiting.wait()
+    await _settle_until(done)  # every channel before the sink fills up
+    assert not done.done()
+    error = Boom("aborted")
+    switch.abort(error)
+    await _settle_until(done)
+    # The sink's future failed with the error while the sink still held its first element:
+    # nothing buffered before it was delivered first.
+    assert done.done()
+    with pytest.raises(Boom) as info:
+        await done
+    assert info.value is error
+    assert sink.got == [0]
+
+
+@pytest.mark.parametrize("between", sorted(_BETWEEN))
+async def test_kill_switch_shutdown_drains_what_is_buffered_before_a_slow_sink(between: str) -> None:
+    sink = _GatedSink()
+    switch, done = (
+        _BETWEEN[between](Source.unfold(0, lambda s: (s + 1, s)).via_mat(KillSwitches.single(), Keep.right))
+        .to_mat(sink.sink(), Keep.both)
+        .run(channel_capacity=16)
+    )
+    await sink.waiting.wait()
+    await _settle_until(done)
+    switch.shutdown()
+    await _settle_until(done)
+    assert not done.done()  # the buffered elements are still to come
+    sink.gate.set()
+    assert await done is None
+    if between == "group_by":
+        assert sorted(sink.got) == list(range(len(sink.got)))
+    else:
+        assert sink.got == list(range(len(sink.got)))
+    assert len(sink.got) > 16
+
+
 # -- describe ------------------------------------------------------------------------------------
 
 

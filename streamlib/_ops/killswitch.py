@@ -15,8 +15,11 @@ from ..stage import AsyncLogic, Stage
 class KillSwitch:
     """Materialized by ``KillSwitches.single()``.
 
-    ``shutdown()`` completes the stream downstream and cancels upstream;
-    ``abort(error)`` fails it downstream with ``error``.
+    ``shutdown()`` completes the stream downstream and cancels upstream: the
+    elements already past the switch are still delivered. ``abort(error)`` fails
+    it downstream with ``error`` at once, overtaking the elements buffered
+    between the switch and the sinks (each stage on the way drops what it holds;
+    an element a stage is working on is abandoned), and cancels upstream.
     """
 
     def __init__(self) -> None:
@@ -28,14 +31,16 @@ class KillSwitch:
         self._trigger(True)
 
     def abort(self, error: BaseException) -> None:
-        """Fail downstream with ``error``, cancel upstream."""
+        """Fail downstream with ``error`` now, ahead of buffered elements; cancel upstream."""
         self._trigger(error)
 
     def _trigger(self, state: BaseException | bool) -> None:
         if self._state is not False:
             return
         self._state = state
-        for logic in self._logics:
+        for logic in list(self._logics):
+            if isinstance(state, BaseException) and logic.out is not None:
+                logic.out.abort(state)  # at once, not when the switch's task next runs
             logic.wake()
 
 
@@ -57,6 +62,7 @@ class _KillSwitchLogic(AsyncLogic):
     def __init__(self, switch: KillSwitch) -> None:
         self.switch = switch
         self._waiter: asyncio.Future[None] | None = None
+        self.out: Channel | None = None
 
     def wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -66,6 +72,7 @@ class _KillSwitchLogic(AsyncLogic):
         (inlet,), (out,) = inlets, outlets
         loop = asyncio.get_running_loop()
         # Registered only while running: a run cancelled before it started leaves no trace.
+        self.out = out
         self.switch._logics.append(self)
         try:
             while True:
@@ -102,7 +109,7 @@ class _KillSwitchLogic(AsyncLogic):
         state = self.switch._state
         inlet.cancel()
         if isinstance(state, BaseException):
-            out.put_final(Failure(state))
+            out.abort(state)
         else:
             out.put_final(END)
 

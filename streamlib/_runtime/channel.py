@@ -10,15 +10,21 @@ at or below the maximum chunk size, so a channel holds at most
 ``cancel`` is the consumer saying it wants nothing more: buffered items are
 dropped and every later ``put`` raises :class:`DownstreamCancelled`, which the
 producer turns into cancelling its own inputs.
+
+``abort`` is the producer failing *out of band* (``KillSwitch.abort``): buffered
+items are dropped, the failure is the next item, later puts are refused, and
+the consumer's interrupt hooks run so a consumer blocked elsewhere (on its own
+full output) stops at once and aborts its outputs in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from .signals import Signal
+from .signals import Failure, Signal
 
 
 class DownstreamCancelled(Exception):
@@ -28,7 +34,7 @@ class DownstreamCancelled(Exception):
 class Channel:
     """A bounded single-producer single-consumer queue of chunks and signals."""
 
-    __slots__ = ("capacity", "_items", "_size", "_getter", "_putter", "cancelled", "name")
+    __slots__ = ("capacity", "_items", "_size", "_getter", "_putter", "cancelled", "name", "aborted", "_interrupts")
 
     def __init__(self, capacity: int, name: str = "") -> None:
         if capacity < 1:
@@ -40,6 +46,9 @@ class Channel:
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
         self.cancelled = False
+        #: The error of an ``abort``: the failure at the head overtook what was buffered.
+        self.aborted: BaseException | None = None
+        self._interrupts: list[Callable[[BaseException], None]] | None = None
 
     def __len__(self) -> int:
         """Elements buffered now (signals count as one)."""
@@ -123,6 +132,31 @@ class Channel:
         putter = self._putter
         if putter is not None and not putter.done():
             putter.set_result(None)
+
+    def abort(self, error: BaseException) -> None:
+        """The producer fails at once: drop buffered items, make ``Failure(error)`` the next item.
+
+        Later puts are refused as after a cancel. Each interrupt hook the consumer
+        registered (:meth:`on_abort`) is called with ``error``.
+        """
+        if self.cancelled:
+            return
+        self._items.clear()
+        self._size = 0
+        self.put_final(Failure(error))  # through subclasses, which may watch what arrives
+        self.aborted = error
+        self.cancelled = True  # every later put, put_nowait or put_final is refused
+        putter = self._putter
+        if putter is not None and not putter.done():
+            putter.set_result(None)
+        for hook in self._interrupts or ():
+            hook(error)
+
+    def on_abort(self, hook: Callable[[BaseException], None]) -> None:
+        """Call ``hook(error)`` when the producer aborts this channel (the consumer's interrupt)."""
+        if self._interrupts is None:
+            self._interrupts = []
+        self._interrupts.append(hook)
 
     def __repr__(self) -> str:
         return f"Channel({self.name!r}, {self._size}/{self.capacity})"

@@ -73,7 +73,24 @@ class RunningGraph:
 
 
 async def drive_async(logic: AsyncLogic, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
-    """Run one async stage, turning its return, failure or cancellation into signals."""
+    """Run one async stage, turning its return, failure or cancellation into signals.
+
+    An abort of any inlet (``KillSwitch.abort``) interrupts the stage wherever it
+    waits: its inlets are cancelled, ``on_failure`` runs and every outlet is
+    aborted in turn, so the failure overtakes what is buffered downstream.
+    """
+    task = asyncio.current_task()
+    interrupted: list[BaseException] = []
+
+    def interrupt(error: BaseException) -> None:
+        if interrupted or task is None or task.done():
+            return
+        interrupted.append(error)
+        if task is not asyncio.current_task():
+            task.cancel()
+
+    for ch in inlets:
+        ch.on_abort(interrupt)
     try:
         await logic.run(inlets, outlets)
     except DownstreamCancelled:
@@ -84,18 +101,41 @@ async def drive_async(logic: AsyncLogic, inlets: Sequence[Channel], outlets: Seq
     except asyncio.CancelledError:
         for ch in inlets:
             ch.cancel()
+        if interrupted and task is not None and task.uncancel() == 0:
+            _abort_outlets(logic, outlets, interrupted[0])
+            return
         logic.on_failure(asyncio.CancelledError())
         raise
     except Exception as error:
-        annotate(error, logic.stage_name)
         for ch in inlets:
             ch.cancel()
+        aborted = interrupted[0] if interrupted else _aborted(inlets)
+        if aborted is not None:
+            _abort_outlets(logic, outlets, aborted)
+            return
+        annotate(error, logic.stage_name)
         logic.on_failure(error)
         for ch in outlets:
             ch.put_final(Failure(error))
     else:
         for ch in inlets:
             ch.cancel()
+        aborted = interrupted[0] if interrupted else None
+        if aborted is not None:
+            _abort_outlets(logic, outlets, aborted)
+            return
         for ch in outlets:
             ch.put_final(END)
 
+
+def _aborted(inlets: Sequence[Channel]) -> BaseException | None:
+    for ch in inlets:
+        if ch.aborted is not None:
+            return ch.aborted
+    return None
+
+
+def _abort_outlets(logic: AsyncLogic, outlets: Sequence[Channel], error: BaseException) -> None:
+    logic.on_failure(error)
+    for ch in outlets:
+        ch.abort(error)

@@ -29,7 +29,10 @@ _YIELD_EVERY = 0.002
 
 
 class Island:
-    __slots__ = ("head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed", "finished")
+    __slots__ = (
+        "head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed", "finished",
+        "task", "interrupted",
+    )
 
     def __init__(
         self,
@@ -50,6 +53,9 @@ class Island:
         self.failed_at = -1
         self.timed = [(i, lg) for i, lg in enumerate(logics) if lg.uses_timers]
         self.finished = False
+        self.task: asyncio.Task[Any] | None = None
+        #: The error of an abort of the inlet that interrupted this island's task.
+        self.interrupted: BaseException | None = None
 
     def describe(self) -> str:
         parts = [self.head.stage_name if self.head else "channel"]
@@ -212,6 +218,28 @@ class Island:
                 await tail.put(item)
 
     async def run(self) -> None:
+        self.task = asyncio.current_task()
+        if self.inlet is not None:
+            self.inlet.on_abort(self._interrupt)
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            error = self.interrupted
+            if error is None or self.task is None or self.task.uncancel() > 0:
+                raise  # the run itself is cancelled
+            self._abort_now(error)
+
+    def _interrupt(self, error: BaseException) -> None:
+        """The inlet was aborted: stop wherever the task waits (even on a full tail)."""
+        task = self.task
+        if task is None or task.done() or self.interrupted is not None:
+            return
+        if task is asyncio.current_task():
+            return  # aborted from inside this island: the failure is the next item it reads
+        self.interrupted = error
+        task.cancel()
+
+    async def _run(self) -> None:
         try:
             self._start()
             if self.out:
@@ -230,7 +258,8 @@ class Island:
         except DownstreamCancelled:
             self._cancel_upstream(self.n)
         except asyncio.CancelledError:
-            self._abort(asyncio.CancelledError())
+            if self.interrupted is None:
+                self._abort(asyncio.CancelledError())
             raise
         except Exception as error:
             where = self.failed_at
@@ -357,10 +386,26 @@ class Island:
             lg.on_cancel()
 
     def _propagate_failure(self, error: BaseException) -> None:
+        if self.inlet is not None and self.inlet.aborted is error:
+            self._abort_now(error)
+            return
         for lg in self.logics:
             lg.on_failure(error)
         if self.tail is not None:
             self.tail.put_final(Failure(error))
+
+    def _abort_now(self, error: BaseException) -> None:
+        """The inlet was aborted: drop what waits, fail the logics, abort the tail (overtaking)."""
+        self.out = []
+        if self.head is not None:
+            self.head.done = True
+            self.head.cancel()
+        if self.inlet is not None:
+            self.inlet.cancel()
+        for lg in self.logics:
+            lg.on_failure(error)
+        if self.tail is not None:
+            self.tail.abort(error)
 
     def _fail(self, error: BaseException, where: int) -> None:
         if self.head is not None:
