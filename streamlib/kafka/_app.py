@@ -142,7 +142,7 @@ class KafkaApp:
     stores (no ``state_dir``) live in this object, so run one instance of it at a time.
 
     >>> def topology(p):
-    ...     return Flow.key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_record)
+    ...     return Flow().key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_record)
     >>> app = KafkaApp("counter", consumer=ConsumerSettings(servers), producer=ProducerSettings(servers),
     ...                topics="numbers", topology=topology, state_dir="/var/lib/counter")
     >>> control = app.run()          # inside a running event loop

@@ -122,7 +122,7 @@ class PartitionContext:
     """What a topology gets for one input partition: where it is and its state store.
 
     >>> def topology(p: PartitionContext) -> Flow:
-    ...     return Flow.key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_output)
+    ...     return Flow().key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_output)
     """
 
     application_id: str

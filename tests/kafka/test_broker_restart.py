@@ -66,7 +66,7 @@ def _topology(output: str) -> Any:
             state.set(count)
             return ProducerRecord(output, json.dumps([rec.key.decode(), int(rec.value), count]).encode())
 
-        return Flow.key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
+        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
 
     return topology
 

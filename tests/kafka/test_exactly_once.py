@@ -123,7 +123,7 @@ def _counting_topology(output: str) -> Any:
             state.set(count)
             return ProducerRecord(output, json.dumps([rec.key.decode(), rec.value, count]).encode(), key=rec.key)
 
-        return Flow.key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
+        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
 
     return topology
 

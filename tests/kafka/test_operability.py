@@ -307,3 +307,47 @@ async def test_the_filter_keeps_not_enough_replicas_when_replicas_are_out_of_syn
         assert unknown.filter(kept) and kept.levelno == logging.WARNING
     finally:
         await producer.stop()
+
+
+# -- a clean stop leaves the group at once -------------------------------------------------------
+
+
+@pytest.mark.time_limit(120)
+async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("leave"), unique("leave-in"), unique("leave-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    await produce_numbered(bootstrap, src, 1000, keys=KEYS, partitions=PARTITIONS)
+    # A session timeout far beyond the bound below: only leaving the group can hand the partitions over.
+    session = {"session_timeout_ms": 45_000, "heartbeat_interval_ms": 500}
+
+    def app(name: str) -> KafkaApp:
+        consumer = ConsumerSettings(bootstrap, value_serde=StrSerde(), properties=session)
+        return KafkaApp(app_id, consumer=consumer, producer=ProducerSettings(bootstrap), topics=src,
+                        topology=_topology(dst), checkpoint_interval=0.05, state_dir=tmp_path / name)
+
+    a = app("a").run()
+    b: AppControl | None = None
+    try:
+        while len(a.metrics.assigned) < PARTITIONS:
+            assert not a.is_stopped
+            await asyncio.sleep(0.05)
+        b = app("b").run()
+        while not (a.metrics.assigned and b.metrics.assigned):
+            assert not a.is_stopped and not b.is_stopped
+            await asyncio.sleep(0.05)
+        b.stop()
+        await b.wait_stopped()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30  # generous, and well below the session timeout
+        while len(a.metrics.assigned) < PARTITIONS:
+            assert loop.time() < deadline, f"A holds {sorted(tp.partition for tp in a.metrics.assigned)}"
+            await asyncio.sleep(0.05)
+    finally:
+        for control in (a, b):
+            if control is not None:
+                control.stop()
+                await control.wait_stopped()

@@ -42,7 +42,7 @@ def topology(p: Any) -> Flow[Any, Any, Any]:
         state.set((count, total))
         return ProducerRecord(OUTPUT, json.dumps([rec.key.decode(), rec.value.n, count, total]).encode(), key=rec.key)
 
-    return Flow.key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
+    return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
 
 
 OUTPUT = ""
