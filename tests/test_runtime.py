@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import operator
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,17 +25,11 @@ from streamlib import (
     Sink,
     Source,
 )
-from streamlib.testing import VirtualClock, assert_no_running_graphs, source_from_chunks, split_at
+from streamlib.testing import VirtualClock, assert_no_running_graphs, settle, source_from_chunks, split_at
 
 
 class Boom(Exception):
     pass
-
-
-async def settle(rounds: int = 50) -> None:
-    """Let every ready task run until the loop is quiet (no time passes)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
 
 
 def fails_on(bad: int) -> Any:
@@ -494,7 +490,38 @@ async def test_a_shared_kill_switch_stops_every_stream_it_is_in() -> None:
     shared.shutdown()
     for _switch, done, _enough, _seen in runs:
         assert await done is None
-    assert shared._logics == []
+
+
+async def test_a_shared_kill_switch_keeps_nothing_of_the_streams_that_ended() -> None:
+    """A long-lived shared switch keeps none of the streams that ended through it alive, whether they
+    ended on their own or it stopped them."""
+    shared = KillSwitches.shared("long-lived")
+
+    class Element:
+        pass
+
+    async def run_to_the_end() -> list[weakref.ref[Element]]:
+        elements = [Element() for _ in range(5)]
+        assert await Source.from_iterable(elements).via(shared.flow()).run_with(Sink.collect()) == elements
+        return [weakref.ref(e) for e in elements]
+
+    async def run_until_stopped() -> weakref.ref[Element]:
+        element, flowing = Element(), asyncio.Event()
+        done = Source.repeat(element).via(shared.flow()).run_with(Sink.foreach(lambda _: flowing.set()))
+        await flowing.wait()
+        shared.shutdown()
+        assert await done is None
+        return weakref.ref(element)
+
+    refs: list[weakref.ref[Element]] = []
+    for _ in range(3):
+        refs += await run_to_the_end()
+    refs.append(await run_until_stopped())
+    await assert_no_running_graphs()
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
+    shared.abort(Boom("late"))  # already shut down: changes nothing
+    assert await Source.repeat(1).via(shared.flow()).run_with(Sink.collect()) == []  # stopped at once
 
 
 async def test_a_shared_kill_switch_abort_fails_every_stream() -> None:
