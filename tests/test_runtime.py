@@ -568,14 +568,6 @@ async def _async_identity(x: int) -> int:
     return x
 
 
-async def _settle_until(done: asyncio.Future[Any], rounds: int = 200) -> None:
-    """Let the run work (no time passes) until ``done`` is settled or the loop is quiet."""
-    for _ in range(rounds):
-        if done.done():
-            return
-        await asyncio.sleep(0)
-
-
 @pytest.mark.parametrize("between", sorted(_BETWEEN))
 @pytest.mark.parametrize("shared", [False, True])
 async def test_kill_switch_abort_overtakes_the_elements_buffered_before_a_slow_sink(
@@ -589,11 +581,11 @@ async def test_kill_switch_abort_overtakes_the_elements_buffered_before_a_slow_s
     if shared:
         switch = shared_switch
     await sink.waiting.wait()
-    await _settle_until(done)  # every channel before the sink fills up
+    await settle()  # every channel before the sink fills up
     assert not done.done()
     error = Boom("aborted")
     switch.abort(error)
-    await _settle_until(done)
+    await settle()
     # The sink's future failed with the error while the sink still held its first element:
     # nothing buffered before it was delivered first.
     assert done.done()
@@ -612,9 +604,9 @@ async def test_kill_switch_shutdown_drains_what_is_buffered_before_a_slow_sink(b
         .run(channel_capacity=16)
     )
     await sink.waiting.wait()
-    await _settle_until(done)
+    await settle()
     switch.shutdown()
-    await _settle_until(done)
+    await settle()
     assert not done.done()  # the buffered elements are still to come
     sink.gate.set()
     assert await done is None
