@@ -232,3 +232,75 @@ async def test_cancelling_a_graph_before_its_tasks_started_settles_its_futures()
     running.cancel()
     await running.wait()
     assert fut.done()
+
+
+# -- a run and the task that started it -----------------------------------------------------------
+
+
+class Counting:
+    """An endless generator source that counts what it yielded and whether it was closed."""
+
+    def __init__(self) -> None:
+        self.yielded = 0
+        self.closed = False
+
+    def __call__(self) -> Iterator[int]:
+        try:
+            while True:
+                self.yielded += 1
+                yield self.yielded
+        finally:
+            self.closed = True
+
+
+async def _quiet(rounds: int = 20) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def test_a_task_cancelled_before_its_first_step_starts_no_run() -> None:
+    source = Counting()
+
+    async def job() -> None:
+        await Source.from_iterator(source).run_with(Sink.ignore())
+
+    task = asyncio.create_task(job())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _quiet()
+    assert source.yielded == 0
+    assert leaked_tasks() == []
+
+
+async def test_a_run_ends_with_the_task_that_started_it_when_that_task_is_cancelled() -> None:
+    source = Counting()
+    started = asyncio.Event()
+    runs: list[asyncio.Future[None]] = []
+
+    async def job() -> None:
+        runs.append(Source.from_iterator(source).run_with(Sink.ignore()))
+        started.set()
+        await asyncio.Event().wait()  # cancelled here, never awaiting the run
+
+    task = asyncio.create_task(job())
+    await started.wait()
+    await _quiet()
+    assert source.yielded > 0
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await assert_no_running_graphs()
+    assert runs[0].cancelled()
+    assert source.closed
+    yielded = source.yielded
+    await _quiet()
+    assert source.yielded == yielded
+
+
+async def test_a_task_that_returns_hands_its_run_on() -> None:
+    async def start() -> asyncio.Future[list[int]]:
+        return Source.from_iterable(range(5)).run_with(Sink.collect())
+
+    done = await asyncio.create_task(start())
+    assert await done == [0, 1, 2, 3, 4]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 from typing import Any
@@ -234,3 +235,18 @@ def test_durations_must_be_positive() -> None:
         Source.empty().idle_timeout(0)
     with pytest.raises(ValueError, match="keep_alive"):
         Source.empty().keep_alive(0, lambda: 1)
+
+
+async def test_a_stream_timeout_is_a_stream_timeout_error_and_a_wait_for_timeout_is_not() -> None:
+    clock = VirtualClock()
+    done = Source.queue(10).idle_timeout(2.0).to_mat(Sink.ignore(), Keep.right).run(clock=clock)
+    with pytest.raises(StreamTimeoutError) as stream:
+        await clock.run(done)
+    assert (stream.value.stage, stream.value.seconds) == ("idle_timeout", 2.0)
+    assert isinstance(stream.value, TimeoutError)  # so `except TimeoutError` sees both kinds
+
+    _queue, around = Source.queue(10).to_mat(Sink.ignore(), Keep.both).run()
+    with pytest.raises(TimeoutError) as outer:
+        await asyncio.wait_for(around, 0)
+    assert not isinstance(outer.value, StreamTimeoutError)
+    assert around.cancelled()  # the timeout around the run cancelled it

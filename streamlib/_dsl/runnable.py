@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -35,7 +36,8 @@ class RunnableGraph(Generic[Mat]):
     ) -> Mat:
         """Start the graph on the running event loop and return its materialized value at once.
 
-        Cancelling a materialized future (or the task awaiting it) cancels the run.
+        Cancelling a materialized future (or the task awaiting it) cancels the run, and so
+        does the task that called ``run()`` ending cancelled while the run goes on.
         ``supervision`` is the default decider (``Supervision.resume``, ...) for every
         stage that honours supervision and has none of its own.
         """
@@ -69,6 +71,7 @@ class RunnableGraph(Generic[Mat]):
         if clock is not None:
             ctx.clock = clock
         value, graph = module.run(ctx)
+        graph.tie_to(asyncio.current_task())
         return value, graph
 
     def map_materialized_value(self, f: Callable[[Mat], M2]) -> RunnableGraph[M2]:

@@ -39,7 +39,20 @@ _NONE: Any = object()
 
 
 class StreamTimeoutError(TimeoutError):
-    """A timeout operator (``idle_timeout``, ``completion_timeout``, ...) failed the stream."""
+    """A timeout operator (``idle_timeout``, ``completion_timeout``, ...) failed the stream.
+
+    Catch it as ``except StreamTimeoutError``. It subclasses the builtin
+    ``TimeoutError``, which since Python 3.11 is also ``asyncio.TimeoutError``:
+    ``except TimeoutError`` catches a stream's timeout *and* an
+    ``asyncio.wait_for`` or ``asyncio.timeout`` around the run, which raise a
+    plain ``TimeoutError`` (and cancel the run). ``stage`` names the operator,
+    ``seconds`` is its limit.
+    """
+
+    def __init__(self, message: str, stage: str = "", seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.seconds = seconds
 
 
 def _positive(value: float, what: str) -> float:
@@ -321,7 +334,7 @@ class _TimeoutLogic(StageLogic):
             "completion": f"the stream did not complete within {self.seconds:g} s",
             "initial": f"no first element within {self.seconds:g} s",
         }[self.kind]
-        raise StreamTimeoutError(f"{self.stage_name}: {what}")
+        raise StreamTimeoutError(f"{self.stage_name}: {what}", self.stage_name, self.seconds)
 
     def on_finish(self) -> list[Any]:
         self.timer_at = None
@@ -359,7 +372,9 @@ class _BackpressureTimeoutLogic(AsyncLogic):
                     check_cancelled(out)
                     if clock.now() >= deadline:
                         raise StreamTimeoutError(
-                            f"{self.stage_name}: downstream took nothing for {self.seconds:g} s"
+                            f"{self.stage_name}: downstream took nothing for {self.seconds:g} s",
+                            self.stage_name,
+                            self.seconds,
                         )
                     await self.wakeup.wait(outlet=out, need_room=True, clock=clock, at=deadline)
             check_cancelled(out)

@@ -1,8 +1,9 @@
 """A running graph: owns every task of one run, under one TaskGroup.
 
 Cancelling the :class:`RunningGraph` (directly, by cancelling a materialized
-future, or by cancelling the task that awaits it) cancels every task it
-started; when the supervisor task ends, nothing of the run is left running.
+future, by cancelling the task that awaits it, or by cancelling the task that
+started it) cancels every task it started; when the supervisor task ends,
+nothing of the run is left running.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class RunningGraph:
         self.task: asyncio.Task[None] | None = None
         #: Materialized futures of the run: any still pending when the run ends is cancelled.
         self.futures: list[asyncio.Future[Any]] = []
+        #: The task that started the run: if it ends cancelled first, the run is cancelled too.
+        self.owner: asyncio.Task[Any] | None = None
 
     def add(self, runner: Callable[[], Awaitable[None]]) -> None:
         self._runners.append(runner)
@@ -39,8 +42,29 @@ class RunningGraph:
         _running.add(self)
         self.task.add_done_callback(self._ended)
 
+    def tie_to(self, owner: asyncio.Task[Any] | None) -> None:
+        """Cancel this run if ``owner`` ends cancelled while the run still goes on.
+
+        A task that started a run and was cancelled (at any await, before it ever
+        awaited the run's value) leaves nothing behind; a task that returns
+        normally hands the run on to whoever holds its materialized value.
+        """
+        if owner is None or owner.done() or self.done:
+            return
+        self.owner = owner
+        owner.add_done_callback(self._owner_done)
+
+    def _owner_done(self, owner: asyncio.Task[Any]) -> None:
+        self.owner = None
+        if owner.cancelled():
+            self.cancel()
+
     def _ended(self, task: asyncio.Task[None]) -> None:
         _running.discard(self)
+        owner = self.owner
+        if owner is not None:
+            self.owner = None
+            owner.remove_done_callback(self._owner_done)
         # Stages cancelled before their first step never settled their futures.
         for fut in self.futures:
             if not fut.done():
