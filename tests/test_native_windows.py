@@ -112,7 +112,7 @@ AGGREGATIONS: dict[str, Callable[[Callable[[Any], Any]], aggs.Aggregation]] = {
     "max": aggs.max_,
     "mean": aggs.mean,
     "collect": aggs.collect,
-    "aggregate": lambda v: aggs.aggregate(list, lambda a, e: a + [e]),
+    "aggregate": lambda v: aggs.aggregate(list, lambda a, e: a + [e], merge=lambda a, b: a + b),
 }
 
 keys = st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 3))
@@ -196,6 +196,149 @@ def test_update_fixed_twins(case: dict[str, Any]) -> None:
     native = compiled().update_fixed
     want, want_error = run_fixed(PURE["update_fixed"], case)
     got, got_error = run_fixed(native, case)
+    assert got == want
+    assert repr(got_error) == repr(want_error)
+
+
+@st.composite
+def session_case(draw: Any) -> dict[str, Any]:
+    n = draw(st.integers(0, 120))
+    raw = draw(st.lists(st.tuples(draw(st.sampled_from([plain_ts, plain_ts, odd_ts])), keys, values), min_size=n,
+                        max_size=n))  # fmt: skip
+    steps = draw(st.lists(st.integers(0, 60), min_size=12, max_size=12))
+    closed = [-(2**63) - draw(st.integers(0, 10))] if draw(st.booleans()) else []
+    for step in steps:  # rising, from no watermark to past every timestamp
+        closed.append((closed[-1] if closed and closed[-1] > -100 else -100) + step)
+    return {
+        "gap": draw(st.integers(1, 40)),
+        "raw": raw,
+        "cuts": draw(st.lists(st.integers(0, n), max_size=10)),
+        "closed": closed,
+        "shape": draw(st.sampled_from(["tuple", "dict", "object"])),
+        "form": draw(st.sampled_from(["lambda", "getter", "field"])),
+        "agg": draw(st.sampled_from(sorted(AGGREGATIONS))),
+        "fail": draw(st.sampled_from([None, None, "ts", "key", "value", "merge", "result"])),
+        "fail_at": draw(st.integers(1, max(1, n))),
+        "emit": draw(st.booleans()),
+        "tracking": draw(st.booleans()),
+        "reload_at": draw(st.integers(0, 12)),
+    }
+
+
+def _session_functions(case: dict[str, Any]) -> tuple[dict[str, Any], aggs.Aggregation]:
+    ts_of, key_of, value_of = extractors(case["shape"], case["form"])
+    fns: dict[str, Any] = {"ts": ts_of, "key": key_of, "value": value_of}
+    if case["fail"] in ("ts", "key", "value"):
+        fns[case["fail"]] = failing(fns[case["fail"]], case["fail_at"])
+    agg = AGGREGATIONS[case["agg"]](fns["value"])
+    fns["merge"], fns["result"] = agg.merge, agg.result
+    if case["fail"] == "merge":
+        fns["merge"] = failing2(agg.merge, 1 + case["fail_at"] % 3)  # type: ignore[arg-type]
+    if case["fail"] == "result":
+        fns["result"] = failing(agg.result or (lambda a: a), 1 + case["fail_at"] % 5)
+    return fns, agg
+
+
+def failing2(f: Callable[[Any, Any], Any], at: int) -> Callable[[Any, Any], Any]:
+    """``f`` of two arguments, raising ``Boom`` on its call number ``at``."""
+    calls = [0]
+
+    def g(a: Any, b: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == at:
+            raise Boom(f"merge call {at}")
+        return f(a, b)
+
+    return g
+
+
+def run_sessions(kernel: Callable[..., None], case: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
+    """``update_sessions`` chunk by chunk; snapshots of state and outputs after each chunk, and the error."""
+    elements = [as_shape(r, case["shape"]) for r in case["raw"]]
+    fns, agg = _session_functions(case)
+    sessions: dict[Any, Any] = {}
+    snapshots: list[Any] = []
+    for i, chunk in enumerate(split_at(elements, case["cuts"])):
+        touched: set[Any] = set()
+        created: list[Any] = []
+        late: list[Any] = []
+        try:
+            kernel(
+                chunk, fns["ts"], fns["key"], agg.value_of, case["gap"], agg.create, agg.add, fns["merge"],
+                sessions, case["closed"][min(i, len(case["closed"]) - 1)], touched, created, late,
+            )  # fmt: skip
+        except Boom as error:
+            snapshots.append(snapshot(sessions, touched, created, late))
+            return snapshots, error
+        snapshots.append(snapshot(sessions, touched, created, late))
+    return snapshots, None
+
+
+@SETTINGS
+@given(case=session_case())
+def test_update_sessions_twins(case: dict[str, Any]) -> None:
+    native = compiled().update_sessions
+    want, want_error = run_sessions(PURE["update_sessions"], case)
+    got, got_error = run_sessions(native, case)
+    assert got == want
+    assert repr(got_error) == repr(want_error)
+
+
+def run_session_core(core_class: Any, case: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
+    """A ``SessionCore`` through chunks, closes, a reload from its state, and the end of the stream.
+
+    After each step: the state, the keys touched and marked dirty, late elements,
+    results (as typed tuples) and the keys forgotten.
+    """
+    elements = [as_shape(r, case["shape"]) for r in case["raw"]]
+    fns, agg = _session_functions(case)
+
+    def make_core(sessions: dict[Any, Any]) -> Any:
+        return core_class(
+            fns["ts"], fns["key"], agg.value_of, case["gap"], agg.create, agg.add, fns["merge"], fns["result"],
+            lambda k, s, e, v: ("result", k, s, e, v), sessions,
+        )  # fmt: skip
+
+    sessions: dict[Any, Any] = {}
+    core = make_core(sessions)
+    snapshots: list[Any] = []
+    removed: list[Any] = []
+    dirty: set[Any] | None = set() if case["tracking"] else None
+    closed = case["closed"]
+    for i, chunk in enumerate(split_at(elements, case["cuts"])):
+        c = closed[min(i, len(closed) - 1)]
+        touched: set[Any] = set()
+        late: list[Any] = []
+        out: list[Any] = []
+        try:
+            if i == case["reload_at"]:  # a restart: a new core over a copy of the state
+                sessions = copy.deepcopy(sessions)
+                core = make_core(sessions)
+                core.restore()
+            core.update(chunk, c, touched, late)
+            core.close(c, case["emit"], dirty, removed.append, out)
+        except Boom as error:
+            snapshots.append(snapshot(sessions, touched, late, out, dirty, removed))
+            return snapshots, error
+        snapshots.append(snapshot(sessions, touched, late, out, dirty, removed))
+    out = []
+    try:
+        core.close(closed[-1] + 30, case["emit"], dirty, removed.append, out)
+        snapshots.append(snapshot(sessions, out, dirty, removed))
+        core.flush(dirty, out)
+    except Boom as error:
+        snapshots.append(snapshot(sessions, out, dirty, removed))
+        return snapshots, error
+    snapshots.append(snapshot(sessions, out, dirty, removed))
+    return snapshots, None
+
+
+@SETTINGS
+@given(case=session_case())
+def test_session_core_twins(case: dict[str, Any]) -> None:
+    native = compiled().SessionCore
+    want, want_error = run_session_core(PURE["SessionCore"], case)
+    got, got_error = run_session_core(native, case)
     assert got == want
     assert repr(got_error) == repr(want_error)
 
@@ -325,7 +468,8 @@ def test_the_switch_picks_the_kernels(mode: str) -> None:
     pure = PURE["update_fixed"]
     picked = switch.window_kernel("update_fixed", pure)
     assert (picked is pure) == (mode == "pure")
-    assert switch.window_kernel("update_sessions", PURE["update_sessions"]) is PURE["update_sessions"]
+    for name in ("update_sessions", "SessionCore"):
+        assert (switch.window_kernel(name, PURE[name]) is PURE[name]) == (mode == "pure")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

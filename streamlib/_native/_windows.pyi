@@ -34,3 +34,49 @@ def update_count(
 
 def max_timestamp(ts_of: Callable[[Any], int], chunk: list[Any]) -> Any:
     """``max(map(ts_of, chunk))`` (see ``streamlib._time.kernels.max_timestamp``)."""
+
+def update_sessions(
+    chunk: list[Any],
+    ts_of: Callable[[Any], int],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    gap: int,
+    create: Callable[[Any], Any],
+    add: Callable[[Any, Any], Any],
+    merge: Callable[[Any, Any], Any],
+    sessions: dict[Hashable, list[Any]],
+    closed_to: int,
+    touched: set[Hashable],
+    created: list[tuple[Hashable, int]],
+    late: list[tuple[Any, int, Hashable, int, int]],
+) -> None:
+    """Session windows (see ``streamlib._time.kernels.update_sessions``)."""
+
+class SessionCore:
+    """Compiled twin of ``streamlib._time.kernels.SessionCore`` (same contract)."""
+
+    def __init__(
+        self,
+        ts_of: Callable[[Any], int],
+        key_of: Callable[[Any], Hashable],
+        value_of: Callable[[Any], Any] | None,
+        gap: int,
+        create: Callable[[Any], Any],
+        add: Callable[[Any, Any], Any],
+        merge: Callable[[Any, Any], Any],
+        result: Callable[[Any], Any] | None,
+        result_type: Callable[[Hashable, int, int, Any], Any],
+        sessions: dict[Hashable, list[Any]],
+    ) -> None: ...
+    def schedule(self, at: Any, k: Hashable) -> None: ...
+    def update(self, chunk: list[Any], closed_to: int, touched: set[Hashable], late: list[Any]) -> None: ...
+    def close(
+        self,
+        closed_to: Any,
+        emit: bool,
+        dirty: set[Hashable] | None,
+        remove: Callable[[Hashable], Any],
+        out: list[Any],
+    ) -> None: ...
+    def flush(self, dirty: set[Hashable] | None, out: list[Any]) -> None: ...
+    def restore(self) -> None: ...

@@ -37,6 +37,8 @@ cimport cython
 from cpython.object cimport PyObject, Py_TYPE
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 
 import operator
@@ -49,8 +51,11 @@ cdef extern from "Python.h":
     int PyLong_CheckExact(object)
     long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
     int PyObject_RichCompareBool(object, object, int) except -1
+    object PyLong_FromLongLong(long long)
     int Py_LT
+    int Py_LE
     int Py_GT
+    int Py_EQ
 
 cdef object _itemgetter = operator.itemgetter
 cdef object _attrgetter = operator.attrgetter
@@ -410,3 +415,387 @@ def max_timestamp(ts_of, chunk):
                 cm = PyLong_AsLongLongAndOverflow(m, &overflow)
                 m_small = not overflow
     return m
+
+
+# -- sessions -----------------------------------------------------------------------------
+
+cdef object _NO_CLOSED = _pure.NO_CLOSED
+cdef object _first = _pure._first
+cdef object _PureSessionCore = _pure.SessionCore
+
+
+cdef inline bint _cmp(object a, object b, int op) except -1:
+    """``a < b`` (``op`` = Py_LT, ...) as Python computes it; in C for two exact ints."""
+    cdef int o1 = 0, o2 = 0
+    cdef long long x, y
+    if PyLong_CheckExact(a) and PyLong_CheckExact(b):
+        x = PyLong_AsLongLongAndOverflow(a, &o1)
+        y = PyLong_AsLongLongAndOverflow(b, &o2)
+        if not o1 and not o2:
+            if op == Py_LT:
+                return x < y
+            if op == Py_LE:
+                return x <= y
+            if op == Py_GT:
+                return x > y
+            if op == Py_EQ:
+                return x == y
+    return PyObject_RichCompareBool(a, b, op)
+
+
+cdef inline object _plus(object a, object b):
+    """``a + b``; in C for two exact ints within +-2**61."""
+    cdef long long x, y
+    if _small(a, &x) and _small(b, &y):
+        return PyLong_FromLongLong(x + y)
+    return a + b
+
+
+ctypedef struct _Due:
+    PyObject* at    # the close time (a reference owned by the heap)
+    PyObject* key   # the key to look at then (owned)
+    long long t     # ``at`` as a C number when ``small``
+    long long seq   # scheduling order, among equal times
+    bint small
+
+
+cdef inline bint _before(_Due* a, _Due* b) except -1:
+    """``a`` is due before ``b``: earlier time, or the same time scheduled earlier."""
+    if a.small and b.small:
+        if a.t != b.t:
+            return a.t < b.t
+        return a.seq < b.seq
+    if PyObject_RichCompareBool(<object>a.at, <object>b.at, Py_LT):
+        return True
+    if PyObject_RichCompareBool(<object>b.at, <object>a.at, Py_LT):
+        return False
+    return a.seq < b.seq
+
+
+@cython.final
+cdef class SessionCore:
+    """Compiled twin of ``streamlib._time.kernels.SessionCore`` (same contract).
+
+    The close index is a binary heap of C structs ordered by (time, scheduling
+    order), which pops keys in the order of the pure core's heap of distinct
+    times and its lists of keys per time; chunks are applied by the loop that
+    also backs the compiled ``update_sessions``, pushing each created session
+    straight into the heap.
+    """
+
+    cdef readonly object ts_of, key_of, value_of, gap, forget, create, add, merge, result, result_type
+    cdef readonly dict sessions
+    cdef _Get tg, kg, vg
+    cdef int agg
+    cdef _Due* heap
+    cdef Py_ssize_t n, cap
+    cdef long long seq
+    cdef list tombs     # (at, key), due in order from ``thead``
+    cdef Py_ssize_t thead
+
+    def __cinit__(self):
+        self.heap = NULL
+        self.n = self.cap = 0
+
+    def __init__(self, ts_of, key_of, value_of, gap, create, add, merge, result, result_type, sessions):
+        if type(sessions) is not dict:
+            raise TypeError(f"SessionCore needs a dict of sessions, got {type(sessions).__name__}")
+        self.ts_of, self.key_of, self.value_of = ts_of, key_of, value_of
+        self.gap = gap
+        self.forget = 2 * gap
+        self.create, self.add, self.merge, self.result = create, add, merge, result
+        self.result_type = result_type
+        self.sessions = <dict>sessions
+        self.tg, self.kg, self.vg = _getter(ts_of), _getter(key_of), _getter(value_of)
+        self.agg = _agg_kind(create, add)
+        self.tombs = []
+        self.thead = 0
+
+    def __dealloc__(self):
+        self._clear()
+        PyMem_Free(self.heap)
+
+    cdef void _clear(self):
+        cdef Py_ssize_t i
+        for i in range(self.n):
+            Py_XDECREF(self.heap[i].at)
+            Py_XDECREF(self.heap[i].key)
+        self.n = 0
+
+    # -- the close index --------------------------------------------------------------
+
+    cdef int _push(self, object at, object k) except -1:
+        cdef _Due* grown
+        cdef _Due item
+        cdef Py_ssize_t i, parent
+        if self.n == self.cap:
+            grown = <_Due*>PyMem_Realloc(self.heap, (self.cap * 2 + 64) * sizeof(_Due))
+            if grown == NULL:
+                raise MemoryError()
+            self.heap = grown
+            self.cap = self.cap * 2 + 64
+        item.small = _small(at, &item.t)
+        item.seq = self.seq
+        self.seq += 1
+        item.at = <PyObject*>at
+        item.key = <PyObject*>k
+        i = self.n
+        try:
+            while i > 0:
+                parent = (i - 1) >> 1
+                if not _before(&item, &self.heap[parent]):
+                    break
+                self.heap[i] = self.heap[parent]
+                i = parent
+        finally:  # a failed comparison still leaves a heap, with the item in it
+            self.heap[i] = item
+            Py_INCREF(at)
+            Py_INCREF(k)
+            self.n += 1
+        return 0
+
+    cdef object _pop(self):
+        """The key of the first item (removed); its time is left to the caller (already read)."""
+        cdef _Due top = self.heap[0]
+        cdef _Due last
+        cdef Py_ssize_t i = 0, c, n
+        self.n -= 1
+        n = self.n
+        if n > 0:
+            last = self.heap[n]
+            try:
+                while True:
+                    c = 2 * i + 1
+                    if c >= n:
+                        break
+                    if c + 1 < n and _before(&self.heap[c + 1], &self.heap[c]):
+                        c += 1
+                    if not _before(&self.heap[c], &last):
+                        break
+                    self.heap[i] = self.heap[c]
+                    i = c
+            finally:
+                self.heap[i] = last
+        k = <object>top.key
+        Py_DECREF(k)  # the heap's reference, now owned by ``k``
+        Py_DECREF(<object>top.at)
+        return k
+
+    def schedule(self, at, k):
+        """Look at key ``k`` again once ``closed_to >= at``."""
+        self._push(at, k)
+
+    # -- chunks -------------------------------------------------------------------------
+
+    def update(self, chunk, closed_to, touched, late):
+        """Apply ``chunk`` and schedule the sessions it created (see ``kernels.update_sessions``)."""
+        cdef list created
+        if not (type(chunk) is list and type(touched) is set and type(late) is list):
+            created = []
+            try:
+                _pure.PURE["update_sessions"](
+                    chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add,
+                    self.merge, self.sessions, closed_to, touched, created, late)
+            finally:
+                for k, end in created:
+                    self._push(end, k)
+            return
+        _session_chunk(<list>chunk, self.tg, self.kg, self.vg, self.gap, self.agg, self.create, self.add,
+                       self.merge, self.sessions, closed_to, <set>touched, None, self, <list>late)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, closed_to, bint emit, dirty, remove, list out):
+        """Close the sessions ending at or before ``closed_to``, then forget the keys due."""
+        cdef list keys
+        cdef list tombs = self.tombs
+        cdef dict sessions = self.sessions
+        cdef PyObject* found
+        if self.n and _cmp(<object>self.heap[0].at, closed_to, Py_LE):
+            keys = []
+            while self.n and _cmp(<object>self.heap[0].at, closed_to, Py_LE):
+                keys.append(self._pop())
+            self._expire(keys, closed_to, emit, dirty, out)
+        forget = self.forget
+        while self.thead < len(tombs):
+            item = tombs[self.thead]
+            at = (<tuple>item)[0]
+            if not _cmp(at, closed_to, Py_LE):
+                break
+            self.thead += 1
+            k = (<tuple>item)[1]
+            found = PyDict_GetItemWithError(sessions, k)
+            if found != NULL:
+                entry = <object>found
+                if len(entry) == 2 and _cmp(_plus(entry[1], forget), at, Py_EQ):
+                    del sessions[k]
+                    remove(k)
+        if self.thead > 1024 and self.thead * 2 > len(tombs):
+            del tombs[:self.thead]
+            self.thead = 0
+
+    def flush(self, dirty, list out):
+        """End of stream: emit every open session (in order of close time) and forget the tombs."""
+        cdef list keys = []
+        while self.n:
+            keys.append(self._pop())
+        self._expire(keys, 2**63, True, dirty, out)
+        self.tombs = []
+        self.thead = 0
+
+    def restore(self):
+        """Schedule every key of ``sessions`` (loaded from a store): open ones, or their forgetting."""
+        cdef list tombs = []
+        forget = self.forget
+        for k, entry in self.sessions.items():
+            if len(entry) > 2:
+                self._push(min(entry[3::3]), k)
+            else:
+                tombs.append((entry[1] + forget, k))
+        tombs.sort(key=_first)
+        self.tombs.extend(tombs)
+
+    @cython.boundscheck(True)
+    @cython.wraparound(True)
+    cdef int _expire(self, list keys, object closed_to, bint emit, object dirty, list out) except -1:
+        cdef dict sessions = self.sessions
+        cdef list tombs = []
+        cdef bint in_order = True
+        cdef Py_ssize_t n, i
+        cdef PyObject* found
+        cdef object last_at = None
+        result, make, forget = self.result, self.result_type, self.forget
+        cdef set dset = <set>dirty if type(dirty) is set else None
+        for k in (dict.fromkeys(keys) if len(keys) > 1 else keys):
+            found = PyDict_GetItemWithError(sessions, k)
+            if found == NULL:
+                continue
+            entry = <object>found
+            n = len(entry)
+            if n == 5:  # the common case: one open session
+                end = entry[3]
+                if _cmp(end, closed_to, Py_GT):
+                    self._push(end, k)  # it grew since it was scheduled
+                    continue
+                if emit:
+                    acc = entry[4]
+                    out.append(make(k, entry[2], end, acc if result is None else result(acc)))
+                entry[0] = entry[2]
+                entry[1] = end
+                del entry[2:]
+            elif n > 5:
+                done = [(entry[i + 1], entry[i], entry[i + 2]) for i in range(2, n, 3)
+                        if _cmp(entry[i + 1], closed_to, Py_LE)]
+                if not done:
+                    self._push(min(entry[3::3]), k)
+                    continue
+                done.sort(key=_first)
+                if emit:
+                    for end, start, acc in done:
+                        out.append(make(k, start, end, acc if result is None else result(acc)))
+                entry[2:] = [x for i in range(2, n, 3) if _cmp(entry[i + 1], closed_to, Py_GT)
+                             for x in entry[i : i + 3]]
+                entry[0], entry[1] = done[-1][1], done[-1][0]
+            else:
+                continue
+            if dset is not None:
+                dset.add(k)
+            elif dirty is not None:
+                dirty.add(k)
+            if len(entry) > 2:
+                self._push(min(entry[3::3]), k)
+            else:
+                at = _plus(entry[1], forget)
+                if in_order and last_at is not None and _cmp(at, last_at, Py_LT):
+                    in_order = False
+                last_at = at
+                tombs.append((at, k))
+        if tombs:
+            if not in_order:
+                tombs.sort(key=_first)
+            self.tombs.extend(tombs)
+        return 0
+
+
+@cython.boundscheck(True)
+@cython.wraparound(True)
+cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int agg, object create, object add,
+                        object merge, dict sessions, object closed_to, set touched, list created,
+                        SessionCore core, list late) except -1:
+    """``kernels.update_sessions`` over ``chunk``; a created session goes to ``created`` or ``core``'s heap."""
+    cdef PyObject* found
+    cdef Py_ssize_t i = -1, j, n, hit
+    while i + 1 < PyList_GET_SIZE(chunk):  # re-read: a user function may change the list
+        i += 1
+        e = <object>PyList_GET_ITEM(chunk, i)
+        ts = tg.get(e)
+        k = kg.get(e)
+        end = _plus(ts, gap)
+        found = PyDict_GetItemWithError(sessions, k)
+        if found == NULL:
+            if _cmp(end, closed_to, Py_LE):
+                late.append((e, ts, k, ts, end))
+                continue
+            acc = _create(agg, create, vg.get(e))
+            sessions[k] = [0, _NO_CLOSED, ts, end, acc]
+            if core is None:
+                created.append((k, end))
+            else:
+                core._push(end, k)
+            touched.add(k)
+            continue
+        entry = <object>found
+        if _cmp(ts, entry[1], Py_LT):
+            late.append((e, ts, k, entry[0], entry[1]))
+            continue
+        if _cmp(_plus(end, gap), closed_to, Py_LE):
+            late.append((e, ts, k, ts, end))
+            continue
+        hit = -1
+        j = 2
+        n = len(entry)
+        while j < n:
+            if _cmp(entry[j], end, Py_LT) and _cmp(ts, entry[j + 1], Py_LT):
+                if hit < 0:
+                    hit = j
+                else:  # a second overlapping session: fold it into the first
+                    if _cmp(entry[j], entry[hit], Py_LT):
+                        entry[hit] = entry[j]
+                    if _cmp(entry[j + 1], entry[hit + 1], Py_GT):
+                        entry[hit + 1] = entry[j + 1]
+                    entry[hit + 2] = merge(entry[hit + 2], entry[j + 2])
+                    del entry[j : j + 3]
+                    n -= 3
+                    continue
+            j += 3
+        v = vg.get(e)
+        if hit < 0:
+            if _cmp(end, closed_to, Py_LE):
+                late.append((e, ts, k, ts, end))
+                continue
+            acc = _create(agg, create, v)
+            entry += (ts, end, acc)
+            if core is None:
+                created.append((k, end))
+            else:
+                core._push(end, k)
+        else:
+            if _cmp(ts, entry[hit], Py_LT):
+                entry[hit] = ts
+            if _cmp(end, entry[hit + 1], Py_GT):
+                entry[hit + 1] = end
+            entry[hit + 2] = _add(agg, add, entry[hit + 2], v)
+        touched.add(k)
+    return 0
+
+
+def update_sessions(chunk, ts_of, key_of, value_of, gap, create, add, merge, sessions, closed_to, touched,
+                    created, late):
+    """Session windows (see ``streamlib._time.kernels.update_sessions``)."""
+    if not (type(chunk) is list and type(sessions) is dict and type(touched) is set
+            and type(created) is list and type(late) is list):
+        return _pure.PURE["update_sessions"](
+            chunk, ts_of, key_of, value_of, gap, create, add, merge, sessions, closed_to, touched, created, late)
+    _session_chunk(<list>chunk, _getter(ts_of), _getter(key_of), _getter(value_of), gap,
+                   _agg_kind(create, add), create, add, merge, <dict>sessions, closed_to, <set>touched,
+                   <list>created, None, <list>late)
