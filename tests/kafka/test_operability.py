@@ -336,7 +336,9 @@ async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout
             assert not a.is_stopped
             await asyncio.sleep(0.05)
         b = app("b").run()
-        while not (a.metrics.assigned and b.metrics.assigned):
+        # The group is stable again: the partitions are split between A and B, and B has opened its own.
+        while not (a.metrics.assigned and b.metrics.assigned and len(a.metrics.assigned | b.metrics.assigned)
+                   == PARTITIONS and set(b.metrics.committed) == b.metrics.assigned):
             assert not a.is_stopped and not b.is_stopped
             await asyncio.sleep(0.05)
         b.stop()
