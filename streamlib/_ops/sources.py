@@ -362,6 +362,12 @@ class SourceQueue(Generic[T]):
 
     ``await offer(x)`` waits while the buffer is full (backpressure);
     ``complete()`` ends the stream and ``fail(error)`` fails it.
+
+    Fast path: while the synchronous stages right after the queue are idle and
+    nothing is buffered, an offer runs them on the caller's stack (no event-loop
+    turn) and returns once they are done with the element. Otherwise it is
+    buffered for their task. Results are the same either way; an error raised by
+    a stage fails the stream and is never raised to the caller.
     """
 
     def __init__(self, channel: Channel, graph: RunningGraph | None = None) -> None:
@@ -381,8 +387,12 @@ class SourceQueue(Generic[T]):
     async def offer(self, element: T) -> None:
         """Enqueue one element, waiting while the buffer is full."""
         self._check_open()
+        channel = self._channel
+        inline = channel.inline
+        if inline is not None and inline([element]):
+            return
         try:
-            await self._channel.put([element])
+            await channel.put([element])
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
 
@@ -390,9 +400,14 @@ class SourceQueue(Generic[T]):
         """Enqueue many elements as one chunk, waiting while the buffer is full."""
         chunk = list(elements)
         self._check_open()
+        if not chunk:
+            return
+        channel = self._channel
+        inline = channel.inline
+        if inline is not None and inline(chunk):
+            return
         try:
-            if chunk:
-                await self._channel.put(chunk)
+            await channel.put(chunk)
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
 
@@ -402,7 +417,11 @@ class SourceQueue(Generic[T]):
             self._check_open()
         except QueueClosedError:
             return False
-        return self._channel.put_nowait([element])
+        channel = self._channel
+        inline = channel.inline
+        if inline is not None and inline([element]):
+            return True
+        return channel.put_nowait([element])
 
     def complete(self) -> None:
         """End the stream after the elements already offered."""
@@ -432,5 +451,5 @@ class QueueSource(_SourceStage):
 
     def materialize(self, ctx: RunContext) -> tuple[ChannelSourceLogic, SourceQueue[Any]]:
         channel = Channel(self.capacity, "queue")
-        return ChannelSourceLogic(channel), SourceQueue(channel, ctx.graph)
+        return ChannelSourceLogic(channel, inline=True), SourceQueue(channel, ctx.graph)
 

@@ -15,6 +15,11 @@ producer turns into cancelling its own inputs.
 items are dropped, the failure is the next item, later puts are refused, and
 the consumer's interrupt hooks run so a consumer blocked elsewhere (on its own
 full output) stops at once and aborts its outputs in turn.
+
+``inline`` is the queue fast path: the consuming island's ``offer_inline``, set
+by the materializer on a ``Source.queue`` channel. A producer outside the graph
+calls it first; it runs the chunk through the island on the caller's stack and
+returns True, or returns False (nothing done) and the producer puts as usual.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ class DownstreamCancelled(Exception):
 class Channel:
     """A bounded single-producer single-consumer queue of chunks and signals."""
 
-    __slots__ = ("capacity", "_items", "_size", "_getter", "_putter", "cancelled", "name", "aborted", "_interrupts")
+    __slots__ = (
+        "capacity", "_items", "_size", "_getter", "_putter", "cancelled", "name", "aborted", "_interrupts", "inline",
+    )
 
     def __init__(self, capacity: int, name: str = "") -> None:
         if capacity < 1:
@@ -49,6 +56,8 @@ class Channel:
         #: The error of an ``abort``: the failure at the head overtook what was buffered.
         self.aborted: BaseException | None = None
         self._interrupts: list[Callable[[BaseException], None]] | None = None
+        #: The consumer's fast path (``Island.offer_inline``), or None: see the module docstring.
+        self.inline: Callable[[list[Any]], bool] | None = None
 
     def __len__(self) -> int:
         """Elements buffered now (signals count as one)."""

@@ -12,6 +12,13 @@ island cancels its head, finishes the logics after it, and ends. When a logic
 raises, its partial output for the chunk is delivered first, then the error is
 annotated with the stage name and sent downstream as a failure while the head
 is cancelled.
+
+Fast path (``offer_inline``): while the task of an island fed by a
+``Source.queue`` waits on its empty inlet, a producer's offer runs the chunk
+through the logics on the producer's stack instead of waking the task. Whatever
+needs more than that (a failure to send on, a completion, output the tail has no
+room for) is left for the task, which is woken to do it exactly as if it had
+pushed the chunk itself.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ from .signals import END, Failure, Signal
 #: Seconds a pull-headed island may run before it yields to the event loop.
 _YIELD_EVERY = 0.002
 
+#: What ``_wait_item`` returns when an inline push left work for the task.
+_KICK: Any = object()
+
 
 class Island:
     __slots__ = (
         "head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed", "finished",
-        "task", "interrupted",
+        "task", "interrupted", "waiting", "busy", "kicked", "deferred",
     )
 
     def __init__(
@@ -56,6 +66,14 @@ class Island:
         self.task: asyncio.Task[Any] | None = None
         #: The error of an abort of the inlet that interrupted this island's task.
         self.interrupted: BaseException | None = None
+        #: The future the task waits on while its inlet is empty (None while it runs).
+        self.waiting: asyncio.Future[None] | None = None
+        #: True while ``offer_inline`` pushes a chunk (a re-entrant offer must not).
+        self.busy = False
+        #: An inline push left work for the task (``deferred``, ``out`` or ``stop_at``).
+        self.kicked = False
+        #: What an inline push raised: the task raises it as if its own push had.
+        self.deferred: BaseException | None = None
 
     def describe(self) -> str:
         parts = [self.head.stage_name if self.head else "channel"]
@@ -200,6 +218,62 @@ class Island:
                 raise
             self._emitted(i, lg, emitted)
 
+    # -- fast path --------------------------------------------------------
+
+    def offer_inline(self, chunk: list[Any]) -> bool:
+        """Push ``chunk`` through the logics now, on the caller's stack; False when it may not.
+
+        Only while the task waits on an empty inlet with nothing of its own to do:
+        not re-entrant, not while anything is queued or the task was woken, not
+        with timers, not when the tail has no room, not while the run is being
+        cancelled. The chunk then meets exactly what the task would have done with
+        it next, so ordering holds, and the island stays idle, so the next offer may
+        go inline too. A raised error, output the tail cannot take at once, or a
+        completed logic is left for the task, woken to finish it as after its own
+        push: nothing raised here reaches the caller.
+        """
+        fut = self.waiting
+        if fut is None or fut.done() or self.busy or self.kicked:
+            return False
+        inlet = self.inlet
+        if inlet is None or inlet._items or inlet.cancelled:
+            return False
+        tail = self.tail
+        if tail is not None and (tail.cancelled or tail._size >= tail.capacity):
+            return False
+        graph = self.ctx.graph
+        if graph is not None and graph.task is not None and graph.task.cancelling():
+            return False  # the run is being cancelled: its tasks drop what is offered now
+        self.busy = True
+        try:
+            self._push(0, chunk)
+        except BaseException as error:  # the task raises it where its own push would have
+            self.deferred = error
+        finally:
+            self.busy = False
+        if self.out:
+            self._flush_nowait()
+        if self.deferred is not None or self.out or self.stop_at >= 0:
+            self.kicked = True
+            if not fut.done():
+                fut.set_result(None)
+        return True
+
+    def _flush_nowait(self) -> None:
+        """Put what ``out`` holds into the tail while it has room; the rest stays for ``_flush``."""
+        out = self.out
+        tail = self.tail
+        assert tail is not None
+        max_chunk = self.ctx.max_chunk
+        k = 0
+        for item in out:
+            if type(item) is list and len(item) > max_chunk:
+                break
+            if not tail.put_nowait(item):
+                break
+            k += 1
+        del out[:k]
+
     # -- asynchronous driver ----------------------------------------------
 
     async def _flush(self) -> None:
@@ -228,6 +302,9 @@ class Island:
             if error is None or self.task is None or self.task.uncancel() > 0:
                 raise  # the run itself is cancelled
             self._abort_now(error)
+        finally:
+            if self.inlet is not None:
+                self.inlet.inline = None  # the queue handle no longer keeps this island alive
 
     def _interrupt(self, error: BaseException) -> None:
         """The inlet was aborted: stop wherever the task waits (even on a full tail)."""
@@ -319,6 +396,10 @@ class Island:
                     continue
             elif item is None:
                 item = await self._wait_item(inlet, None)
+                if item is _KICK:
+                    if not await self._after_inline():
+                        return
+                    continue
             if type(item) is list:
                 self._push(0, item)
             elif item is END:
@@ -336,12 +417,24 @@ class Island:
             if self.stop_at >= 0:
                 return
 
+    async def _after_inline(self) -> bool:
+        """Finish what an inline push left: raise its error, flush, stop. False once the island is done."""
+        self.kicked = False
+        error = self.deferred
+        if error is not None:
+            self.deferred = None
+            raise error
+        if self.out:
+            await self._flush()
+        return self.stop_at < 0
+
     async def _wait_item(self, inlet: Channel, deadline: float | None) -> Any:
         """Wait for the next item; None once the clock reaches ``deadline`` first.
 
         While waiting, a cancellation of the tail wakes the island too (a
         cancelled channel wakes its producer), so an idle island passes a
-        downstream cancellation upstream at once.
+        downstream cancellation upstream at once. ``_KICK`` when an inline push
+        (``offer_inline``) left work for the task.
         """
         clock = self.ctx.clock
         tail = self.tail
@@ -359,15 +452,19 @@ class Island:
             inlet._getter = fut
             if tail is not None:
                 tail._putter = fut
+            self.waiting = fut
             try:
                 await fut
             finally:
+                self.waiting = None
                 if handle is not None:
                     handle.cancel()
                 if inlet._getter is fut:
                     inlet._getter = None
                 if tail is not None and tail._putter is fut:
                     tail._putter = None
+            if self.kicked:
+                return _KICK
             if tail is not None and tail.cancelled:
                 raise DownstreamCancelled(tail.name)
             item = inlet.get_nowait()

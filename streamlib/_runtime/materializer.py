@@ -9,12 +9,16 @@
    gets one bounded :class:`~streamlib._runtime.channel.Channel` (or the
    channel a queue source or queue sink already owns).
 3. Maximal paths of fused edges become islands; async stages become tasks.
+   An island fed by a ``Source.queue`` channel and without timers takes that
+   queue's offers inline while it is idle (``Island.offer_inline``), unless
+   ``STREAMLIB_QUEUE_FAST_PATH=0`` is set when the graph materializes.
 4. A :class:`RunningGraph` starts them all under one TaskGroup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +30,17 @@ from .island import Island
 
 
 class ChannelSourceLogic:
-    """A source whose elements arrive on a channel it owns (``Source.queue``)."""
+    """A source whose elements arrive on a channel it owns (``Source.queue``).
+
+    With ``inline``, the producer calls ``channel.inline`` first (the queue fast
+    path), so the island it feeds registers it there.
+    """
 
     stage_name: str = ""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, inline: bool = False) -> None:
         self.channel = channel
+        self.inline = inline
 
 
 class ChannelSinkLogic:
@@ -49,6 +58,21 @@ class Edge:
     src_port: int
     dst: int
     dst_port: int
+
+
+#: Set to ``0`` to turn the queue fast path off (read each time a graph materializes).
+FAST_PATH_ENV = "STREAMLIB_QUEUE_FAST_PATH"
+
+
+def queue_fast_path_enabled() -> bool:
+    """Whether islands fed by a ``Source.queue`` take its offers inline (``STREAMLIB_QUEUE_FAST_PATH``)."""
+    return os.environ.get(FAST_PATH_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _add_island(graph: RunningGraph, island: Island, fed_by_queue: bool, fast_path: bool) -> None:
+    if fed_by_queue and fast_path and not island.timed and island.inlet is not None:
+        island.inlet.inline = island.offer_inline
+    graph.add(island.run)
 
 
 def _fusable_out(logic: Any) -> bool:
@@ -101,11 +125,12 @@ def materialize(
                 ctx.channel_capacity, f"{stages[e.src].port_name('out', e.src_port)}"
             )
 
+    fast_path = queue_fast_path_enabled()
     # A queue source wired straight to a queue sink needs a pump between the two channels.
     for e in edges:
         if isinstance(logics[e.src], ChannelSourceLogic) and isinstance(logics[e.dst], ChannelSinkLogic):
             island = Island(None, logics[e.src].channel, [], logics[e.dst].channel, ctx)
-            graph.add(island.run)
+            _add_island(graph, island, logics[e.src].inline, fast_path)
 
     for i in range(n):
         logic = logics[i]
@@ -116,6 +141,7 @@ def materialize(
             continue
         head: PullSourceLogic | None = None
         inlet: Channel | None = None
+        fed_by_queue = False
         if isinstance(logic, PullSourceLogic):
             head = logic
         elif isinstance(logic, StageLogic):
@@ -123,6 +149,8 @@ def materialize(
             if e_in is None or e_in in fused:
                 continue  # not the start of an island
             inlet = channel_of[e_in]
+            source = logics[e_in.src]
+            fed_by_queue = isinstance(source, ChannelSourceLogic) and source.inline
         else:
             continue
         chain: list[StageLogic] = []
@@ -149,7 +177,7 @@ def materialize(
             else:
                 tail = channel_of[e_out]
                 break
-        graph.add(Island(head, inlet, _fuse_chains(chain), tail, ctx).run)
+        _add_island(graph, Island(head, inlet, _fuse_chains(chain), tail, ctx), fed_by_queue, fast_path)
     return mats, graph
 
 
