@@ -38,6 +38,7 @@ from cpython.object cimport PyObject, Py_TYPE
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from libc.string cimport memmove
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 
@@ -472,6 +473,12 @@ cdef inline bint _before(_Due* a, _Due* b) except -1:
     return a.seq < b.seq
 
 
+ctypedef struct _Tomb:
+    PyObject* at    # when to forget the key (owned), or NULL: the time is ``t``
+    PyObject* key   # owned
+    long long t
+
+
 @cython.final
 cdef class SessionCore:
     """Compiled twin of ``streamlib._time.kernels.SessionCore`` (same contract).
@@ -487,15 +494,21 @@ cdef class SessionCore:
     cdef readonly dict sessions
     cdef _Get tg, kg, vg
     cdef int agg
-    cdef _Due* heap
+    cdef _Due* heap     # ``n`` items, capacity ``cap``
     cdef Py_ssize_t n, cap
+    cdef _Due* rq       # the in-order run: ``rn`` items from ``rh``, capacity ``rcap``
+    cdef Py_ssize_t rh, rn, rcap
     cdef long long seq
-    cdef list tombs     # (at, key), due in order from ``thead``
-    cdef Py_ssize_t thead
+    cdef _Tomb* tq      # FIFO of keys to forget: ``tn`` items from ``th``, capacity ``tcap``
+    cdef Py_ssize_t th, tn, tcap
 
     def __cinit__(self):
         self.heap = NULL
         self.n = self.cap = 0
+        self.rq = NULL
+        self.rh = self.rn = self.rcap = 0
+        self.tq = NULL
+        self.th = self.tn = self.tcap = 0
 
     def __init__(self, ts_of, key_of, value_of, gap, create, add, merge, result, result_type, sessions):
         if type(sessions) is not dict:
@@ -508,12 +521,13 @@ cdef class SessionCore:
         self.sessions = <dict>sessions
         self.tg, self.kg, self.vg = _getter(ts_of), _getter(key_of), _getter(value_of)
         self.agg = _agg_kind(create, add)
-        self.tombs = []
-        self.thead = 0
 
     def __dealloc__(self):
         self._clear()
+        self._clear_tombs()
         PyMem_Free(self.heap)
+        PyMem_Free(self.rq)
+        PyMem_Free(self.tq)
 
     cdef void _clear(self):
         cdef Py_ssize_t i
@@ -521,12 +535,130 @@ cdef class SessionCore:
             Py_XDECREF(self.heap[i].at)
             Py_XDECREF(self.heap[i].key)
         self.n = 0
+        for i in range(self.rh, self.rh + self.rn):
+            Py_XDECREF(self.rq[i].at)
+            Py_XDECREF(self.rq[i].key)
+        self.rh = self.rn = 0
+
+    cdef void _clear_tombs(self):
+        cdef Py_ssize_t i
+        for i in range(self.th, self.th + self.tn):
+            Py_XDECREF(self.tq[i].at)
+            Py_XDECREF(self.tq[i].key)
+        self.th = self.tn = 0
+
+    # -- the keys to forget ---------------------------------------------------------------
+
+    cdef _Tomb* _tomb_slot(self) except NULL:
+        """Room for one more tomb at the back of the FIFO (its fields are the caller's to set)."""
+        cdef _Tomb* grown
+        if self.th + self.tn == self.tcap:
+            if self.th > self.tcap // 2:  # slide the live items to the front
+                memmove(self.tq, self.tq + self.th, self.tn * sizeof(_Tomb))
+                self.th = 0
+            else:
+                grown = <_Tomb*>PyMem_Realloc(self.tq, (self.tcap * 2 + 64) * sizeof(_Tomb))
+                if grown == NULL:
+                    raise MemoryError()
+                self.tq = grown
+                self.tcap = self.tcap * 2 + 64
+        return &self.tq[self.th + self.tn]
+
+    cdef int _tomb_at(self, object at, object k) except -1:
+        """Queue ``k`` to be forgotten once ``closed_to >= at``."""
+        cdef _Tomb* tb = self._tomb_slot()
+        if _small(at, &tb.t):
+            tb.at = NULL
+        else:
+            Py_INCREF(at)
+            tb.at = <PyObject*>at
+        Py_INCREF(k)
+        tb.key = <PyObject*>k
+        self.tn += 1
+        return 0
+
+    cdef int _tomb(self, object end, object k) except -1:
+        """Queue ``k`` to be forgotten two gaps after ``end``, its closed session's end."""
+        cdef long long e, f
+        cdef _Tomb* tb
+        if _small(end, &e) and _small(self.forget, &f):
+            tb = self._tomb_slot()
+            tb.at = NULL
+            tb.t = e + f
+            Py_INCREF(k)
+            tb.key = <PyObject*>k
+            self.tn += 1
+            return 0
+        return self._tomb_at(end + self.forget, k)
+
+    cdef object _tomb_time(self, Py_ssize_t i):
+        cdef _Tomb* tb = &self.tq[i]
+        return PyLong_FromLongLong(tb.t) if tb.at == NULL else <object>tb.at
+
+    cdef int _sort_tombs(self, Py_ssize_t first) except -1:
+        """Sort the tombs queued from FIFO position ``first`` on by time (stable), unless they are in order."""
+        cdef Py_ssize_t i, start = self.th + first, last = self.th + self.tn
+        cdef bint ordered = True
+        for i in range(start + 1, last):
+            if self.tq[i].at == NULL and self.tq[i - 1].at == NULL:
+                if self.tq[i].t < self.tq[i - 1].t:
+                    ordered = False
+                    break
+            elif _cmp(self._tomb_time(i), self._tomb_time(i - 1), Py_LT):
+                ordered = False
+                break
+        if ordered:
+            return 0
+        items = [(self._tomb_time(i), <object>self.tq[i].key) for i in range(start, last)]
+        items.sort(key=_first)
+        for i in range(start, last):  # ``items`` holds the references now
+            Py_XDECREF(self.tq[i].at)
+            Py_XDECREF(self.tq[i].key)
+        self.tn = first
+        for at, k in items:
+            self._tomb_at(at, k)
+        return 0
 
     # -- the close index --------------------------------------------------------------
+    # Items in (time, scheduling order): a run of items scheduled in that order
+    # (the usual case: sessions end in the order their elements came) waits in a
+    # FIFO (``rq``: ``rn`` items from ``rh``), popped with no sifting and no jumps
+    # through memory; the others in a binary heap. The first item is the smaller
+    # of the two fronts.
 
     cdef int _push(self, object at, object k) except -1:
-        cdef _Due* grown
         cdef _Due item
+        item.small = _small(at, &item.t)
+        item.seq = self.seq
+        self.seq += 1
+        item.at = <PyObject*>at
+        item.key = <PyObject*>k
+        if self.rn == 0 or _before(&self.rq[self.rh + self.rn - 1], &item):
+            self._run_append(&item)
+        else:
+            self._heap_push(&item)
+        return 0
+
+    cdef int _run_append(self, _Due* item) except -1:
+        cdef _Due* grown
+        if self.rh + self.rn == self.rcap:
+            if self.rh > self.rcap // 2:
+                memmove(self.rq, self.rq + self.rh, self.rn * sizeof(_Due))
+                self.rh = 0
+            else:
+                grown = <_Due*>PyMem_Realloc(self.rq, (self.rcap * 2 + 64) * sizeof(_Due))
+                if grown == NULL:
+                    raise MemoryError()
+                self.rq = grown
+                self.rcap = self.rcap * 2 + 64
+        self.rq[self.rh + self.rn] = item[0]
+        Py_INCREF(<object>item.at)
+        Py_INCREF(<object>item.key)
+        self.rn += 1
+        return 0
+
+    cdef int _heap_push(self, _Due* item) except -1:
+        cdef _Due* grown
         cdef Py_ssize_t i, parent
         if self.n == self.cap:
             grown = <_Due*>PyMem_Realloc(self.heap, (self.cap * 2 + 64) * sizeof(_Due))
@@ -534,51 +666,71 @@ cdef class SessionCore:
                 raise MemoryError()
             self.heap = grown
             self.cap = self.cap * 2 + 64
-        item.small = _small(at, &item.t)
-        item.seq = self.seq
-        self.seq += 1
-        item.at = <PyObject*>at
-        item.key = <PyObject*>k
         i = self.n
         try:
             while i > 0:
                 parent = (i - 1) >> 1
-                if not _before(&item, &self.heap[parent]):
+                if not _before(item, &self.heap[parent]):
                     break
                 self.heap[i] = self.heap[parent]
                 i = parent
         finally:  # a failed comparison still leaves a heap, with the item in it
-            self.heap[i] = item
-            Py_INCREF(at)
-            Py_INCREF(k)
+            self.heap[i] = item[0]
+            Py_INCREF(<object>item.at)
+            Py_INCREF(<object>item.key)
             self.n += 1
         return 0
 
+    cdef _Due* _front(self) except? NULL:
+        """The first item, or NULL when there is none."""
+        if self.rn == 0:
+            return &self.heap[0] if self.n else NULL
+        if self.n and _before(&self.heap[0], &self.rq[self.rh]):
+            return &self.heap[0]
+        return &self.rq[self.rh]
+
+    cdef bint _due(self, object closed_to, long long c, bint csmall) except -1:
+        """The first item's time is at most ``closed_to`` (``c`` in C when ``csmall``)."""
+        cdef _Due* first = self._front()
+        if first == NULL:
+            return False
+        if first.small and csmall:
+            return first.t <= c
+        return _cmp(<object>first.at, closed_to, Py_LE)
+
     cdef object _pop(self):
-        """The key of the first item (removed); its time is left to the caller (already read)."""
-        cdef _Due top = self.heap[0]
+        """The key of the first item (there is one), removed."""
+        cdef _Due top
         cdef _Due last
         cdef Py_ssize_t i = 0, c, n
-        self.n -= 1
-        n = self.n
-        if n > 0:
-            last = self.heap[n]
-            try:
-                while True:
-                    c = 2 * i + 1
-                    if c >= n:
-                        break
-                    if c + 1 < n and _before(&self.heap[c + 1], &self.heap[c]):
-                        c += 1
-                    if not _before(&self.heap[c], &last):
-                        break
-                    self.heap[i] = self.heap[c]
-                    i = c
-            finally:
-                self.heap[i] = last
+        if self.rn and not (self.n and _before(&self.heap[0], &self.rq[self.rh])):
+            top = self.rq[self.rh]
+            self.rh += 1
+            self.rn -= 1
+            if self.rn == 0:
+                self.rh = 0
+        else:
+            top = self.heap[0]
+            self.n -= 1
+            n = self.n
+            if n > 0:
+                last = self.heap[n]
+                try:
+                    while True:
+                        c = 2 * i + 1
+                        if c >= n:
+                            break
+                        if c + 1 < n and _before(&self.heap[c + 1], &self.heap[c]):
+                            c += 1
+                        if not _before(&self.heap[c], &last):
+                            break
+                        self.heap[i] = self.heap[c]
+                        i = c
+                finally:
+                    self.heap[i] = last
         k = <object>top.key
-        Py_DECREF(k)  # the heap's reference, now owned by ``k``
-        Py_DECREF(<object>top.at)
+        Py_DECREF(k)  # the index's reference, now owned by ``k``
+        Py_XDECREF(top.at)
         return k
 
     def schedule(self, at, k):
@@ -590,8 +742,10 @@ cdef class SessionCore:
     def update(self, chunk, closed_to, touched, late):
         """Apply ``chunk`` and schedule the sessions it created (see ``kernels.update_sessions``)."""
         cdef list created
-        if not (type(chunk) is list and type(touched) is set and type(late) is list):
+        if not (type(chunk) is list and (touched is None or type(touched) is set) and type(late) is list):
             created = []
+            if touched is None:
+                touched = set()
             try:
                 _pure.PURE["update_sessions"](
                     chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add,
@@ -608,63 +762,81 @@ cdef class SessionCore:
     def close(self, closed_to, bint emit, dirty, remove, list out):
         """Close the sessions ending at or before ``closed_to``, then forget the keys due."""
         cdef list keys
-        cdef list tombs = self.tombs
-        cdef dict sessions = self.sessions
-        cdef PyObject* found
-        if self.n and _cmp(<object>self.heap[0].at, closed_to, Py_LE):
+        cdef long long c = 0
+        cdef bint csmall = _small(closed_to, &c)
+        if self._due(closed_to, c, csmall):
             keys = []
-            while self.n and _cmp(<object>self.heap[0].at, closed_to, Py_LE):
+            while self._due(closed_to, c, csmall):
                 keys.append(self._pop())
             self._expire(keys, closed_to, emit, dirty, out)
-        forget = self.forget
-        while self.thead < len(tombs):
-            item = tombs[self.thead]
-            at = (<tuple>item)[0]
-            if not _cmp(at, closed_to, Py_LE):
+        self._forget_due(closed_to, remove)
+
+    cdef int _forget_due(self, object closed_to, object remove) except -1:
+        cdef dict sessions = self.sessions
+        cdef PyObject* found
+        cdef _Tomb* tb
+        cdef long long c = 0, e = 0, f = 0
+        cdef bint csmall = _small(closed_to, &c)
+        cdef bint fsmall = _small(self.forget, &f)
+        cdef bint same
+        while self.tn:
+            tb = &self.tq[self.th]
+            if tb.at == NULL and csmall:
+                if tb.t > c:
+                    break
+            elif not _cmp(self._tomb_time(self.th), closed_to, Py_LE):
                 break
-            self.thead += 1
-            k = (<tuple>item)[1]
+            at = self._tomb_time(self.th) if tb.at != NULL else None
+            t = tb.t
+            k = <object>tb.key
+            Py_DECREF(k)  # the FIFO's reference, now ``k``'s
+            Py_XDECREF(tb.at)
+            self.th += 1
+            self.tn -= 1
+            if self.tn == 0:
+                self.th = 0
             found = PyDict_GetItemWithError(sessions, k)
-            if found != NULL:
-                entry = <object>found
-                if len(entry) == 2 and _cmp(_plus(entry[1], forget), at, Py_EQ):
-                    del sessions[k]
-                    remove(k)
-        if self.thead > 1024 and self.thead * 2 > len(tombs):
-            del tombs[:self.thead]
-            self.thead = 0
+            if found == NULL:
+                continue
+            entry = <object>found
+            if len(entry) != 2:
+                continue
+            end = entry[1]
+            if at is None and fsmall and _small(end, &e):
+                same = e + f == t
+            else:
+                same = _cmp(end + self.forget, PyLong_FromLongLong(t) if at is None else at, Py_EQ)
+            if same:
+                del sessions[k]
+                remove(k)
+        return 0
 
     def flush(self, dirty, list out):
         """End of stream: emit every open session (in order of close time) and forget the tombs."""
         cdef list keys = []
-        while self.n:
+        while self.n or self.rn:
             keys.append(self._pop())
         self._expire(keys, 2**63, True, dirty, out)
-        self.tombs = []
-        self.thead = 0
+        self._clear_tombs()
 
     def restore(self):
         """Schedule every key of ``sessions`` (loaded from a store): open ones, or their forgetting."""
-        cdef list tombs = []
-        forget = self.forget
+        cdef Py_ssize_t first = self.tn
         for k, entry in self.sessions.items():
             if len(entry) > 2:
                 self._push(min(entry[3::3]), k)
             else:
-                tombs.append((entry[1] + forget, k))
-        tombs.sort(key=_first)
-        self.tombs.extend(tombs)
+                self._tomb(entry[1], k)
+        self._sort_tombs(first)
 
     @cython.boundscheck(True)
     @cython.wraparound(True)
     cdef int _expire(self, list keys, object closed_to, bint emit, object dirty, list out) except -1:
         cdef dict sessions = self.sessions
-        cdef list tombs = []
-        cdef bint in_order = True
         cdef Py_ssize_t n, i
+        cdef Py_ssize_t first = self.tn
         cdef PyObject* found
-        cdef object last_at = None
-        result, make, forget = self.result, self.result_type, self.forget
+        result, make = self.result, self.result_type
         cdef set dset = <set>dirty if type(dirty) is set else None
         for k in (dict.fromkeys(keys) if len(keys) > 1 else keys):
             found = PyDict_GetItemWithError(sessions, k)
@@ -705,15 +877,9 @@ cdef class SessionCore:
             if len(entry) > 2:
                 self._push(min(entry[3::3]), k)
             else:
-                at = _plus(entry[1], forget)
-                if in_order and last_at is not None and _cmp(at, last_at, Py_LT):
-                    in_order = False
-                last_at = at
-                tombs.append((at, k))
-        if tombs:
-            if not in_order:
-                tombs.sort(key=_first)
-            self.tombs.extend(tombs)
+                self._tomb(entry[1], k)
+        if self.tn > first + 1:
+            self._sort_tombs(first)
         return 0
 
 
@@ -742,7 +908,8 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
                 created.append((k, end))
             else:
                 core._push(end, k)
-            touched.add(k)
+            if touched is not None:
+                touched.add(k)
             continue
         entry = <object>found
         if _cmp(ts, entry[1], Py_LT):
@@ -785,7 +952,8 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
             if _cmp(end, entry[hit + 1], Py_GT):
                 entry[hit + 1] = end
             entry[hit + 2] = _add(agg, add, entry[hit + 2], v)
-        touched.add(k)
+        if touched is not None:
+            touched.add(k)
     return 0
 
 

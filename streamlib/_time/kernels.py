@@ -25,9 +25,10 @@ failing one have been applied.
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Callable, Hashable
+from copy import copy
 from heapq import heappop, heappush
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -258,13 +259,16 @@ class SessionCore:
         else:
             keys.append(k)
 
-    def update(self, chunk: list[Any], closed_to: int, touched: set[Hashable], late: list[Any]) -> None:
-        """Apply ``chunk`` (:func:`update_sessions`) and schedule the sessions it created."""
+    def update(self, chunk: list[Any], closed_to: int, touched: set[Hashable] | None, late: list[Any]) -> None:
+        """Apply ``chunk`` (:func:`update_sessions`) and schedule the sessions it created.
+
+        ``touched`` None: the keys applied to are not collected.
+        """
         created: list[tuple[Hashable, int]] = []
         try:
             PURE["update_sessions"](
                 chunk, self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add, self.merge,
-                self.sessions, closed_to, touched, created, late,
+                self.sessions, closed_to, set() if touched is None else touched, created, late,
             )  # fmt: skip
         finally:
             schedule = self.schedule
@@ -403,6 +407,80 @@ def update_sliding(
             t.append(ts)
 
 
+def fold_sliding(
+    recs: list[list[Any]],
+    starts: list[int],
+    size: int,
+    merge: Callable[[Any, Any], Any],
+    result: Callable[[Any], Any] | None,
+    result_type: Callable[[Hashable, int, int, Any], Any],
+    k: Hashable,
+    out: list[Any],
+) -> None:
+    """Key ``k``'s sliding windows ``[s, s + size)`` for each ``s`` in ``starts`` (ascending), folded.
+
+    ``recs`` is the key's records (see :func:`update_sliding`); each window must
+    hold at least one. Its accumulator is ``copy(acc)`` of its first record,
+    then ``merge(acc, a)`` with each next one's in order; appended to ``out`` as
+    ``result_type(k, s, s + size, acc if result is None else result(acc))``.
+    """
+    for s in starts:
+        i0 = bisect_left(recs, s, key=_ts_key)
+        i1 = bisect_left(recs, s + size, lo=i0, key=_ts_key)
+        acc = copy(recs[i0][1])
+        for i in range(i0 + 1, i1):
+            acc = merge(acc, recs[i][1])
+        out.append(result_type(k, s, s + size, acc if result is None else result(acc)))
+
+
+def expire_sliding(
+    recs: list[list[Any]],
+    k: Hashable,
+    lo: int,
+    closed_to: int,
+    size: int,
+    emit: bool,
+    merge: Callable[[Any, Any], Any],
+    result: Callable[[Any], Any] | None,
+    result_type: Callable[[Hashable, int, int, Any], Any],
+    out: list[Any],
+) -> tuple[int, Any]:
+    """Close key ``k``'s sliding windows ending in ``(lo, closed_to]``.
+
+    The windows of records at times R (sorted ``recs``) are ``[t - size + 1, t + 1)``
+    for each t in R and ``[t + 1, t + 1 + size)`` for each t in R with some r
+    in R, ``t < r <= t + size``. With ``emit``, those ending in the range are
+    folded into ``out`` (:func:`fold_sliding`, in order of start). Returns
+    ``(cut, due)``: how many leading records no later window uses (``t <=
+    closed_to - 1 - size``), and the earliest end after ``closed_to`` of a
+    window of the records left (None when none is left).
+    """
+    n = len(recs)
+    if emit:
+        starts: set[int] = set()
+        # Windows ending in (lo, closed_to]: left windows of t with lo < t + 1 <= closed_to ...
+        for i in range(bisect_right(recs, lo - 1, key=_ts_key), bisect_right(recs, closed_to - 1, key=_ts_key)):
+            starts.add(recs[i][0] - size + 1)
+        # ... and right windows of t with lo < t + 1 + size <= closed_to that have a witness.
+        for i in range(
+            bisect_right(recs, lo - 1 - size, key=_ts_key), bisect_right(recs, closed_to - 1 - size, key=_ts_key)
+        ):
+            t = recs[i][0]
+            j = bisect_right(recs, t, key=_ts_key)
+            if j < n and recs[j][0] <= t + size:
+                starts.add(t + 1)
+        if starts:
+            fold_sliding(recs, sorted(starts), size, merge, result, result_type, k, out)
+    cut = bisect_right(recs, closed_to - 1 - size, key=_ts_key)
+    if cut == n:
+        return cut, None
+    due = recs[cut][0] + 1 + size
+    later = bisect_right(recs, closed_to - 1, key=_ts_key)
+    if later < n and recs[later][0] + 1 < due:
+        due = recs[later][0] + 1
+    return cut, due
+
+
 def update_count(
     chunk: list[Any],
     key_of: Callable[[Any], Hashable],
@@ -453,7 +531,11 @@ def max_timestamp(ts_of: Callable[[Any], int], chunk: list[Any]) -> Any:
 
 #: The pure-Python kernels, by name.
 PURE: dict[str, Callable[..., Any]] = {
-    f.__name__: f for f in (update_fixed, update_sessions, update_sliding, update_count, max_timestamp, SessionCore)
+    f.__name__: f
+    for f in (
+        update_fixed, update_sessions, update_sliding, fold_sliding, expire_sliding, update_count, max_timestamp,
+        SessionCore,
+    )
 }
 
 
@@ -482,5 +564,7 @@ if not TYPE_CHECKING:  # same signatures as the pure functions
     update_fixed = _switched("update_fixed")
     update_sessions = _switched("update_sessions")
     update_sliding = _switched("update_sliding")
+    fold_sliding = _switched("fold_sliding")
+    expire_sliding = _switched("expire_sliding")
     update_count = _switched("update_count")
     max_timestamp = _switched("max_timestamp")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Hashable
-from copy import copy
 from heapq import heappop, heappush
 from typing import Any, Literal
 
@@ -39,7 +38,7 @@ from .._state.operator_state import EXTRA_PREFIX, OperatorState
 from .._state.store import StateStore
 from ..stage import StageLogic
 from .aggregations import Aggregation
-from .kernels import MISSING, session_core, update_count, update_fixed, update_sliding
+from .kernels import MISSING, expire_sliding, fold_sliding, session_core, update_count, update_fixed, update_sliding
 from .results import LateDataError, LateRecord, WindowResult
 from .watermarks import NO_WATERMARK
 from .windows import CountWindows, HoppingWindows, SessionWindows, SlidingWindows, TumblingWindows, WindowAssigner
@@ -283,7 +282,6 @@ class SessionWindowLogic(_WindowLogic):
             self.ts_of, self.key_of, self.value_of, self.gap, self.create, self.add, self.merge,
             self.result, WindowResult, self.sessions,
         )  # fmt: skip
-        self.scratch: set[Hashable] = set()
 
     def _restored(self) -> None:
         if self.acc_type is not None:
@@ -294,23 +292,21 @@ class SessionWindowLogic(_WindowLogic):
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         late: list[Any] = []
+        touched: set[Hashable] | None = None  # final results, no store: nothing needs the keys
         if self.updates:
-            touched: set[Hashable] = set()
+            touched = set()
         elif self.tracking:
             touched = self.state.dirty  # every key applied to is dirty: no set to merge afterwards
-        else:
-            touched = self.scratch
-            touched.clear()
         try:
             self.core.update(chunk, self.wm - self.lateness, touched, late)
         finally:
-            if self.updates and self.tracking:
+            if self.updates and self.tracking and touched is not None:
                 self.state.dirty |= touched
         out = self._late(late) if late else []
         if self.updates:
             value = self._value
             sessions = self.sessions
-            for k in touched:
+            for k in touched:  # type: ignore[union-attr]
                 entry = sessions[k]
                 for i in range(2, len(entry), 3):
                     out.append(WindowResult(k, entry[i], entry[i + 1], value(entry[i + 2])))
@@ -333,8 +329,11 @@ class SlidingWindowLogic(_WindowLogic):
     for every t in R, and ``[t + 1, t + 1 + size)`` for every t in R with some
     r in R, ``t < r <= t + size``. Each is folded with ``merge`` from the
     records inside it when it closes (``final``) or changes (``updates``).
-    Each record schedules its key at ``t + 1`` and ``t + 1 + size``, the ends of
-    the windows it defines; after the latter the record is no longer needed.
+    A key waits in the close index at the earliest end of its windows not yet
+    closed (``due``); when it comes up, ``kernels.expire_sliding`` emits the
+    windows that closed, says which records no window needs any more, and the
+    key's next end. A record at t ends windows at ``t + 1`` and
+    ``t + 1 + size``; after the latter it is dropped.
     """
 
     def __init__(self, stage: WindowStage, ctx: RunContext) -> None:
@@ -342,34 +341,37 @@ class SlidingWindowLogic(_WindowLogic):
         self.size = stage.assigner.size  # type: ignore[attr-defined]
         self.records = self.state.data
         self.closed_to = NO_WATERMARK
+        self.due: dict[Hashable, int] = {}  # key -> the earliest time it is scheduled at
 
     def _restored(self) -> None:
-        size = self.size
         self.closed_to = self.wm - self.lateness
         for k, recs in self.records.items():
-            self.records[k] = [[r[0], self._typed(r[1])] for r in recs]
-            for r in recs:
-                self._schedule(r[0] + 1, k)
-                self._schedule(r[0] + 1 + size, k)
+            self.records[k] = recs = [[r[0], self._typed(r[1])] for r in recs]
+            self._schedule(recs[0][0] + 1, k)
+            self.due[k] = recs[0][0] + 1
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         touched: dict[Hashable, list[int]] = {}
         late: list[Any] = []
-        size = self.size
         update_sliding(
             chunk, self.ts_of, self.key_of, self.value_of, self.create, self.records,
-            self.wm - self.lateness, touched, late, size,
+            self.wm - self.lateness, touched, late, self.size,
         )  # fmt: skip
+        due, schedule = self.due, self._schedule
         for k, tss in touched.items():
-            for t in tss:
-                self._schedule(t + 1, k)
-                self._schedule(t + 1 + size, k)
+            at = min(tss) + 1
+            if at < due.get(k, at + 1):
+                due[k] = at
+                schedule(at, k)
         if self.tracking:
             self.state.dirty.update(touched)
         out = self._late(late) if late else []
         if self.updates:
             for k, tss in touched.items():
-                self._emit_windows(k, self._starts_changed(k, tss), out)
+                fold_sliding(
+                    self.records[k], self._starts_changed(k, tss), self.size, self.merge, self.result,
+                    WindowResult, k, out,
+                )  # fmt: skip
         return out
 
     def _starts_changed(self, k: Hashable, tss: list[int]) -> list[int]:
@@ -391,18 +393,6 @@ class SlidingWindowLogic(_WindowLogic):
                 starts.add(t + 1)
         return sorted(starts)
 
-    def _emit_windows(self, k: Hashable, starts: list[int], out: list[Any]) -> None:
-        recs = self.records[k]
-        times = [r[0] for r in recs]
-        size, merge, value = self.size, self.merge, self._value
-        for s in starts:
-            i0 = bisect_left(times, s)
-            i1 = bisect_left(times, s + size)
-            acc = copy(recs[i0][1])
-            for i in range(i0 + 1, i1):
-                acc = merge(acc, recs[i][1])
-            out.append(WindowResult(k, s, s + size, value(acc)))
-
     def _close(self, closed_to: int) -> list[Any]:
         out = super()._close(closed_to)
         self.closed_to = closed_to
@@ -410,25 +400,17 @@ class SlidingWindowLogic(_WindowLogic):
 
     def _expire(self, items: list[Any], closed_to: int, out: list[Any]) -> None:
         lo = self.closed_to  # windows ending at or before lo were emitted already
-        records, size = self.records, self.size
+        records, size, due, schedule = self.records, self.size, self.due, self._schedule
+        emit, merge, result = not self.updates, self.merge, self.result
         for k in dict.fromkeys(items):
             recs = records.get(k)
             if not recs:
+                due.pop(k, None)
                 continue
-            if not self.updates:
-                times = [r[0] for r in recs]
-                n = len(times)
-                starts: set[int] = set()
-                # Windows ending in (lo, closed_to]: left windows of t with lo < t + 1 <= closed_to ...
-                for i in range(bisect_right(times, lo - 1), bisect_right(times, closed_to - 1)):
-                    starts.add(times[i] - size + 1)
-                # ... and right windows of t with lo < t + 1 + size <= closed_to that have a witness.
-                for i in range(bisect_right(times, lo - 1 - size), bisect_right(times, closed_to - 1 - size)):
-                    j = bisect_right(times, times[i])
-                    if j < n and times[j] <= times[i] + size:
-                        starts.add(times[i] + 1)
-                self._emit_windows(k, sorted(starts), out)
-            cut = bisect_right([r[0] for r in recs], closed_to - 1 - size)
+            cut, at = expire_sliding(recs, k, lo, closed_to, size, emit, merge, result, WindowResult, out)
+            if at is not None and at != due.get(k):
+                due[k] = at
+                schedule(at, k)
             if cut:
                 del recs[:cut]
                 if recs:
@@ -436,7 +418,12 @@ class SlidingWindowLogic(_WindowLogic):
                         self.state.dirty.add(k)
                 else:
                     del records[k]
+                    due.pop(k, None)
                     self.state.remove(k)
+
+    def _flush(self, out: list[Any]) -> None:
+        super()._flush(out)
+        self.due.clear()
 
 
 class CountWindowLogic(_WindowLogic):
