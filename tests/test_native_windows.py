@@ -3,7 +3,11 @@
 Random events cut into random chunks go through ``streamlib._native._windows``
 and ``streamlib._time.kernels.PURE`` side by side, chunk by chunk with a rising
 ``closed_to``; after every chunk the state and the output containers must be
-identical (same values, same types, same order). Every built-in aggregation and
+identical (same values, same types, same order). The session core also goes
+through closes, a reload from its state and the end of the stream; the sliding
+kernels fold and close random records. Whole session and sliding operators
+(late records, updates, checkpoints) run with each set of kernels and must emit
+the same items in the same order and leave the same rows in the store. Every built-in aggregation and
 every extractor form (function, field name on mappings and on objects, index,
 attrgetter, itemgetter) is drawn, and a user function may raise at a random
 element: same exception, same state before it. Then windows run end to end with
@@ -29,7 +33,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import streamlib._native as switch
-from streamlib import CountWindows, HoppingWindows, Sink, Source, TumblingWindows
+from streamlib import (
+    CountWindows,
+    HoppingWindows,
+    Keep,
+    MemoryStore,
+    SessionWindows,
+    Sink,
+    SlidingWindows,
+    Source,
+    TumblingWindows,
+)
 from streamlib._dsl.fields import Field, extractor
 from streamlib._time import aggregations as aggs
 from streamlib._time.kernels import PURE
@@ -344,6 +358,146 @@ def test_session_core_twins(case: dict[str, Any]) -> None:
 
 
 @st.composite
+def sliding_case(draw: Any) -> dict[str, Any]:
+    n = draw(st.integers(0, 120))
+    raw = draw(st.lists(st.tuples(draw(st.sampled_from([plain_ts, plain_ts, odd_ts])), keys, values), min_size=n,
+                        max_size=n))  # fmt: skip
+    closed = sorted(draw(st.lists(st.integers(-100, 450), min_size=10, max_size=10)))
+    if draw(st.booleans()):
+        closed[0] = -(2**63) - draw(st.integers(0, 10))
+    return {
+        "size": draw(st.integers(1, 60)),
+        "raw": raw,
+        "cuts": draw(st.lists(st.integers(0, n), max_size=8)),
+        "closed": closed,
+        "shape": draw(st.sampled_from(["tuple", "dict", "object"])),
+        "form": draw(st.sampled_from(["lambda", "getter", "field"])),
+        "agg": draw(st.sampled_from(sorted(AGGREGATIONS))),
+        "fail": draw(st.sampled_from([None, "ts", "key", "value"])),
+        "fail_at": draw(st.integers(1, max(1, n))),
+    }
+
+
+def run_sliding(kernel: Callable[..., None], case: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
+    elements = [as_shape(r, case["shape"]) for r in case["raw"]]
+    ts_of, key_of, value_of = extractors(case["shape"], case["form"])
+    fns = {"ts": ts_of, "key": key_of, "value": value_of}
+    if case["fail"] is not None:
+        fns[case["fail"]] = failing(fns[case["fail"]], case["fail_at"])
+    agg = AGGREGATIONS[case["agg"]](fns["value"])
+    records: dict[Any, Any] = {}
+    snapshots: list[Any] = []
+    for i, chunk in enumerate(split_at(elements, case["cuts"])):
+        touched: dict[Any, list[Any]] = {}
+        late: list[Any] = []
+        try:
+            kernel(
+                chunk, fns["ts"], fns["key"], agg.value_of, agg.create, records, case["closed"][min(i, 9)],
+                touched, late, case["size"],
+            )  # fmt: skip
+        except Boom as error:
+            snapshots.append(snapshot(records, touched, late))
+            return snapshots, error
+        snapshots.append(snapshot(records, touched, late))
+    return snapshots, None
+
+
+@SETTINGS
+@given(case=sliding_case())
+def test_update_sliding_twins(case: dict[str, Any]) -> None:
+    native = compiled().update_sliding
+    want, want_error = run_sliding(PURE["update_sliding"], case)
+    got, got_error = run_sliding(native, case)
+    assert got == want
+    assert repr(got_error) == repr(want_error)
+
+
+acc_values = st.one_of(
+    st.integers(-5, 5), st.integers(-5, 5), st.floats(-5, 5, allow_nan=False), st.booleans(),
+    st.sampled_from([2**39, -(2**39), 2**45, 2**70]),
+)  # fmt: skip
+
+
+@st.composite
+def sliding_records_case(draw: Any) -> dict[str, Any]:
+    dense = draw(st.booleans())  # many records in few windows: long folds and running sums
+    spread = st.integers(0, 100) if dense else st.one_of(st.integers(-50, 300), st.sampled_from([2**62, -(2**62)]))
+    times = sorted(draw(st.lists(spread, min_size=5 if dense else 0, max_size=40)))
+    agg_name = draw(st.sampled_from(sorted(AGGREGATIONS)))
+    agg = AGGREGATIONS[agg_name](lambda e: e)
+    kind = draw(st.sampled_from([st.integers(-5, 5), st.integers(-5, 5), acc_values]))  # exact ints: running sums
+    vals = draw(st.lists(kind, min_size=len(times), max_size=len(times)))
+    if dense:
+        lo, closed_to = draw(st.integers(-20, 60)), draw(st.integers(60, 200))
+    else:
+        lo, closed_to = sorted(draw(st.lists(st.integers(-100, 400), min_size=2, max_size=2)))
+    if draw(st.booleans()):
+        lo = -(2**63) - draw(st.integers(0, 5))
+    if draw(st.integers(0, 5)) == 0:
+        closed_to = 2**63
+    return {
+        "agg": agg_name,
+        "records": [[t, agg.create(v)] for t, v in zip(times, vals)],
+        "size": draw(st.integers(1, 60)),
+        "lo": lo,
+        "closed_to": closed_to,
+        "emit": draw(st.booleans()),
+        "starts": sorted(draw(st.sets(st.integers(-120, 320), max_size=12))),
+        "fail": draw(st.sampled_from([None, None, "merge", "result"])),
+        "fail_at": draw(st.integers(1, 6)),
+    }
+
+
+def sliding_functions(case: dict[str, Any]) -> tuple[Any, Any]:
+    agg = AGGREGATIONS[case["agg"]](lambda e: e)
+    merge, result = agg.merge, agg.result
+    if case["fail"] == "merge":
+        merge = failing2(agg.merge, case["fail_at"])  # type: ignore[arg-type]
+    if case["fail"] == "result":
+        result = failing(agg.result or (lambda a: a), case["fail_at"])
+    return merge, result
+
+
+def run_expire_sliding(kernel: Callable[..., Any], case: dict[str, Any]) -> tuple[Any, str]:
+    recs = copy.deepcopy(case["records"])
+    merge, result = sliding_functions(case)
+    out: list[Any] = []
+    try:
+        got = kernel(
+            recs, "k", case["lo"], case["closed_to"], case["size"], case["emit"], merge, result,
+            lambda k, s, e, v: ("result", k, s, e, v), out,
+        )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - the twins must fail alike
+        return snapshot(recs, out), repr(error)
+    return snapshot(recs, out, got), ""
+
+
+def run_fold_sliding(kernel: Callable[..., Any], case: dict[str, Any]) -> tuple[Any, str]:
+    recs = copy.deepcopy(case["records"])
+    merge, result = sliding_functions(case)
+    out: list[Any] = []
+    try:
+        kernel(recs, case["starts"], case["size"], merge, result, lambda k, s, e, v: ("result", k, s, e, v), "k", out)
+    except Exception as error:  # noqa: BLE001 - the twins must fail alike (an empty window: IndexError)
+        return snapshot(recs, out), repr(error)
+    return snapshot(recs, out), ""
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=sliding_records_case())
+def test_expire_sliding_twins(case: dict[str, Any]) -> None:
+    native = compiled().expire_sliding
+    assert run_expire_sliding(native, case) == run_expire_sliding(PURE["expire_sliding"], case)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=sliding_records_case())
+def test_fold_sliding_twins(case: dict[str, Any]) -> None:
+    native = compiled().fold_sliding
+    assert run_fold_sliding(native, case) == run_fold_sliding(PURE["fold_sliding"], case)
+
+
+@st.composite
 def count_case(draw: Any) -> dict[str, Any]:
     n = draw(st.integers(0, 100))
     return {
@@ -468,7 +622,7 @@ def test_the_switch_picks_the_kernels(mode: str) -> None:
     pure = PURE["update_fixed"]
     picked = switch.window_kernel("update_fixed", pure)
     assert (picked is pure) == (mode == "pure")
-    for name in ("update_sessions", "SessionCore"):
+    for name in ("update_sessions", "SessionCore", "update_sliding", "fold_sliding", "expire_sliding"):
         assert (switch.window_kernel(name, PURE[name]) is PURE[name]) == (mode == "pure")
 
 
@@ -531,3 +685,76 @@ async def test_a_failing_key_field_fails_the_stream(mode: str) -> None:
             Sink.collect()
         )
     assert "in stage 'window.tumbling.count'" in info.value.__notes__
+
+
+def _with_kernels(pure: bool) -> None:
+    if pure:
+        os.environ["STREAMLIB_PURE"] = "1"
+    else:
+        os.environ.pop("STREAMLIB_PURE", None)
+    switch.reset()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    raw=st.lists(st.tuples(st.integers(0, 400), st.sampled_from(["a", "b", "c", 7]), st.integers(-3, 3)), max_size=80),
+    cuts=st.lists(st.integers(0, 80), max_size=12),
+    kind=st.sampled_from(["session", "sliding"]),
+    length=st.integers(1, 40),
+    bound=st.integers(0, 60),
+    lateness=st.integers(0, 20),
+    emit=st.sampled_from(["final", "updates"]),
+    agg=st.sampled_from(["count", "sum", "mean", "collect", "max"]),
+    checkpoint_every=st.one_of(st.none(), st.integers(1, 20)),
+)
+def test_session_and_sliding_operators_give_the_same_output_with_either_kernels(
+    raw: list[Any],
+    cuts: list[int],
+    kind: str,
+    length: int,
+    bound: int,
+    lateness: int,
+    emit: Any,
+    agg: str,
+    checkpoint_every: int | None,
+) -> None:
+    """Whole window operators (late records, updates, checkpoints to a store): the same items in the same order."""
+    compiled()
+
+    def run(pure: bool) -> Any:
+        _with_kernels(pure)
+        store = MemoryStore() if checkpoint_every is not None else None
+
+        async def go() -> Any:
+            src: Any = source_from_chunks(split_at(raw, cuts))
+            if store is not None:
+                src = src.checkpointed(store, every=checkpoint_every)
+            windowed = (
+                src.with_timestamps(0, max_out_of_orderness=bound)
+                .key_by(1)
+                .window(
+                    SessionWindows(length) if kind == "session" else SlidingWindows(length),
+                    store=store, allowed_lateness=lateness, late="emit", emit=emit,
+                )
+            )  # fmt: skip
+            blueprint = windowed.count() if agg == "count" else getattr(windowed, agg)(2)
+            return await blueprint.to_mat(Sink.collect(), Keep.right).run()
+
+        out = asyncio.run(go())
+        rows = None if store is None else sorted((t, sorted(store.table(t).scan())) for t in store.table_names())
+        return [typed(msgspec_fields(x)) for x in out], rows
+
+    before = os.environ.get("STREAMLIB_PURE")
+    try:
+        assert run(False) == run(True)
+    finally:
+        if before is None:
+            os.environ.pop("STREAMLIB_PURE", None)
+        else:
+            os.environ["STREAMLIB_PURE"] = before
+        switch.reset()
+
+
+def msgspec_fields(x: Any) -> Any:
+    """A result or late record as (type name, its fields), so ``typed`` sees the value types."""
+    return (type(x).__name__, [getattr(x, f) for f in x.__struct_fields__])

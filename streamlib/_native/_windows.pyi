@@ -80,3 +80,43 @@ class SessionCore:
     ) -> None: ...
     def flush(self, dirty: set[Hashable] | None, out: list[Any]) -> None: ...
     def restore(self) -> None: ...
+
+def update_sliding(
+    chunk: list[Any],
+    ts_of: Callable[[Any], int],
+    key_of: Callable[[Any], Hashable],
+    value_of: Callable[[Any], Any] | None,
+    create: Callable[[Any], Any],
+    records: dict[Hashable, list[list[Any]]],
+    closed_to: int,
+    touched: dict[Hashable, list[int]],
+    late: list[tuple[Any, int, Hashable, int, int]],
+    size: int,
+) -> None:
+    """Sliding windows (see ``streamlib._time.kernels.update_sliding``)."""
+
+def fold_sliding(
+    recs: list[list[Any]],
+    starts: list[int],
+    size: int,
+    merge: Callable[[Any, Any], Any],
+    result: Callable[[Any], Any] | None,
+    result_type: Callable[[Hashable, int, int, Any], Any],
+    k: Hashable,
+    out: list[Any],
+) -> None:
+    """Sliding windows folded (see ``streamlib._time.kernels.fold_sliding``)."""
+
+def expire_sliding(
+    recs: list[list[Any]],
+    k: Hashable,
+    lo: int,
+    closed_to: int,
+    size: int,
+    emit: bool,
+    merge: Callable[[Any, Any], Any],
+    result: Callable[[Any], Any] | None,
+    result_type: Callable[[Hashable, int, int, Any], Any],
+    out: list[Any],
+) -> tuple[int, Any]:
+    """Close a key's sliding windows (see ``streamlib._time.kernels.expire_sliding``)."""

@@ -37,11 +37,13 @@ cimport cython
 from cpython.object cimport PyObject, Py_TYPE
 from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memmove
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 
+import bisect
+import copy
 import operator
 
 from .._dsl.fields import Field
@@ -53,6 +55,7 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
     int PyObject_RichCompareBool(object, object, int) except -1
     object PyLong_FromLongLong(long long)
+    long long PyLong_AsLongLong(object) except? -1
     int Py_LT
     int Py_LE
     int Py_GT
@@ -967,3 +970,270 @@ def update_sessions(chunk, ts_of, key_of, value_of, gap, create, add, merge, ses
     _session_chunk(<list>chunk, _getter(ts_of), _getter(key_of), _getter(value_of), gap,
                    _agg_kind(create, add), create, add, merge, <dict>sessions, closed_to, <set>touched,
                    <list>created, None, <list>late)
+
+
+# -- sliding windows ------------------------------------------------------------------------
+
+cdef object _insort = bisect.insort
+cdef object _ts_key = _pure._ts_key
+cdef object _copy = copy.copy
+cdef object _mean_merge = _aggs._mean_merge
+cdef long long _LIMIT = 4611686018427387904  # 2**62: times beyond it compare like any far time
+cdef long long _ACC_BOUND = 1099511627776    # 2**40: running sums of such ints stay in a long long
+
+
+@cython.boundscheck(True)
+@cython.wraparound(True)
+def update_sliding(chunk, ts_of, key_of, value_of, create, records, closed_to, touched, late, size):
+    """Sliding windows (see ``streamlib._time.kernels.update_sliding``)."""
+    if not (type(chunk) is list and type(records) is dict and type(touched) is dict and type(late) is list):
+        return _pure.PURE["update_sliding"](
+            chunk, ts_of, key_of, value_of, create, records, closed_to, touched, late, size)
+    cdef _Get tg = _getter(ts_of), kg = _getter(key_of), vg = _getter(value_of)
+    cdef dict recs_of = <dict>records
+    cdef dict tch = <dict>touched
+    cdef list lt = <list>late
+    cdef PyObject* found
+    cdef Py_ssize_t i = -1
+    cdef int kind = 0
+    if create is _aggs._one:
+        kind = 1
+    elif create is _aggs._identity:
+        kind = 2
+    while i + 1 < PyList_GET_SIZE(chunk):  # re-read: a user function may change the list
+        i += 1
+        e = <object>PyList_GET_ITEM(chunk, i)
+        ts = tg.get(e)
+        k = kg.get(e)
+        if _cmp(_plus(ts, 1), closed_to, Py_LE):
+            lt.append((e, ts, k, ts - size + 1, ts + 1))
+            continue
+        v = vg.get(e)
+        item = [ts, 1 if kind == 1 else (v if kind == 2 else create(v))]
+        found = PyDict_GetItemWithError(recs_of, k)
+        if found == NULL:
+            recs_of[k] = [item]
+        else:
+            recs = <object>found
+            if _cmp(recs[-1][0], ts, Py_LE):
+                recs.append(item)
+            else:
+                _insort(recs, item, key=_ts_key)
+        found = PyDict_GetItemWithError(tch, k)
+        if found == NULL:
+            tch[k] = [ts]
+        else:
+            (<object>found).append(ts)
+
+
+cdef inline Py_ssize_t _bisect_left(long long* t, Py_ssize_t lo, Py_ssize_t hi, long long x) noexcept:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if t[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline Py_ssize_t _bisect_right(long long* t, Py_ssize_t lo, Py_ssize_t hi, long long x) noexcept:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < t[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef long long* _times(list recs, Py_ssize_t n) except? NULL:
+    """The records' timestamps in a new C array, or NULL when one is not an exact int within +-2**61."""
+    cdef long long* t = <long long*>PyMem_Malloc((n + 1) * sizeof(long long))
+    cdef Py_ssize_t i
+    if t == NULL:
+        raise MemoryError()
+    for i in range(n):
+        r = recs[i]
+        if not (type(r) is list and len(<list>r) == 2 and _small((<list>r)[0], &t[i])):
+            PyMem_Free(t)
+            return NULL
+    return t
+
+
+cdef inline long long _clamp_time(object x) except? -1:
+    """``x`` (an int) clamped to +-2**62: beyond every timestamp the fast paths take."""
+    cdef long long v = _clamp(x)
+    if v > _LIMIT:
+        return _LIMIT
+    if v < -_LIMIT:
+        return -_LIMIT
+    return v
+
+
+cdef int _sum_kind(list recs, Py_ssize_t a, Py_ssize_t b, object merge) except -1:
+    """1: records a..b-1 hold small exact ints and merge adds; 2: mean lists of them; else 0."""
+    cdef Py_ssize_t i
+    cdef long long x
+    if b - a >= 4194304:  # 2**22 records of up to 2**40 each: the sums could leave a long long
+        return 0
+    if merge is operator.add:
+        for i in range(a, b):
+            acc = (<list>recs[i])[1]
+            if not (PyLong_CheckExact(acc) and _small(acc, &x) and -_ACC_BOUND < x < _ACC_BOUND):
+                return 0
+        return 1
+    if merge is _mean_merge:
+        for i in range(a, b):
+            acc = (<list>recs[i])[1]
+            if not (type(acc) is list and len(<list>acc) == 2):
+                return 0
+            for part in (<list>acc):
+                if not (PyLong_CheckExact(part) and _small(part, &x) and -_ACC_BOUND < x < _ACC_BOUND):
+                    return 0
+        return 2
+    return 0
+
+
+@cython.boundscheck(True)
+@cython.wraparound(True)
+cdef int _fold(list recs, long long* t, Py_ssize_t n, long long* starts, Py_ssize_t m, long long size,
+               object merge, object result, object result_type, object k, list out) except -1:
+    """``kernels.fold_sliding`` for ascending ``starts`` over records whose times are ``t``."""
+    cdef Py_ssize_t w, i, i0, i1, a = 0, b = 0
+    cdef long long s0 = 0, s1 = 0
+    cdef int kind
+    if m == 0:
+        return 0
+    i0 = _bisect_left(t, 0, n, starts[0])
+    i1 = _bisect_left(t, i0, n, starts[m - 1] + size)
+    kind = _sum_kind(recs, i0, i1, merge) if m > 1 or i1 - i0 > 8 else 0
+    for w in range(m):
+        i0 = _bisect_left(t, 0 if w == 0 else i0, n, starts[w])
+        i1 = _bisect_left(t, i0, n, starts[w] + size)
+        if kind and i1 > i0:  # running sums: add what entered the window, take out what left it
+            if w == 0:
+                a = b = i0
+            while b < i1:
+                acc = (<list>recs[b])[1]
+                if kind == 1:
+                    s0 += PyLong_AsLongLong(acc)
+                else:
+                    s0 += PyLong_AsLongLong((<list>acc)[0])
+                    s1 += PyLong_AsLongLong((<list>acc)[1])
+                b += 1
+            while a < i0:
+                acc = (<list>recs[a])[1]
+                if kind == 1:
+                    s0 -= PyLong_AsLongLong(acc)
+                else:
+                    s0 -= PyLong_AsLongLong((<list>acc)[0])
+                    s1 -= PyLong_AsLongLong((<list>acc)[1])
+                a += 1
+            if kind == 1:
+                acc = PyLong_FromLongLong(s0)
+            else:
+                acc = [PyLong_FromLongLong(s0), PyLong_FromLongLong(s1)]
+        else:
+            if kind:  # an empty window (not from the operator): the plain fold, and no running sums after
+                kind = 0
+            acc = recs[i0][1]
+            if not (PyLong_CheckExact(acc) or type(acc) is float):
+                acc = _copy(acc)
+            for i in range(i0 + 1, i1):
+                r = (<list>recs[i])[1]
+                if merge is operator.add:
+                    acc = acc + r
+                elif merge is min:
+                    acc = r if PyObject_RichCompareBool(r, acc, Py_LT) else acc
+                elif merge is max:
+                    acc = r if PyObject_RichCompareBool(r, acc, Py_GT) else acc
+                else:
+                    acc = merge(acc, r)
+        out.append(result_type(k, PyLong_FromLongLong(starts[w]), PyLong_FromLongLong(starts[w] + size),
+                               acc if result is None else result(acc)))
+    return 0
+
+
+def fold_sliding(recs, starts, size, merge, result, result_type, k, out):
+    """Sliding windows folded (see ``streamlib._time.kernels.fold_sliding``)."""
+    cdef long long csize = 0
+    cdef long long* t = NULL
+    cdef long long* cs = NULL
+    cdef Py_ssize_t n, m, i
+    if type(recs) is list and type(starts) is list and type(out) is list and _small(size, &csize) and csize > 0:
+        n = len(<list>recs)
+        m = len(<list>starts)
+        t = _times(<list>recs, n)
+        if t != NULL:
+            try:
+                cs = <long long*>PyMem_Malloc((m + 1) * sizeof(long long))
+                if cs == NULL:
+                    raise MemoryError()
+                for i in range(m):
+                    if not _small((<list>starts)[i], &cs[i]) or (i and cs[i] <= cs[i - 1]):
+                        break
+                else:
+                    _fold(<list>recs, t, n, cs, m, csize, merge, result, result_type, k, <list>out)
+                    return
+            finally:
+                PyMem_Free(t)
+                PyMem_Free(cs)
+    _pure.PURE["fold_sliding"](recs, starts, size, merge, result, result_type, k, out)
+
+
+def expire_sliding(recs, k, lo, closed_to, size, emit, merge, result, result_type, out):
+    """Close a key's sliding windows (see ``streamlib._time.kernels.expire_sliding``)."""
+    cdef long long csize = 0, clo, cto, due, x
+    cdef long long* t = NULL
+    cdef long long* starts = NULL
+    cdef Py_ssize_t n, i, j, a, b, c, d, m
+    if not (type(recs) is list and type(out) is list and PyLong_CheckExact(lo) and PyLong_CheckExact(closed_to)
+            and _small(size, &csize) and csize > 0):
+        return _pure.PURE["expire_sliding"](recs, k, lo, closed_to, size, emit, merge, result, result_type, out)
+    n = len(<list>recs)
+    t = _times(<list>recs, n)
+    if t == NULL:
+        return _pure.PURE["expire_sliding"](recs, k, lo, closed_to, size, emit, merge, result, result_type, out)
+    try:
+        clo = _clamp_time(lo)
+        cto = _clamp_time(closed_to)
+        if emit:
+            # Left windows of t with lo < t + 1 <= closed_to, right windows of t with
+            # lo < t + 1 + size <= closed_to that have a witness; both runs ascend: merge them.
+            a = _bisect_right(t, 0, n, clo - 1)
+            b = _bisect_right(t, a, n, cto - 1)
+            c = _bisect_right(t, 0, n, clo - 1 - csize)
+            d = _bisect_right(t, c, n, cto - 1 - csize)
+            starts = <long long*>PyMem_Malloc((b - a + d - c + 1) * sizeof(long long))
+            if starts == NULL:
+                raise MemoryError()
+            m = 0
+            while a < b or c < d:
+                if c < d:
+                    j = _bisect_right(t, c, n, t[c])
+                    if not (j < n and t[j] <= t[c] + csize):  # no witness: no right window
+                        c += 1
+                        continue
+                if c >= d or (a < b and t[a] - csize + 1 <= t[c] + 1):
+                    x = t[a] - csize + 1
+                    a += 1
+                else:
+                    x = t[c] + 1
+                    c += 1
+                if m == 0 or starts[m - 1] != x:
+                    starts[m] = x
+                    m += 1
+            _fold(<list>recs, t, n, starts, m, csize, merge, result, result_type, k, <list>out)
+        i = _bisect_right(t, 0, n, cto - 1 - csize)
+        if i == n:
+            return i, None
+        due = t[i] + 1 + csize
+        j = _bisect_right(t, i, n, cto - 1)
+        if j < n and t[j] + 1 < due:
+            due = t[j] + 1
+        return i, PyLong_FromLongLong(due)
+    finally:
+        PyMem_Free(t)
+        PyMem_Free(starts)
