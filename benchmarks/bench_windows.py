@@ -19,17 +19,28 @@ sum per key. Every contestant must produce the 10,000 results ``(key, window,
 
 ``--session``: also sessions with 60-second gaps over 100,000 keys (a
 pseudo-random key per event, one event per ms), ``--session-events`` events
-(1,000,000; ``--full`` for 10,000,000), checkpointed to each store. Prints the
-rate, how many sessions closed, and the rows left in the store at the end:
-bounded by the keys with an open (or just closed) session, not by history.
+(1,000,000; ``--full`` for 10,000,000), count per key. Contestants: a plain
+Python loop keeping each key's last session in a dict (the baseline), and
+streamlib with the compiled and the pure kernels, with no store, ``MemoryStore``
+and ``RocksDBStore`` (checkpointed every ``--checkpoint-every`` events). Every
+contestant's sessions are checked against the loop's. Also prints the rows left
+in the store at the end: bounded by the keys with an open (or just closed)
+session, not by history.
 
-``--no-pure`` leaves out the pure-Python rows.
-Each input list is built before any timing and then moved out of the garbage
-collector's way (``gc.freeze()``): a pipeline reading Kafka holds no such list,
-and the collector would otherwise re-scan its millions of tuples during every
-contestant's run.
+``--sliding``: also sliding windows of 10 seconds over the tumbling workload's
+events (100 keys, one event per ms, ``--sliding-events``, 1,000,000), sum per
+key: about two windows per event, each over about 100 events. Contestants: a
+plain Python two-pointer loop over each key's events with running sums (the
+baseline), and streamlib compiled and pure with no store, ``MemoryStore`` and
+``RocksDBStore``; every window checked against the loop's.
 
-    python benchmarks/bench_windows.py [--events N] [--no-pure] [--session [--full]] [--json]
+Rates are the median of ``--repeat`` runs (3). ``--no-pure`` leaves out the
+pure-Python rows. Each input list is built before any timing and then moved out
+of the garbage collector's way (``gc.freeze()``): a pipeline reading Kafka holds
+no such list, and the collector would otherwise re-scan its millions of tuples
+during every contestant's run.
+
+    python benchmarks/bench_windows.py [--events N] [--no-pure] [--session [--full]] [--sliding] [--json]
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import gc
 import importlib.util
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -49,10 +61,19 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _common import Result, best_of, parser, report, skipped  # noqa: E402
+from _common import Result, parser, report, skipped  # noqa: E402
 
 import streamlib._native as switch  # noqa: E402
-from streamlib import MemoryStore, RocksDBStore, SessionWindows, Sink, Source, TumblingWindows, native_enabled  # noqa: E402
+from streamlib import (  # noqa: E402
+    MemoryStore,
+    RocksDBStore,
+    SessionWindows,
+    Sink,
+    SlidingWindows,
+    Source,
+    TumblingWindows,
+    native_enabled,
+)
 
 WINDOW_MS = 10_000
 KEYS = 100
@@ -68,6 +89,17 @@ LAMBDAS = (ts_of, key_of, value_of)
 FIELDS = (0, 1, 2)  # the same, as fields: e[0], e[1], e[2]
 
 _LOOP = asyncio.new_event_loop()
+
+
+def median_of(run: Any, repeat: int) -> float:
+    """The median wall time in seconds of ``repeat`` calls (garbage collected before each)."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def tumbling_events(n: int) -> list[Event]:
@@ -188,7 +220,7 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bo
 
     def measure(name: str, fn: Any, events_: list[Event], **extra: Any) -> None:
         got: list[Any] = []
-        seconds = best_of(lambda: got.append(fn(events_)), repeat)
+        seconds = median_of(lambda: got.append(fn(events_)), repeat)
         want = expected if events_ is events else expected_tumbling(len(events_))
         if got[-1] != want:
             raise AssertionError(f"{name}: wrong results ({len(got[-1])} windows, {len(want)} expected)")
@@ -225,60 +257,178 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bo
     report(title, rows, baseline_name="plain dict loop", as_json=as_json)
 
 
-def session_table(n: int, every: int, as_json: bool) -> None:
+Sessions = dict[tuple[Any, int], tuple[int, int]]  # (key, start) -> (end, count)
+
+
+def session_loop(events: list[Event]) -> Sessions:
+    """The baseline: each key's last session in a dict, closed when an event comes a gap or more after it."""
+    gap = SESSION_GAP_MS
+    last: dict[Any, list[int]] = {}
+    done: Sessions = {}
+    get = last.get
+    for ts, k, _v in events:
+        s = get(k)
+        if s is None or ts >= s[1]:
+            if s is not None:
+                done[(k, s[0])] = (s[1], s[2])
+            last[k] = [ts, ts + gap, 1]
+        else:
+            s[1] = ts + gap
+            s[2] += 1
+    for k, s in last.items():
+        done[(k, s[0])] = (s[1], s[2])
+    return done
+
+
+def _store_rows(store: Any, extra: dict[str, Any]) -> None:
+    """The rows left in ``store`` (and its size on disk for RocksDB, closing it) into ``extra``."""
+    extra["store rows at end"] = f"{sum(store.stats().values()):,}"
+    if isinstance(store, RocksDBStore):
+        store.close()
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(store.path) for f in fs)
+        extra["on disk"] = f"{size / 1e6:.1f} MB"
+
+
+_STORES = (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore"))
+
+
+def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
     events = session_events(n)
     gc.freeze()
     rows: list[Result] = []
-    for kind in ("memory", "rocksdb"):
+    got: list[Any] = []
+    seconds = median_of(lambda: got.append(session_loop(events)), repeat)
+    expected = got[-1]
+    rows.append(Result("plain dict loop", n, seconds, {"sessions": f"{len(expected):,}"}))
+    native = switch.window_kernel("SessionCore", None) is not None
+    modes = ([False] if native else []) + ([True] if with_pure or not native else [])
+    for pure in modes:
+        for kind, label in _STORES:
+            extra: dict[str, Any] = {}
 
-        def run(store: Any) -> Result:
-            closed = [0]
+            def run(store: Any) -> None:
+                src = Source.from_iterable(events)
+                if store is not None:
+                    src = src.checkpointed(store, every=every)
+                blueprint = src.with_timestamps(ts_of).key_by(key_of).window(SessionWindows(SESSION_GAP_MS)).count()
+                results = _run(lambda: blueprint.run_with(Sink.collect()))
+                found = {(r.key, r.start): (r.end, r.value) for r in results}
+                if found != expected:
+                    raise AssertionError(f"{label}: wrong sessions ({len(found):,}, {len(expected):,} expected)")
+                extra["sessions"] = f"{len(found):,} ok"
+                if store is not None:
+                    _store_rows(store, extra)
 
-            def count(r: Any) -> None:
-                closed[0] += 1
-
-            blueprint = (
-                Source.from_iterable(events)
-                .checkpointed(store, every=every)
-                .with_timestamps(ts_of)
-                .key_by(key_of)
-                .window(SessionWindows(SESSION_GAP_MS))
-                .count()
-            )
-            start = time.perf_counter()
-            _run(lambda: blueprint.run_with(Sink.foreach(count)))
-            seconds = time.perf_counter() - start
-            rows_left = sum(store.stats().values())
-            extra: dict[str, Any] = {"sessions": f"{closed[0]:,}", "store rows at end": f"{rows_left:,}"}
-            if isinstance(store, RocksDBStore):
-                store.close()
-                size = sum(
-                    os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(store.path) for f in fs
-                )
-                extra["on disk"] = f"{size / 1e6:.1f} MB"
-            return Result(f"streamlib, {type(store).__name__}", n, seconds, extra)
-
-        rows.append(_with_store(kind, run))
+            with kernels(pure):
+                seconds = median_of(lambda kind=kind: _with_store(kind, run), repeat)
+            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", n, seconds, dict(extra)))
     title = (
         f"session windows (gap {SESSION_GAP_MS // 1000} s), count per key: {n:,} events, {SESSION_KEYS:,} keys, "
-        f"checkpoint every {every:,}"
+        f"checkpoint every {every:,}; median of {repeat}"
     )
-    report(title, rows, as_json=as_json)
+    report(title, rows, baseline_name="plain dict loop", as_json=as_json)
+
+
+Windows = dict[tuple[Any, int], int]  # (key, start) -> sum
+
+
+def sliding_loop(events: list[Event]) -> Windows:
+    """The baseline: per key, two pointers with a running sum over its events (in time order) for each window."""
+    size = WINDOW_MS
+    by_key: dict[Any, list[tuple[int, int]]] = {}
+    for ts, k, v in events:
+        recs = by_key.get(k)
+        if recs is None:
+            by_key[k] = [(ts, v)]
+        else:
+            recs.append((ts, v))
+    out: Windows = {}
+    for k, recs in by_key.items():
+        n = len(recs)
+        # Windows ending just after each event: [t - size + 1, t + 1).
+        lo, total = 0, 0
+        for i in range(n):
+            t, v = recs[i]
+            total += v
+            while recs[lo][0] < t - size + 1:
+                total -= recs[lo][1]
+                lo += 1
+            out[(k, t - size + 1)] = total
+        # Windows starting just after an event with a later one within size: [t + 1, t + 1 + size),
+        # over the events in recs[j:hi] (t < time <= t + size).
+        j, hi, total = 0, 0, 0
+        for i in range(n):
+            t = recs[i][0]
+            while hi < n and recs[hi][0] <= t + size:
+                total += recs[hi][1]
+                hi += 1
+            while recs[j][0] <= t:
+                total -= recs[j][1]
+                j += 1
+                if j == n:
+                    break
+            if j < hi:
+                out[(k, t + 1)] = total
+    return out
+
+
+def sliding_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
+    events = tumbling_events(n)
+    gc.freeze()
+    rows: list[Result] = []
+    got: list[Any] = []
+    seconds = median_of(lambda: got.append(sliding_loop(events)), repeat)
+    expected = got[-1]
+    rows.append(Result("plain two-pointer loop", n, seconds, {"windows": f"{len(expected):,}"}))
+    native = switch.window_kernel("expire_sliding", None) is not None
+    modes = ([False] if native else []) + ([True] if with_pure or not native else [])
+    for pure in modes:
+        for kind, label in _STORES:
+            extra: dict[str, Any] = {}
+
+            def run(store: Any) -> None:
+                src = Source.from_iterable(events)
+                if store is not None:
+                    src = src.checkpointed(store, every=every)
+                blueprint = src.with_timestamps(ts_of).key_by(key_of).window(SlidingWindows(WINDOW_MS)).sum(value_of)
+                results = _run(lambda: blueprint.run_with(Sink.collect()))
+                found = {(r.key, r.start): r.value for r in results}
+                if found != expected or len(results) != len(found):
+                    raise AssertionError(f"{label}: wrong windows ({len(results):,}, {len(expected):,} expected)")
+                extra["windows"] = f"{len(found):,} ok"
+                if store is not None:
+                    _store_rows(store, extra)
+
+            with kernels(pure):
+                seconds = median_of(lambda kind=kind: _with_store(kind, run), repeat)
+            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", n, seconds, dict(extra)))
+    title = (
+        f"sliding windows ({WINDOW_MS // 1000} s), sum per key: {n:,} events, {KEYS} keys, "
+        f"checkpoint every {every:,}; median of {repeat}"
+    )
+    report(title, rows, baseline_name="plain two-pointer loop", as_json=as_json)
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events in the tumbling workload")
     p.add_argument("--checkpoint-every", type=int, default=100_000, help="events between checkpoints")
-    p.add_argument("--repeat", type=int, default=3, help="best of this many runs (tumbling)")
+    p.add_argument("--repeat", type=int, default=3, help="the median of this many runs")
     p.add_argument("--no-pure", action="store_true", help="leave out the pure-Python kernels' rows")
     p.add_argument("--session", action="store_true", help="also run the session-window workload")
     p.add_argument("--session-events", type=int, default=1_000_000, help="events in the session workload")
     p.add_argument("--full", action="store_true", help="the session workload at 10,000,000 events")
+    p.add_argument("--sliding", action="store_true", help="also run the sliding-window workload")
+    p.add_argument("--sliding-events", type=int, default=1_000_000, help="events in the sliding workload")
+    p.add_argument("--no-tumbling", action="store_true", help="leave out the tumbling workload")
     args = p.parse_args()
-    tumbling_table(args.events, args.checkpoint_every, args.repeat, args.json, not args.no_pure)
+    if not args.no_tumbling:
+        tumbling_table(args.events, args.checkpoint_every, args.repeat, args.json, not args.no_pure)
     if args.session:
-        session_table(10_000_000 if args.full else args.session_events, args.checkpoint_every, args.json)
+        n = 10_000_000 if args.full else args.session_events
+        session_table(n, args.checkpoint_every, args.repeat, args.json, not args.no_pure)
+    if args.sliding:
+        sliding_table(args.sliding_events, args.checkpoint_every, args.repeat, args.json, not args.no_pure)
 
 
 if __name__ == "__main__":
