@@ -786,3 +786,45 @@ def test_an_upstream_failure_reaches_the_sink_after_everything_before_it(stage: 
     else:
         assert isinstance(error, Boom) and str(error) == f"bad element {fail_at}"
     assert (got if ordered else sorted(got)) == before
+
+
+#: Async stages that carry signals (substreams, merge_sorted and interleave drop them, as documented).
+SIGNAL_STAGES = sorted(
+    name for name in ASYNC_STAGES
+    if name not in {"group_by_inline", "group_by_async", "split_when", "flat_map_merge", "flat_map_concat",
+                    "merge_sorted", "interleave"}
+)
+
+
+@pytest.mark.parametrize("stage", SIGNAL_STAGES)
+async def test_a_checkpoint_from_a_live_source_crosses_an_async_stage_without_more_input(stage: str) -> None:
+    # A live source's barrier must reach the stateful stage behind the async one while the
+    # source is quiet, or the checkpoint (a Kafka app's commit) waits for input that may never come.
+    from streamlib import KeyState, MemoryStore
+
+    _ordered, wrap = ASYNC_STAGES[stage]
+    clock = VirtualClock()
+
+    async def f(x: int) -> int:
+        await clock.sleep(0.25)
+        return x
+
+    def count(x: int, state: KeyState[int, int]) -> int:
+        state.set(state.get(0) + 1)
+        return x
+
+    store = MemoryStore()
+    queue, done = (
+        wrap(Source.queue(100, of=int).checkpointed(store, every=1, replayable=False), f)
+        .key_by(lambda x: x % 2)
+        .stateful_map(count, store=store)
+        .to_mat(Sink.ignore(), Keep.both)
+        .run(clock=clock)
+    )
+    for x in range(5):
+        assert queue.offer_nowait(x)
+    await clock.advance(10.0)
+    checkpoint = store.restore()
+    assert checkpoint is not None and checkpoint.meta["position:checkpointed"] == 5
+    queue.complete()
+    await clock.run(done)

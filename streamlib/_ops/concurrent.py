@@ -295,6 +295,8 @@ class _OrderedMapAsyncLogic(_MapAsyncLogic):
             if ended and not queue and not todo:
                 self.end()
                 return
+            if queue and out.has_room() and (isinstance(queue[0], Signal) or queue[0].done()):
+                continue  # a signal read after the last call was emitted goes out now, not with the next input
             can_read = in_flight < parallelism and not todo and not ended
             blocked_out = bool(queue) and not out.has_room()
             await self.wakeup.wait(inlet=inlet if can_read else None, outlet=out, need_room=blocked_out)
@@ -363,6 +365,8 @@ class _UnorderedMapAsyncLogic(_MapAsyncLogic):
                     self.result(failing[0][1])  # raises
                 self.end()
                 return
+            if barrier is not None and not running and not finished and out.has_room():
+                continue  # a signal read after the last call was emitted goes out now, not with the next input
             busy = len(running) + len(finished)
             can_read = barrier is None and busy < parallelism and not todo and not ended
             blocked_out = (bool(finished) or barrier is not None) and not out.has_room()

@@ -256,3 +256,42 @@ async def test_a_fenced_producer_is_recreated_and_the_partition_rewound(kafka_br
     for key, _v, count in rows:
         per_key.setdefault(key, []).append(count)
     assert all(sorted(c) == list(range(1, 41)) for c in per_key.values())
+
+
+async def test_an_async_stage_in_the_topology_commits_what_it_processed(kafka_broker: KafkaBroker) -> None:
+    # Barriers travel through map_async and a buffer like any signal, so checkpoints commit.
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("async"), unique("async-in"), unique("async-out")
+    await kafka_broker.acreate_topic(src, 2)
+    await kafka_broker.acreate_topic(dst, 2)
+    await _produce(bootstrap, src, range(400))
+
+    async def enrich(rec: Any) -> Any:
+        await asyncio.sleep(0)
+        return rec
+
+    counting = _counting_topology(dst)
+
+    def topology(p: PartitionContext) -> Flow[Any, Any, Any]:
+        return Flow().map_async(4, enrich).buffer(16).via(counting(p))
+
+    app = KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
+                   producer=ProducerSettings(bootstrap), topics=src, topology=topology, checkpoint_interval=0.05)
+    control = app.run()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(await read_topic(bootstrap, dst)) < 400:
+            assert not control.is_stopped
+            assert loop.time() < deadline, f"committed output stalled at {len(await read_topic(bootstrap, dst))}"
+            await asyncio.sleep(0.1)
+        assert control.metrics.records == 400
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    rows = [json.loads(r.value) for r in await read_topic(bootstrap, dst)]
+    counts: dict[str, list[int]] = {}
+    for key, _value, count in rows:
+        counts.setdefault(key, []).append(count)
+    assert {k: sorted(c) for k, c in counts.items()} == {f"k{j}": list(range(1, 41)) for j in range(10)}
+    assert await open_transactions(bootstrap, [dst]) == {}
