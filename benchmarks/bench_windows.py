@@ -260,24 +260,30 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bo
 Sessions = dict[tuple[Any, int], tuple[int, int]]  # (key, start) -> (end, count)
 
 
-def session_loop(events: list[Event]) -> Sessions:
-    """The baseline: each key's last session in a dict, closed when an event comes a gap or more after it."""
+def session_loop(events: list[Event], done: Sessions | None = None) -> int:
+    """The baseline: each key's last session in a dict, closed when an event comes a gap or more after it.
+
+    Returns how many sessions there are; ``done`` (when given) gets each of them.
+    """
     gap = SESSION_GAP_MS
     last: dict[Any, list[int]] = {}
-    done: Sessions = {}
     get = last.get
+    closed = 0
     for ts, k, _v in events:
         s = get(k)
         if s is None or ts >= s[1]:
             if s is not None:
-                done[(k, s[0])] = (s[1], s[2])
+                closed += 1
+                if done is not None:
+                    done[(k, s[0])] = (s[1], s[2])
             last[k] = [ts, ts + gap, 1]
         else:
             s[1] = ts + gap
             s[2] += 1
-    for k, s in last.items():
-        done[(k, s[0])] = (s[1], s[2])
-    return done
+    if done is not None:
+        for k, s in last.items():
+            done[(k, s[0])] = (s[1], s[2])
+    return closed + len(last)
 
 
 def _store_rows(store: Any, extra: dict[str, Any]) -> None:
@@ -292,36 +298,64 @@ def _store_rows(store: Any, extra: dict[str, Any]) -> None:
 _STORES = (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore"))
 
 
-def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
-    events = session_events(n)
-    gc.freeze()
-    rows: list[Result] = []
-    got: list[Any] = []
-    seconds = median_of(lambda: got.append(session_loop(events)), repeat)
-    expected = got[-1]
-    rows.append(Result("plain dict loop", n, seconds, {"sessions": f"{len(expected):,}"}))
-    native = switch.window_kernel("SessionCore", None) is not None
+def _count(n: int, r: Any) -> int:
+    return n + 1
+
+
+def _window_rates(
+    rows: list[Result],
+    events: list[Event],
+    window: Any,
+    aggregate: Any,
+    expected: dict[tuple[Any, int], Any],
+    result_of: Any,
+    every: int,
+    repeat: int,
+    with_pure: bool,
+    what: str,
+) -> None:
+    """streamlib rows (compiled and pure kernels, each store): timed runs count the results, one more
+    run (untimed) checks every one against ``expected``."""
+    native = switch.window_kernel("update_sessions", None) is not None
     modes = ([False] if native else []) + ([True] if with_pure or not native else [])
     for pure in modes:
         for kind, label in _STORES:
             extra: dict[str, Any] = {}
 
-            def run(store: Any) -> None:
+            def run(store: Any, check: bool = False) -> None:
                 src = Source.from_iterable(events)
                 if store is not None:
                     src = src.checkpointed(store, every=every)
-                blueprint = src.with_timestamps(ts_of).key_by(key_of).window(SessionWindows(SESSION_GAP_MS)).count()
-                results = _run(lambda: blueprint.run_with(Sink.collect()))
-                found = {(r.key, r.start): (r.end, r.value) for r in results}
-                if found != expected:
-                    raise AssertionError(f"{label}: wrong sessions ({len(found):,}, {len(expected):,} expected)")
-                extra["sessions"] = f"{len(found):,} ok"
-                if store is not None:
-                    _store_rows(store, extra)
+                blueprint = aggregate(src.with_timestamps(ts_of).key_by(key_of).window(window))
+                if check:
+                    results = _run(lambda: blueprint.run_with(Sink.collect()))
+                    found = {(r.key, r.start): result_of(r) for r in results}
+                    if found != expected or len(results) != len(found):
+                        raise AssertionError(f"{label}: wrong {what} ({len(results):,}, {len(expected):,} expected)")
+                    extra[what] = f"{len(found):,} ok"
+                    if store is not None:
+                        _store_rows(store, extra)
+                    return
+                count = _run(lambda: blueprint.run_with(Sink.fold(0, _count)))
+                if count != len(expected):
+                    raise AssertionError(f"{label}: {count:,} {what}, {len(expected):,} expected")
 
             with kernels(pure):
                 seconds = median_of(lambda kind=kind: _with_store(kind, run), repeat)
-            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", n, seconds, dict(extra)))
+                _with_store(kind, lambda store: run(store, check=True))
+            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", len(events), seconds, extra))
+
+
+def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
+    events = session_events(n)
+    gc.freeze()
+    expected: Sessions = {}
+    session_loop(events, expected)
+    rows = [Result("plain dict loop", n, median_of(lambda: session_loop(events), repeat))]
+    _window_rates(
+        rows, events, SessionWindows(SESSION_GAP_MS), lambda w: w.count(), expected, lambda r: (r.end, r.value),
+        every, repeat, with_pure, "sessions",
+    )  # fmt: skip
     title = (
         f"session windows (gap {SESSION_GAP_MS // 1000} s), count per key: {n:,} events, {SESSION_KEYS:,} keys, "
         f"checkpoint every {every:,}; median of {repeat}"
@@ -332,8 +366,11 @@ def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: boo
 Windows = dict[tuple[Any, int], int]  # (key, start) -> sum
 
 
-def sliding_loop(events: list[Event]) -> Windows:
-    """The baseline: per key, two pointers with a running sum over its events (in time order) for each window."""
+def sliding_loop(events: list[Event], out: Windows | None = None) -> int:
+    """The baseline: per key, two pointers with a running sum over its events (in time order) for each window.
+
+    Returns how many windows there are; ``out`` (when given) gets each of them.
+    """
     size = WINDOW_MS
     by_key: dict[Any, list[tuple[int, int]]] = {}
     for ts, k, v in events:
@@ -342,7 +379,8 @@ def sliding_loop(events: list[Event]) -> Windows:
             by_key[k] = [(ts, v)]
         else:
             recs.append((ts, v))
-    out: Windows = {}
+    if out is None:
+        out = {}
     for k, recs in by_key.items():
         n = len(recs)
         # Windows ending just after each event: [t - size + 1, t + 1).
@@ -369,39 +407,19 @@ def sliding_loop(events: list[Event]) -> Windows:
                     break
             if j < hi:
                 out[(k, t + 1)] = total
-    return out
+    return len(out)
 
 
 def sliding_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
     events = tumbling_events(n)
     gc.freeze()
-    rows: list[Result] = []
-    got: list[Any] = []
-    seconds = median_of(lambda: got.append(sliding_loop(events)), repeat)
-    expected = got[-1]
-    rows.append(Result("plain two-pointer loop", n, seconds, {"windows": f"{len(expected):,}"}))
-    native = switch.window_kernel("expire_sliding", None) is not None
-    modes = ([False] if native else []) + ([True] if with_pure or not native else [])
-    for pure in modes:
-        for kind, label in _STORES:
-            extra: dict[str, Any] = {}
-
-            def run(store: Any) -> None:
-                src = Source.from_iterable(events)
-                if store is not None:
-                    src = src.checkpointed(store, every=every)
-                blueprint = src.with_timestamps(ts_of).key_by(key_of).window(SlidingWindows(WINDOW_MS)).sum(value_of)
-                results = _run(lambda: blueprint.run_with(Sink.collect()))
-                found = {(r.key, r.start): r.value for r in results}
-                if found != expected or len(results) != len(found):
-                    raise AssertionError(f"{label}: wrong windows ({len(results):,}, {len(expected):,} expected)")
-                extra["windows"] = f"{len(found):,} ok"
-                if store is not None:
-                    _store_rows(store, extra)
-
-            with kernels(pure):
-                seconds = median_of(lambda kind=kind: _with_store(kind, run), repeat)
-            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", n, seconds, dict(extra)))
+    expected: Windows = {}
+    sliding_loop(events, expected)
+    rows = [Result("plain two-pointer loop", n, median_of(lambda: sliding_loop(events), repeat))]
+    _window_rates(
+        rows, events, SlidingWindows(WINDOW_MS), lambda w: w.sum(value_of), expected, lambda r: r.value,
+        every, repeat, with_pure, "windows",
+    )  # fmt: skip
     title = (
         f"sliding windows ({WINDOW_MS // 1000} s), sum per key: {n:,} events, {KEYS} keys, "
         f"checkpoint every {every:,}; median of {repeat}"

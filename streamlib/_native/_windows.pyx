@@ -1,12 +1,13 @@
 """Compiled twins of the window kernels in ``streamlib/_time/kernels.py``.
 
-``update_fixed`` (tumbling and hopping windows), ``update_count`` (count
-windows) and ``max_timestamp`` (a chunk's largest event time, for watermarks)
-follow the contract in that module's docstrings exactly: the same state, the
-same contents of ``touched`` / ``created`` / ``late`` / ``full``, the same
+``update_fixed`` (tumbling and hopping windows), ``update_sessions`` and
+``SessionCore`` (session windows), ``update_sliding``, ``fold_sliding`` and
+``expire_sliding`` (sliding windows), ``update_count`` (count windows) and
+``max_timestamp`` (a chunk's largest event time, for watermarks) follow the
+contract in that module's docstrings exactly: the same state, the same contents
+of ``touched`` / ``created`` / ``late`` / ``full`` and of the results, the same
 calls of user functions in the same order, and an exception from one of them
-propagates unchanged with the elements before it applied. The other kernels
-(sessions, sliding windows) have no compiled twin; the switch uses the pure ones.
+propagates unchanged with the elements before it applied.
 
 What makes them faster than the interpreter running the pure code:
 
@@ -28,6 +29,15 @@ What makes them faster than the interpreter running the pure code:
   window and when the call ends, also by an exception; so ``accs`` ends as the
   pure kernel leaves it, with one dict write per window and call instead of
   one per element.
+* sessions: the core's close times are C structs, in a FIFO while sessions end
+  in the order they were scheduled and in a binary heap otherwise, ordered by
+  (time, scheduling order) exactly as the pure core's heap of times and lists of
+  keys per time; keys to forget wait in a C FIFO; times compare in C when they
+  are exact ints within +-2**61 (else as Python compares them).
+* sliding windows: a key's record times are read once into a C array and
+  searched in C; ``count``, ``sum`` and ``mean`` over exact ints up to 2**40
+  are folded with running sums (int addition is exact, so each window's value
+  is the one the left-to-right fold gives), everything else by that fold.
 
 Containers of another type than the pure code expects (a dict subclass for the
 state, ...) make a call fall back to the pure kernel.
