@@ -49,7 +49,7 @@ from cpython.dict cimport PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.string cimport memmove
-from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, Py_XINCREF
 from libc.limits cimport LLONG_MAX, LLONG_MIN
 
 import bisect
@@ -468,6 +468,7 @@ cdef inline object _plus(object a, object b):
 ctypedef struct _Due:
     PyObject* at    # the close time (a reference owned by the heap)
     PyObject* key   # the key to look at then (owned)
+    PyObject* entry # the key's entry in ``sessions`` (owned), or NULL: look it up
     long long t     # ``at`` as a C number when ``small``
     long long seq   # scheduling order, among equal times
     bint small
@@ -547,10 +548,12 @@ cdef class SessionCore:
         for i in range(self.n):
             Py_XDECREF(self.heap[i].at)
             Py_XDECREF(self.heap[i].key)
+            Py_XDECREF(self.heap[i].entry)
         self.n = 0
         for i in range(self.rh, self.rh + self.rn):
             Py_XDECREF(self.rq[i].at)
             Py_XDECREF(self.rq[i].key)
+            Py_XDECREF(self.rq[i].entry)
         self.rh = self.rn = 0
 
     cdef void _clear_tombs(self):
@@ -639,13 +642,20 @@ cdef class SessionCore:
     # through memory; the others in a binary heap. The first item is the smaller
     # of the two fronts.
 
-    cdef int _push(self, object at, object k) except -1:
+    cdef int _push(self, object at, object k, object entry) except -1:
+        """Schedule ``k`` at ``at``; ``entry`` is its list in ``sessions`` (or None).
+
+        A key's entry stays the same list while the key has items here: a key
+        is only deleted (forgotten) two gaps after its last open session
+        closed, and closing it popped every item of the key.
+        """
         cdef _Due item
         item.small = _small(at, &item.t)
         item.seq = self.seq
         self.seq += 1
         item.at = <PyObject*>at
         item.key = <PyObject*>k
+        item.entry = NULL if entry is None else <PyObject*>entry
         if self.rn == 0 or _before(&self.rq[self.rh + self.rn - 1], &item):
             self._run_append(&item)
         else:
@@ -667,6 +677,7 @@ cdef class SessionCore:
         self.rq[self.rh + self.rn] = item[0]
         Py_INCREF(<object>item.at)
         Py_INCREF(<object>item.key)
+        Py_XINCREF(item.entry)
         self.rn += 1
         return 0
 
@@ -691,6 +702,7 @@ cdef class SessionCore:
             self.heap[i] = item[0]
             Py_INCREF(<object>item.at)
             Py_INCREF(<object>item.key)
+            Py_XINCREF(item.entry)
             self.n += 1
         return 0
 
@@ -711,8 +723,8 @@ cdef class SessionCore:
             return first.t <= c
         return _cmp(<object>first.at, closed_to, Py_LE)
 
-    cdef object _pop(self):
-        """The key of the first item (there is one), removed."""
+    cdef object _pop(self, list entries):
+        """The key of the first item (there is one), removed; its entry (or None) appended to ``entries``."""
         cdef _Due top
         cdef _Due last
         cdef Py_ssize_t i = 0, c, n
@@ -744,11 +756,16 @@ cdef class SessionCore:
         k = <object>top.key
         Py_DECREF(k)  # the index's reference, now owned by ``k``
         Py_XDECREF(top.at)
+        if top.entry == NULL:
+            entries.append(None)
+        else:
+            entries.append(<object>top.entry)
+            Py_DECREF(<object>top.entry)
         return k
 
     def schedule(self, at, k):
         """Look at key ``k`` again once ``closed_to >= at``."""
-        self._push(at, k)
+        self._push(at, k, None)
 
     # -- chunks -------------------------------------------------------------------------
 
@@ -765,7 +782,7 @@ cdef class SessionCore:
                     self.merge, self.sessions, closed_to, touched, created, late)
             finally:
                 for k, end in created:
-                    self._push(end, k)
+                    self._push(end, k, None)
             return
         _session_chunk(<list>chunk, self.tg, self.kg, self.vg, self.gap, self.agg, self.create, self.add,
                        self.merge, self.sessions, closed_to, <set>touched, None, self, <list>late)
@@ -774,14 +791,15 @@ cdef class SessionCore:
 
     def close(self, closed_to, bint emit, dirty, remove, list out):
         """Close the sessions ending at or before ``closed_to``, then forget the keys due."""
-        cdef list keys
+        cdef list keys, entries
         cdef long long c = 0
         cdef bint csmall = _small(closed_to, &c)
         if self._due(closed_to, c, csmall):
             keys = []
+            entries = []
             while self._due(closed_to, c, csmall):
-                keys.append(self._pop())
-            self._expire(keys, closed_to, emit, dirty, out)
+                keys.append(self._pop(entries))
+            self._expire(keys, entries, closed_to, emit, dirty, out)
         self._forget_due(closed_to, remove)
 
     cdef int _forget_due(self, object closed_to, object remove) except -1:
@@ -826,10 +844,10 @@ cdef class SessionCore:
 
     def flush(self, dirty, list out):
         """End of stream: emit every open session (in order of close time) and forget the tombs."""
-        cdef list keys = []
+        cdef list keys = [], entries = []
         while self.n or self.rn:
-            keys.append(self._pop())
-        self._expire(keys, 2**63, True, dirty, out)
+            keys.append(self._pop(entries))
+        self._expire(keys, entries, 2**63, True, dirty, out)
         self._clear_tombs()
 
     def restore(self):
@@ -837,30 +855,41 @@ cdef class SessionCore:
         cdef Py_ssize_t first = self.tn
         for k, entry in self.sessions.items():
             if len(entry) > 2:
-                self._push(min(entry[3::3]), k)
+                self._push(min(entry[3::3]), k, entry)
             else:
                 self._tomb(entry[1], k)
         self._sort_tombs(first)
 
     @cython.boundscheck(True)
     @cython.wraparound(True)
-    cdef int _expire(self, list keys, object closed_to, bint emit, object dirty, list out) except -1:
+    cdef int _expire(self, list keys, list entries, object closed_to, bint emit, object dirty,
+                     list out) except -1:
+        """Close what ``closed_to`` closes of the keys popped (``entries``: their lists, or None).
+
+        The pure core looks at each key once (``dict.fromkeys``); here a key
+        popped twice is looked at twice, which changes nothing: the first look
+        closed what there was to close, and the second finds nothing closed and
+        only schedules the key again (as the first did: one more item in the index).
+        """
         cdef dict sessions = self.sessions
-        cdef Py_ssize_t n, i
+        cdef Py_ssize_t n, i, j
         cdef Py_ssize_t first = self.tn
         cdef PyObject* found
         result, make = self.result, self.result_type
         cdef set dset = <set>dirty if type(dirty) is set else None
-        for k in (dict.fromkeys(keys) if len(keys) > 1 else keys):
-            found = PyDict_GetItemWithError(sessions, k)
-            if found == NULL:
-                continue
-            entry = <object>found
+        for j in range(len(keys)):
+            k = keys[j]
+            entry = entries[j]
+            if entry is None:
+                found = PyDict_GetItemWithError(sessions, k)
+                if found == NULL:
+                    continue
+                entry = <object>found
             n = len(entry)
             if n == 5:  # the common case: one open session
                 end = entry[3]
                 if _cmp(end, closed_to, Py_GT):
-                    self._push(end, k)  # it grew since it was scheduled
+                    self._push(end, k, entry)  # it grew since it was scheduled
                     continue
                 if emit:
                     acc = entry[4]
@@ -872,7 +901,7 @@ cdef class SessionCore:
                 done = [(entry[i + 1], entry[i], entry[i + 2]) for i in range(2, n, 3)
                         if _cmp(entry[i + 1], closed_to, Py_LE)]
                 if not done:
-                    self._push(min(entry[3::3]), k)
+                    self._push(min(entry[3::3]), k, entry)
                     continue
                 done.sort(key=_first)
                 if emit:
@@ -888,7 +917,7 @@ cdef class SessionCore:
             elif dirty is not None:
                 dirty.add(k)
             if len(entry) > 2:
-                self._push(min(entry[3::3]), k)
+                self._push(min(entry[3::3]), k, entry)
             else:
                 self._tomb(entry[1], k)
         if self.tn > first + 1:
@@ -916,11 +945,12 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
                 late.append((e, ts, k, ts, end))
                 continue
             acc = _create(agg, create, vg.get(e))
-            sessions[k] = [0, _NO_CLOSED, ts, end, acc]
+            entry = [0, _NO_CLOSED, ts, end, acc]
+            sessions[k] = entry
             if core is None:
                 created.append((k, end))
             else:
-                core._push(end, k)
+                core._push(end, k, entry)
             if touched is not None:
                 touched.add(k)
             continue
@@ -958,7 +988,7 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
             if core is None:
                 created.append((k, end))
             else:
-                core._push(end, k)
+                core._push(end, k, entry)
         else:
             if _cmp(ts, entry[hit], Py_LT):
                 entry[hit] = ts
