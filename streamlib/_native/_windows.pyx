@@ -79,6 +79,7 @@ cdef object _MISSING = _pure.MISSING
 # Timestamps and window parameters within +-2**61 take the C path: no sum or
 # difference of two of them can overflow a long long.
 cdef long long _BOUND = 2305843009213693952
+cdef long long _LIMIT = 4611686018427387904  # 2**62: times beyond it compare like any far time
 
 cdef enum:
     G_SELF = 0   # no extractor: the element itself
@@ -429,6 +430,16 @@ def max_timestamp(ts_of, chunk):
                 cm = PyLong_AsLongLongAndOverflow(m, &overflow)
                 m_small = not overflow
     return m
+
+
+cdef inline long long _clamp_time(object x) except? -1:
+    """``x`` (an int) clamped to +-2**62: beyond every timestamp the fast paths take."""
+    cdef long long v = _clamp(x)
+    if v > _LIMIT:
+        return _LIMIT
+    if v < -_LIMIT:
+        return -_LIMIT
+    return v
 
 
 # -- sessions -----------------------------------------------------------------------------
@@ -930,18 +941,30 @@ cdef class SessionCore:
 cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int agg, object create, object add,
                         object merge, dict sessions, object closed_to, set touched, list created,
                         SessionCore core, list late) except -1:
-    """``kernels.update_sessions`` over ``chunk``; a created session goes to ``created`` or ``core``'s heap."""
+    """``kernels.update_sessions`` over ``chunk``; a created session goes to ``created`` or ``core``'s heap.
+
+    When the timestamp and the gap are exact ints within +-2**61 and
+    ``closed_to`` an exact int, the lateness rules are decided in C
+    (``closed_to`` clamped to the long long range, beyond every ``ts + 2 * gap``
+    of the fast path, so the comparisons come out the same).
+    """
     cdef PyObject* found
     cdef Py_ssize_t i = -1, j, n, hit
+    cdef long long t = 0, g = 0, c = 0
+    cdef bint fast = _small(gap, &g) and PyLong_CheckExact(closed_to)
+    cdef bint tfast
+    if fast:
+        c = _clamp(closed_to)
     while i + 1 < PyList_GET_SIZE(chunk):  # re-read: a user function may change the list
         i += 1
         e = <object>PyList_GET_ITEM(chunk, i)
         ts = tg.get(e)
         k = kg.get(e)
-        end = _plus(ts, gap)
+        tfast = fast and _small(ts, &t)
+        end = PyLong_FromLongLong(t + g) if tfast else _plus(ts, gap)
         found = PyDict_GetItemWithError(sessions, k)
         if found == NULL:
-            if _cmp(end, closed_to, Py_LE):
+            if (t + g <= c) if tfast else _cmp(end, closed_to, Py_LE):
                 late.append((e, ts, k, ts, end))
                 continue
             acc = _create(agg, create, vg.get(e))
@@ -958,7 +981,7 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
         if _cmp(ts, entry[1], Py_LT):
             late.append((e, ts, k, entry[0], entry[1]))
             continue
-        if _cmp(_plus(end, gap), closed_to, Py_LE):
+        if (t + 2 * g <= c) if tfast else _cmp(_plus(end, gap), closed_to, Py_LE):
             late.append((e, ts, k, ts, end))
             continue
         hit = -1
@@ -980,7 +1003,7 @@ cdef int _session_chunk(list chunk, _Get tg, _Get kg, _Get vg, object gap, int a
             j += 3
         v = vg.get(e)
         if hit < 0:
-            if _cmp(end, closed_to, Py_LE):
+            if (t + g <= c) if tfast else _cmp(end, closed_to, Py_LE):
                 late.append((e, ts, k, ts, end))
                 continue
             acc = _create(agg, create, v)
@@ -1018,7 +1041,6 @@ cdef object _insort = bisect.insort
 cdef object _ts_key = _pure._ts_key
 cdef object _copy = copy.copy
 cdef object _mean_merge = _aggs._mean_merge
-cdef long long _LIMIT = 4611686018427387904  # 2**62: times beyond it compare like any far time
 cdef long long _ACC_BOUND = 1099511627776    # 2**40: running sums of such ints stay in a long long
 
 
@@ -1100,16 +1122,6 @@ cdef long long* _times(list recs, Py_ssize_t n) except? NULL:
             PyMem_Free(t)
             return NULL
     return t
-
-
-cdef inline long long _clamp_time(object x) except? -1:
-    """``x`` (an int) clamped to +-2**62: beyond every timestamp the fast paths take."""
-    cdef long long v = _clamp(x)
-    if v > _LIMIT:
-        return _LIMIT
-    if v < -_LIMIT:
-        return -_LIMIT
-    return v
 
 
 cdef int _sum_kind(list recs, Py_ssize_t a, Py_ssize_t b, object merge) except -1:
