@@ -34,8 +34,9 @@ plain Python two-pointer loop over each key's events with running sums (the
 baseline), and streamlib compiled and pure with no store, ``MemoryStore`` and
 ``RocksDBStore``; every window checked against the loop's.
 
-Rates are the median of ``--repeat`` runs (3). ``--no-pure`` leaves out the
-pure-Python rows. Each input list is built before any timing and then moved out
+Rates are medians of ``--repeat`` rounds (3), each round running every
+contestant of the table once, so load that drifts on a shared machine weighs on
+all of them alike. ``--no-pure`` leaves out the pure-Python rows. Each input list is built before any timing and then moved out
 of the garbage collector's way (``gc.freeze()``): a pipeline reading Kafka holds
 no such list, and the collector would otherwise re-scan its millions of tuples
 during every contestant's run.
@@ -55,7 +56,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,17 +91,38 @@ LAMBDAS = (ts_of, key_of, value_of)
 FIELDS = (0, 1, 2)  # the same, as fields: e[0], e[1], e[2]
 
 _LOOP = asyncio.new_event_loop()
+_STORES = (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore"))
 
 
-def median_of(run: Any, repeat: int) -> float:
-    """The median wall time in seconds of ``repeat`` calls (garbage collected before each)."""
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+@dataclass
+class Contestant:
+    """One row of a table: ``run()`` is timed; ``check(its result)`` (untimed, after the first run)
+    raises when it is wrong and returns the row's extra columns."""
+
+    name: str
+    events: int
+    run: Callable[[], Any]
+    check: Callable[[Any], dict[str, Any]]
+
+
+def race(contestants: list[Contestant], repeat: int) -> list[Result]:
+    """Each contestant's median wall time over ``repeat`` rounds, every contestant running once per round.
+
+    Round after round rather than one contestant's runs in a row: on a shared
+    machine the load drifts during a table, and this way it drifts under all of
+    them alike, so their ratios hold.
+    """
+    times: list[list[float]] = [[] for _ in contestants]
+    extras: list[dict[str, Any]] = [{} for _ in contestants]
+    for round_ in range(repeat):
+        for i, c in enumerate(contestants):
+            gc.collect()
+            start = time.perf_counter()
+            got = c.run()
+            times[i].append(time.perf_counter() - start)
+            if round_ == 0:
+                extras[i] = c.check(got)
+    return [Result(c.name, c.events, statistics.median(times[i]), extras[i]) for i, c in enumerate(contestants)]
 
 
 def tumbling_events(n: int) -> list[Event]:
@@ -216,43 +239,43 @@ def tumbling_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bo
     gc.freeze()
     expected = expected_tumbling(n)
     assert len(expected) == n // WINDOW_MS * KEYS or n % WINDOW_MS
-    rows: list[Result] = []
 
-    def measure(name: str, fn: Any, events_: list[Event], **extra: Any) -> None:
-        got: list[Any] = []
-        seconds = median_of(lambda: got.append(fn(events_)), repeat)
-        want = expected if events_ is events else expected_tumbling(len(events_))
-        if got[-1] != want:
-            raise AssertionError(f"{name}: wrong results ({len(got[-1])} windows, {len(want)} expected)")
-        rows.append(Result(name, len(events_), seconds, {"results": f"{len(want):,} ok", **extra}))
+    def checker(name: str, want: dict[tuple[str, int], int], **extra: Any) -> Callable[[Any], dict[str, Any]]:
+        def check(got: Any) -> dict[str, Any]:
+            if got != want:
+                raise AssertionError(f"{name}: wrong results ({len(got)} windows, {len(want)} expected)")
+            return {"results": f"{len(want):,} ok", **extra}
 
-    measure("plain dict loop", dict_loop, events, checkpoints="-")
+        return check
+
+    contestants = [Contestant("plain dict loop", n, lambda: dict_loop(events), checker("loop", expected, checkpoints="-"))]
     native = switch.window_kernel("update_fixed", None) is not None
     modes = ([False] if native else []) + ([True] if with_pure or not native else [])
     for pure in modes:
         for extract, ex_name in ((LAMBDAS, "lambdas"), (FIELDS, "fields")):
-            for kind, label in (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore")):
-                every_note = "-" if kind == "none" else f"every {every:,}"
-                with kernels(pure):
-                    measure(
-                        f"streamlib {'pure' if pure else 'native'}, {ex_name}, {label}",
-                        lambda evs, kind=kind, extract=extract: _with_store(
-                            kind, lambda store: streamlib_tumbling(evs, store, every, extract)
-                        ),
-                        events,
-                        checkpoints=every_note,
-                    )
+            for kind, label in _STORES:
+                name = f"streamlib {'pure' if pure else 'native'}, {ex_name}, {label}"
+
+                def run(pure: bool = pure, kind: str = kind, extract: Any = extract) -> Any:
+                    with kernels(pure):
+                        return _with_store(kind, lambda store: streamlib_tumbling(events, store, every, extract))
+
+                note = "-" if kind == "none" else f"every {every:,}"
+                contestants.append(Contestant(name, n, run, checker(name, expected, checkpoints=note)))
+    rows = race(contestants, repeat)
     if importlib.util.find_spec("bytewax") is not None:
         peer_n = min(n, 200_000)  # bytewax is slower: a smaller run, rates stay per event
         peer_events = events if peer_n == n else tumbling_events(peer_n)
         gc.freeze()
-        measure("bytewax fold_window", bytewax_tumbling, peer_events, checkpoints="-")
+        want = expected if peer_n == n else expected_tumbling(peer_n)
+        peer = Contestant("bytewax fold_window", peer_n, lambda: bytewax_tumbling(peer_events), checker("bytewax", want))
+        rows += race([peer], repeat)
     else:
         rows.append(skipped("bytewax fold_window", "not installed"))
     title = (
         f"10-second tumbling windows, sum per key: {n:,} events, {KEYS} keys "
         f"(compiled window kernels: {'built' if native else 'not built'}; compiled chain: "
-        f"{'on' if native_enabled() else 'off'})"
+        f"{'on' if native_enabled() else 'off'}); median of {repeat} rounds"
     )
     report(title, rows, baseline_name="plain dict loop", as_json=as_json)
 
@@ -295,55 +318,59 @@ def _store_rows(store: Any, extra: dict[str, Any]) -> None:
         extra["on disk"] = f"{size / 1e6:.1f} MB"
 
 
-_STORES = (("none", "no store"), ("memory", "MemoryStore"), ("rocksdb", "RocksDBStore"))
-
-
 def _count(n: int, r: Any) -> int:
     return n + 1
 
 
-def _window_rates(
-    rows: list[Result],
+def _streamlib_contestants(
     events: list[Event],
     window: Any,
     aggregate: Any,
     expected: dict[tuple[Any, int], Any],
     result_of: Any,
     every: int,
-    repeat: int,
     with_pure: bool,
     what: str,
-) -> None:
-    """streamlib rows (compiled and pure kernels, each store): timed runs count the results, one more
-    run (untimed) checks every one against ``expected``."""
+) -> list[Contestant]:
+    """streamlib with the compiled and the pure kernels, with each store. A timed run counts the
+    results; its check runs the pipeline once more (untimed) collecting them, and compares every one
+    with ``expected``."""
     native = switch.window_kernel("update_sessions", None) is not None
     modes = ([False] if native else []) + ([True] if with_pure or not native else [])
+    out = []
     for pure in modes:
         for kind, label in _STORES:
-            extra: dict[str, Any] = {}
 
-            def run(store: Any, check: bool = False) -> None:
+            def build(store: Any) -> Any:
                 src = Source.from_iterable(events)
                 if store is not None:
                     src = src.checkpointed(store, every=every)
-                blueprint = aggregate(src.with_timestamps(ts_of).key_by(key_of).window(window))
-                if check:
-                    results = _run(lambda: blueprint.run_with(Sink.collect()))
+                return aggregate(src.with_timestamps(ts_of).key_by(key_of).window(window))
+
+            def run(pure: bool = pure, kind: str = kind) -> Any:
+                with kernels(pure):
+                    return _with_store(kind, lambda store: _run(lambda: build(store).run_with(Sink.fold(0, _count))))
+
+            def check(count: Any, pure: bool = pure, kind: str = kind, label: str = label) -> dict[str, Any]:
+                if count != len(expected):
+                    raise AssertionError(f"{label}: {count:,} {what}, {len(expected):,} expected")
+                extra: dict[str, Any] = {}
+
+                def verify(store: Any) -> None:
+                    results = _run(lambda: build(store).run_with(Sink.collect()))
                     found = {(r.key, r.start): result_of(r) for r in results}
                     if found != expected or len(results) != len(found):
-                        raise AssertionError(f"{label}: wrong {what} ({len(results):,}, {len(expected):,} expected)")
+                        raise AssertionError(f"{label}: wrong {what}")
                     extra[what] = f"{len(found):,} ok"
                     if store is not None:
                         _store_rows(store, extra)
-                    return
-                count = _run(lambda: blueprint.run_with(Sink.fold(0, _count)))
-                if count != len(expected):
-                    raise AssertionError(f"{label}: {count:,} {what}, {len(expected):,} expected")
 
-            with kernels(pure):
-                seconds = median_of(lambda kind=kind: _with_store(kind, run), repeat)
-                _with_store(kind, lambda store: run(store, check=True))
-            rows.append(Result(f"streamlib {'pure' if pure else 'compiled'}, {label}", len(events), seconds, extra))
+                with kernels(pure):
+                    _with_store(kind, verify)
+                return extra
+
+            out.append(Contestant(f"streamlib {'pure' if pure else 'compiled'}, {label}", len(events), run, check))
+    return out
 
 
 def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: bool = True) -> None:
@@ -351,16 +378,22 @@ def session_table(n: int, every: int, repeat: int, as_json: bool, with_pure: boo
     gc.freeze()
     expected: Sessions = {}
     session_loop(events, expected)
-    rows = [Result("plain dict loop", n, median_of(lambda: session_loop(events), repeat))]
-    _window_rates(
-        rows, events, SessionWindows(SESSION_GAP_MS), lambda w: w.count(), expected, lambda r: (r.end, r.value),
-        every, repeat, with_pure, "sessions",
+
+    def check_loop(count: int) -> dict[str, Any]:
+        if count != len(expected):
+            raise AssertionError(f"plain dict loop: {count:,} sessions, {len(expected):,} expected")
+        return {}
+
+    contestants = [Contestant("plain dict loop", n, lambda: session_loop(events), check_loop)]
+    contestants += _streamlib_contestants(
+        events, SessionWindows(SESSION_GAP_MS), lambda w: w.count(), expected, lambda r: (r.end, r.value),
+        every, with_pure, "sessions",
     )  # fmt: skip
     title = (
         f"session windows (gap {SESSION_GAP_MS // 1000} s), count per key: {n:,} events, {SESSION_KEYS:,} keys, "
-        f"checkpoint every {every:,}; median of {repeat}"
+        f"checkpoint every {every:,}; median of {repeat} rounds"
     )
-    report(title, rows, baseline_name="plain dict loop", as_json=as_json)
+    report(title, race(contestants, repeat), baseline_name="plain dict loop", as_json=as_json)
 
 
 Windows = dict[tuple[Any, int], int]  # (key, start) -> sum
@@ -415,23 +448,29 @@ def sliding_table(n: int, every: int, repeat: int, as_json: bool, with_pure: boo
     gc.freeze()
     expected: Windows = {}
     sliding_loop(events, expected)
-    rows = [Result("plain two-pointer loop", n, median_of(lambda: sliding_loop(events), repeat))]
-    _window_rates(
-        rows, events, SlidingWindows(WINDOW_MS), lambda w: w.sum(value_of), expected, lambda r: r.value,
-        every, repeat, with_pure, "windows",
+
+    def check_loop(count: int) -> dict[str, Any]:
+        if count != len(expected):
+            raise AssertionError(f"plain two-pointer loop: {count:,} windows, {len(expected):,} expected")
+        return {}
+
+    contestants = [Contestant("plain two-pointer loop", n, lambda: sliding_loop(events), check_loop)]
+    contestants += _streamlib_contestants(
+        events, SlidingWindows(WINDOW_MS), lambda w: w.sum(value_of), expected, lambda r: r.value,
+        every, with_pure, "windows",
     )  # fmt: skip
     title = (
         f"sliding windows ({WINDOW_MS // 1000} s), sum per key: {n:,} events, {KEYS} keys, "
-        f"checkpoint every {every:,}; median of {repeat}"
+        f"checkpoint every {every:,}; median of {repeat} rounds"
     )
-    report(title, rows, baseline_name="plain two-pointer loop", as_json=as_json)
+    report(title, race(contestants, repeat), baseline_name="plain two-pointer loop", as_json=as_json)
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=1_000_000, help="events in the tumbling workload")
     p.add_argument("--checkpoint-every", type=int, default=100_000, help="events between checkpoints")
-    p.add_argument("--repeat", type=int, default=3, help="the median of this many runs")
+    p.add_argument("--repeat", type=int, default=3, help="the median of this many rounds")
     p.add_argument("--no-pure", action="store_true", help="leave out the pure-Python kernels' rows")
     p.add_argument("--session", action="store_true", help="also run the session-window workload")
     p.add_argument("--session-events", type=int, default=1_000_000, help="events in the session workload")
