@@ -375,6 +375,9 @@ class SourceQueue(Generic[T]):
         self._closed = False
         self._graph = graph
         self._watching = False
+        #: Awaited offers waiting for room, one at a time, first come first served.
+        self._line: asyncio.Lock | None = None
+        self._blocked = 0
 
     def _check_open(self) -> None:
         if self._closed:
@@ -387,29 +390,40 @@ class SourceQueue(Generic[T]):
     async def offer(self, element: T) -> None:
         """Enqueue one element, waiting while the buffer is full."""
         self._check_open()
-        channel = self._channel
-        inline = channel.inline
-        if inline is not None and inline([element]):
-            return
-        try:
-            await channel.put([element])
-        except DownstreamCancelled:
-            raise QueueClosedError("the stream was cancelled downstream") from None
+        await self._put([element])
 
     async def offer_all(self, elements: Iterable[T]) -> None:
         """Enqueue many elements as one chunk, waiting while the buffer is full."""
         chunk = list(elements)
         self._check_open()
-        if not chunk:
-            return
+        if chunk:
+            await self._put(chunk)
+
+    async def _put(self, chunk: list[T]) -> None:
+        """Put ``chunk`` now when there is room and no awaited offer waits; else wait in line.
+
+        The channel wakes one waiting producer, so awaited offers from several tasks
+        wait for room one at a time, in the order they arrived.
+        """
         channel = self._channel
-        inline = channel.inline
-        if inline is not None and inline(chunk):
-            return
+        if not self._blocked:
+            inline = channel.inline
+            if inline is not None and inline(chunk):
+                return
+            if channel.has_room():
+                if channel.put_nowait(chunk):
+                    return
+                raise QueueClosedError("the stream was cancelled downstream")
+        self._blocked += 1
         try:
-            await channel.put(chunk)
+            if self._line is None:
+                self._line = asyncio.Lock()
+            async with self._line:
+                await channel.put(chunk)
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
+        finally:
+            self._blocked -= 1
 
     def offer_nowait(self, element: T) -> bool:
         """Enqueue without waiting; False when the buffer is full or the stream is gone."""
