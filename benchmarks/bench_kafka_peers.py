@@ -18,11 +18,15 @@ Contestants, each in its own process (``--only`` picks some):
 * ``confluent-kafka loop`` (K1, K2; the client ceiling): ``consume(10000)`` ->
   ``produce`` per record -> every 0.1 s ``flush`` + ``commit`` (K2: one
   transaction per 0.1 s with ``send_offsets_to_transaction``). librdkafka.
-* ``aiokafka loop`` (K1, K2): the plain loop of ``bench_kafka.py``.
+* ``aiokafka loop`` (K1, K2): the plain loop of ``bench_kafka.py`` (``send`` per record).
+* ``aiokafka loop, send_batch`` (K1, K2): the same loop producing each fetched
+  partition batch through aiokafka's ``create_batch``/``send_batch`` (what a
+  sink that gets whole chunks could do): aiokafka's own ceiling.
 * ``streamlib``: K1 the committable source -> ``map`` -> committable sink; K2
   ``KafkaApp`` with a ``map`` topology; K3 ``KafkaApp`` with
   ``key_by(...).window(TumblingWindows(60 s), store=p.store).count()`` and the
-  state in RocksDB (``state_dir``). Checkpoints every 0.1 s (the default).
+  state in RocksDB (``state_dir``). Checkpoints (and commits) every 0.1 s, the
+  default; ``streamlib, 1 s checkpoints`` (K2, K3) is the same with 1 s.
 * ``Quix Streams``: ``Application`` + ``StreamingDataFrame``: ``apply`` ->
   ``to_topic``; K3 ``tumbling_window(60 s).count().final(closing_strategy="partition")`` (RocksDB, changelog
   topics on). Its defaults otherwise (commit every 5 s).
@@ -49,7 +53,12 @@ contestant waits for a commit interval at the end. Then its output is read
 consumed, K2 exactly, K3 every (key, window) count equal to the expected one,
 no window twice. A contestant whose check fails is marked in the table.
 
-    python benchmarks/bench_kafka_peers.py [--n 1000000] [--workloads K1,K2,K3] [--only streamlib,quix] [--json]
+``--profile`` runs every contestant under cProfile and prints, per contestant,
+its own time per package (µs per record) and its costliest functions; the
+rates are then lower (Python code more so than C).
+
+    python benchmarks/bench_kafka_peers.py [--n 1000000] [--workloads K1,K2,K3] [--only streamlib,quix]
+                                           [--profile] [--json]
 """
 
 from __future__ import annotations
@@ -288,6 +297,61 @@ def worker_aiokafka(a: dict[str, Any]) -> None:
                                      transactional=a["workload"] == "K2"))
 
 
+def worker_aiokafka_batch(a: dict[str, Any]) -> None:
+    """The plain aiokafka loop, producing each fetched partition batch with ``create_batch``/``send_batch``."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    eos = a["workload"] == "K2"
+    tally = Tally(input_size(a["n"]), lambda: None)
+    dst = a["dst"]
+
+    async def main() -> None:
+        consumer = AIOKafkaConsumer(a["src"], bootstrap_servers=a["bootstrap"], group_id=a["group"],
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level="read_committed")
+        producer = AIOKafkaProducer(bootstrap_servers=a["bootstrap"], acks="all", linger_ms=LINGER_MS,
+                                    transactional_id=f"{a['group']}-tx" if eos else None)
+        await consumer.start()
+        await producer.start()
+        try:
+            pending: list[Any] = []
+            positions: dict[Any, int] = {}
+            last = time.perf_counter()
+            in_txn = False
+            while tally.seen < tally.target or positions:
+                batches = await consumer.getmany(timeout_ms=100)
+                for tp, records in batches.items():
+                    if eos and not in_txn:
+                        await producer.begin_transaction()
+                        in_txn = True
+                    batch = producer.create_batch()
+                    for r in records:
+                        tally()
+                        value = transform(r.value)
+                        if batch.append(key=r.key, value=value, timestamp=None) is None:
+                            pending.append(await producer.send_batch(batch, dst, partition=tp.partition))
+                            batch = producer.create_batch()
+                            batch.append(key=r.key, value=value, timestamp=None)
+                    pending.append(await producer.send_batch(batch, dst, partition=tp.partition))
+                    positions[tp] = records[-1].offset + 1
+                if positions and (time.perf_counter() - last >= COMMIT_EVERY or tally.seen >= tally.target):
+                    if eos:
+                        await producer.send_offsets_to_transaction(dict(positions), a["group"])
+                        await producer.commit_transaction()
+                        in_txn = False
+                    else:
+                        await asyncio.gather(*pending)
+                        await consumer.commit(dict(positions))
+                    pending.clear()
+                    positions.clear()
+                    last = time.perf_counter()
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    asyncio.run(main())
+
+
 def worker_streamlib(a: dict[str, Any]) -> None:
     from streamlib import Flow, Keep, TumblingWindows
     from streamlib.kafka import (CommitterSettings, ConsumerSettings, KafkaApp, KafkaSink, KafkaSource,
@@ -425,6 +489,7 @@ WORKERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "verify": worker_verify,
     "confluent": worker_confluent,
     "aiokafka": worker_aiokafka,
+    "aiokafka-batch": worker_aiokafka_batch,
     "streamlib": worker_streamlib,
     "quix": worker_quix,
     "faust": worker_faust,
@@ -449,13 +514,15 @@ def ensure_venv(path: str) -> str:
     return python
 
 
-# name, interpreter ("peers" or "self"), worker, workloads
-CONTESTANTS = [
-    ("confluent-kafka loop", "peers", "confluent", ("K1", "K2")),
-    ("aiokafka loop", "self", "aiokafka", ("K1", "K2")),
-    ("streamlib", "self", "streamlib", ("K1", "K2", "K3")),
-    ("Quix Streams", "peers", "quix", ("K1", "K2", "K3")),
-    ("Faust", "peers", "faust", ("K1", "K2", "K3")),
+# name, interpreter ("peers" or "self"), worker, workloads, extra worker arguments
+CONTESTANTS: list[tuple[str, str, str, tuple[str, ...], dict[str, Any]]] = [
+    ("confluent-kafka loop", "peers", "confluent", ("K1", "K2"), {}),
+    ("aiokafka loop", "self", "aiokafka", ("K1", "K2"), {}),
+    ("aiokafka loop, send_batch", "self", "aiokafka-batch", ("K1", "K2"), {}),
+    ("streamlib", "self", "streamlib", ("K1", "K2", "K3"), {}),
+    ("streamlib, 1 s checkpoints", "self", "streamlib", ("K2", "K3"), {"interval": 1.0}),
+    ("Quix Streams", "peers", "quix", ("K1", "K2", "K3"), {}),
+    ("Faust", "peers", "faust", ("K1", "K2", "K3"), {}),
 ]
 WORKLOADS = {
     "K1": "K1 consume -> map -> produce, at-least-once",
@@ -468,11 +535,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-async def run_worker(python: str, worker: str, args: dict[str, Any], log: str) -> asyncio.subprocess.Process:
+async def run_worker(python: str, worker: str, args: dict[str, Any], log: str,
+                     profile: str | None = None) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=HERE)
+    prof = ["-m", "cProfile", "-o", profile] if profile else []
     with open(log, "ab") as err:
         return await asyncio.create_subprocess_exec(
-            python, os.path.abspath(__file__), "--worker", worker, json.dumps(args),
+            python, *prof, os.path.abspath(__file__), "--worker", worker, json.dumps(args),
             stdout=asyncio.subprocess.PIPE, stderr=err, env=env, cwd=ROOT)
 
 
@@ -508,7 +577,8 @@ async def stop_process(proc: asyncio.subprocess.Process, grace: float) -> None:
 
 
 async def contestant(broker: Any, admin: Any, python: str, name: str, worker: str, workload: str,
-                     common: dict[str, Any], peers_python: str, workdir: str, timeout: float) -> Any:
+                     common: dict[str, Any], peers_python: str, workdir: str, timeout: float,
+                     profile: bool = False) -> Any:
     from _common import Result
     from aiokafka.structs import TopicPartition
 
@@ -523,7 +593,8 @@ async def contestant(broker: Any, admin: Any, python: str, name: str, worker: st
     ends = {TopicPartition(src, p): per // PARTITIONS + (1 if p < per % PARTITIONS else 0) for p in range(PARTITIONS)}
     log = os.path.join(workdir, f"{worker}-{workload}.log")
     launched = time.time()
-    proc = await run_worker(python, worker, args, log)
+    prof = os.path.join(workdir, f"{worker}-{workload}.prof") if profile else None
+    proc = await run_worker(python, worker, args, log, prof)
     first: list[float] = []
 
     async def read_stdout() -> None:
@@ -542,7 +613,7 @@ async def contestant(broker: Any, admin: Any, python: str, name: str, worker: st
         if proc.returncode is not None and not await committed_all(admin, group, ends):
             break
         await asyncio.sleep(0.02)
-    await stop_process(proc, 20)
+    await stop_process(proc, 5)
     await reader
     if ended is None or not first:
         why = "timed out" if ended is None and proc.returncode is None else f"exited with {proc.returncode}"
@@ -557,8 +628,44 @@ async def contestant(broker: Any, admin: Any, python: str, name: str, worker: st
     print(f"{name} {workload}: {n / seconds:,.0f} records/s, startup {first[0] - launched:.1f} s, "
           f"{check['records']:,} records out, {verdict}", file=sys.stderr)
     shutil.rmtree(state_dir, ignore_errors=True)
+    if prof:
+        print(profile_summary(name, workload, prof, n))
     return Result(name, n, seconds, {"startup s": first[0] - launched, "records out": f"{check['records']:,}",
                                      "check": verdict})
+
+
+CATEGORIES = [  # (category, substrings of a profile entry's file or name), the first match wins
+    ("aiokafka (client)", ("aiokafka",)),
+    ("librdkafka client (confluent_kafka)", ("confluent_kafka", "cimpl")),
+    ("streamlib", ("streamlib",)),
+    ("quixstreams", ("quixstreams",)),
+    ("faust / mode", ("faust", "mode/")),
+    ("asyncio event loop", ("asyncio", "selectors", "select.epoll", "_contextvars", "socket")),
+    ("benchmark code", ("bench_kafka",)),
+]
+
+
+def profile_summary(name: str, workload: str, path: str, n: int) -> str:
+    """Own time (cProfile tottime) per package, in µs per record, and the 12 costliest functions."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    per: Counter[str] = Counter()
+    rows = []
+    for (filename, line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = f"{filename}:{func}"
+        category = next((c for c, keys in CATEGORIES if any(k in where for k in keys)), "other (builtins, msgspec, ...)")
+        per[category] += tt
+        rows.append((tt, f"{os.path.basename(filename)}:{line}({func})" if filename != "~" else func, category))
+    total = sum(per.values())
+    lines = [f"\nprofile of {name} on {workload} (cProfile, own time; {total:.1f} s in all, "
+             f"{total / n * 1e6:.1f} µs per record)"]
+    for category, tt in per.most_common():
+        lines.append(f"  {category:40s} {tt:7.2f} s  {tt / total:6.1%}  {tt / n * 1e6:6.2f} µs/record")
+    lines.append("  costliest functions:")
+    for tt, where, category in sorted(rows, reverse=True)[:12]:
+        lines.append(f"    {tt:7.2f} s  {where}  [{category}]")
+    return "\n".join(lines)
 
 
 async def main() -> None:
@@ -570,9 +677,11 @@ async def main() -> None:
     p = parser("Kafka end to end: streamlib vs Quix Streams, Faust and the raw clients")
     p.add_argument("--n", type=int, default=1_000_000, help="input records")
     p.add_argument("--workloads", default="K1,K2,K3")
-    p.add_argument("--only", default="", help="comma-separated worker names: confluent,aiokafka,streamlib,quix,faust")
+    p.add_argument("--only", default="", help="comma-separated worker names: confluent,aiokafka,aiokafka-batch,streamlib,quix,faust")
     p.add_argument("--venv", default=DEFAULT_VENV, help="the peers' virtualenv (created when missing)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a contestant may take")
+    p.add_argument("--profile", action="store_true",
+                   help="run each contestant under cProfile and print where its time goes (rates are then lower)")
     args = p.parse_args()
     peers_python = ensure_venv(args.venv)
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -597,12 +706,12 @@ async def main() -> None:
         try:
             for workload in workloads:
                 rows = []
-                for name, interp, worker, supports in CONTESTANTS:
+                for name, interp, worker, supports, extra in CONTESTANTS:
                     if workload not in supports or (only and worker not in only):
                         continue
                     python = peers_python if interp == "peers" else sys.executable
-                    rows.append(await contestant(broker, admin, python, name, worker, workload, common,
-                                                 peers_python, workdir, args.timeout))
+                    rows.append(await contestant(broker, admin, python, name, worker, workload, dict(common, **extra),
+                                                 peers_python, workdir, args.timeout, args.profile))
                 report(f"{WORKLOADS[workload]}: {n:,} records of ~100 B, {PARTITIONS} partitions", rows,
                        baseline_name="Quix Streams", as_json=args.json)
         finally:
