@@ -101,10 +101,12 @@ def build(ops: list[Op], bounds: list[bool], capacity: int) -> Any:
     return src
 
 
-async def drive(src: Any, script: Script, max_chunk: int) -> Outcome:
+async def drive(src: Any, script: Script, max_chunk: int, channel_capacity: int) -> Outcome:
     """Run ``script`` against ``src`` and return what the sink got, the error and the accepted elements."""
     out = Outcome([], None)
-    queue, done = src.to_mat(Sink.foreach(out.got.append), Keep.both).run(max_chunk=max_chunk)
+    queue, done = src.to_mat(Sink.foreach(out.got.append), Keep.both).run(
+        max_chunk=max_chunk, channel_capacity=channel_capacity
+    )
 
     async def producer(actions: list[Action]) -> None:
         for kind, xs in actions:
@@ -174,16 +176,18 @@ def chains(draw: st.DrawFn, op: st.SearchStrategy[Op]) -> Chain:
     return Chain(before, after, fail_at, draw(boundaries(n)))
 
 
-def run_both(chain: Chain, script: Script, capacity: int, max_chunk: int) -> dict[bool, Outcome]:
+def run_both(chain: Chain, script: Script, capacity: int, max_chunk: int, channels: int) -> dict[bool, Outcome]:
     outcomes = {}
     for on in (True, False):
         with fast_path(on):
-            outcomes[on] = asyncio.run(drive(build(chain.ops(), chain.bounds, capacity), script, max_chunk))
+            src = build(chain.ops(), chain.bounds, capacity)
+            outcomes[on] = asyncio.run(drive(src, script, max_chunk, channels))
     return outcomes
 
 
-def check(chain: Chain, script: Script, capacity: int, max_chunk: int) -> None:
-    outcomes = run_both(chain, script, capacity, max_chunk)
+def check(chain: Chain, script: Script, capacity: int, max_chunk: int, channels: int = 4096) -> None:
+    """``capacity`` is the queue's; ``channels`` that of the channels at async boundaries."""
+    outcomes = run_both(chain, script, capacity, max_chunk, channels)
     for out in outcomes.values():
         want, want_error = expected(chain.ops(), out.accepted, script.end)
         assert out.got == want
@@ -198,11 +202,17 @@ def check(chain: Chain, script: Script, capacity: int, max_chunk: int) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(chain=chains(chain_op), script=scripts(), max_chunk=st.sampled_from([1, 2, 3, 1024]))
+@given(
+    chain=chains(chain_op),
+    script=scripts(),
+    max_chunk=st.sampled_from([1, 2, 3, 1024]),
+    channels=st.sampled_from([1, 2, 4096]),
+)
 def test_chains_behind_a_queue_give_the_same_results_with_the_fast_path_on_and_off(
-    chain: Chain, script: Script, max_chunk: int
+    chain: Chain, script: Script, max_chunk: int, channels: int
 ) -> None:
-    check(chain, script, 4096, max_chunk)
+    """Small channels at the boundaries: an inline push may leave output for the task to flush."""
+    check(chain, script, 4096, max_chunk, channels)
 
 
 @settings(max_examples=150, deadline=None)
@@ -214,12 +224,12 @@ def test_any_operators_behind_a_queue_give_the_same_results_with_the_fast_path_o
 
 
 @settings(max_examples=80, deadline=None)
-@given(chain=chains(chain_op), script=scripts(), capacity=st.integers(1, 4))
+@given(chain=chains(chain_op), script=scripts(), capacity=st.integers(1, 4), channels=st.sampled_from([1, 4096]))
 def test_a_small_queue_refuses_or_holds_offers_but_delivers_what_it_accepted(
-    chain: Chain, script: Script, capacity: int
+    chain: Chain, script: Script, capacity: int, channels: int
 ) -> None:
     """Backpressure: offers are refused (nowait) or wait (offer); what was accepted equals the model."""
-    check(chain, script, capacity, 1024)
+    check(chain, script, capacity, 1024, channels)
 
 
 # -- re-entrancy and several producers ----------------------------------------------------------------
