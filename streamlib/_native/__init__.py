@@ -7,7 +7,8 @@ Compiled modules live beside this file (built from ``.pyx`` by ``setup.py``):
 * ``_fold``: ``fold_chunk(f, chunk, acc)``, the fold sinks' per-chunk step
   (twin: ``functools.reduce``);
 * ``_windows``: window kernels (twins: ``streamlib._time.kernels``), picked by
-  name through :func:`window_kernel` on every chunk.
+  name through :func:`window_kernel`: the per-chunk update functions on every
+  chunk, the ``SessionCore`` once, when a session operator starts.
 
 ``STREAMLIB_PURE=1`` in the environment forces the pure-Python twins; so does
 an install without a compiler. Both give identical results; the test suite runs
