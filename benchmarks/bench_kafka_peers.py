@@ -654,7 +654,8 @@ def profile_summary(name: str, workload: str, path: str, n: int) -> str:
     rows = []
     for (filename, line, func), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{filename}:{func}"
-        category = next((c for c, keys in CATEGORIES if any(k in where for k in keys)), "other (builtins, msgspec, ...)")
+        category = next((c for c, keys in CATEGORIES if any(k in where for k in keys)),
+                        "other (builtins, msgspec, ...)")
         per[category] += tt
         rows.append((tt, f"{os.path.basename(filename)}:{line}({func})" if filename != "~" else func, category))
     total = sum(per.values())
@@ -677,7 +678,8 @@ async def main() -> None:
     p = parser("Kafka end to end: streamlib vs Quix Streams, Faust and the raw clients")
     p.add_argument("--n", type=int, default=1_000_000, help="input records")
     p.add_argument("--workloads", default="K1,K2,K3")
-    p.add_argument("--only", default="", help="comma-separated worker names: confluent,aiokafka,aiokafka-batch,streamlib,quix,faust")
+    p.add_argument("--only", default="",
+                   help="comma-separated worker names: confluent,aiokafka,aiokafka-batch,streamlib,quix,faust")
     p.add_argument("--venv", default=DEFAULT_VENV, help="the peers' virtualenv (created when missing)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a contestant may take")
     p.add_argument("--profile", action="store_true",
