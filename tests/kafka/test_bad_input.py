@@ -22,12 +22,12 @@ from streamlib.kafka import (
     ProducerRecord,
     ProducerSettings,
 )
-from streamlib.kafka.testing import end_offsets, read_topic
+from streamlib.kafka.testing import read_topic
 from streamlib.testing.kafka import KafkaBroker
 
 from ._model import expected_outputs, parse_outputs, produce_numbered
 from ._procs import Job
-from ._util import committed_offsets, unique
+from ._util import unique, wait_drained
 
 N = 100_000
 BAD_EVERY = 100  # 1,000 malformed records
@@ -53,18 +53,6 @@ def _check_dead_letters(dead: list[Any], topic: str) -> None:
     assert len(sources) == len(dead)  # each bad record exactly once
 
 
-async def _wait_drained(bootstrap: str, group: str, topic: str, timeout: float = 90) -> None:
-    ends = await end_offsets(bootstrap, topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        committed = await committed_offsets(bootstrap, group, topic, PARTITIONS)
-        if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
-            return
-        assert loop.time() < deadline, f"input not consumed: committed {committed}, end {ends}"
-        await asyncio.sleep(0.2)
-
-
 @pytest.mark.time_limit(120)
 async def test_at_least_once_pipeline_dead_letters_every_bad_record(kafka_broker: KafkaBroker) -> None:
     bootstrap = kafka_broker.bootstrap_servers
@@ -85,7 +73,7 @@ async def test_at_least_once_pipeline_dead_letters_every_bad_record(kafka_broker
         KafkaSource.committable(settings, src).map(copy)
         .to_mat(KafkaSink.committable(ProducerSettings(bootstrap)), Keep.both).run()
     )
-    await _wait_drained(bootstrap, group, src)
+    await wait_drained(bootstrap, group, src, PARTITIONS)
     control.stop()
     await done
     await control.wait_stopped()
@@ -119,7 +107,7 @@ async def test_exactly_once_app_dead_letters_every_bad_record_once_despite_crash
         await producing
         await job.start()
         await job.wait_for(lambda s: "records" in s)
-        await _wait_drained(bootstrap, app_id, src)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
         assert await job.stop() == 0, job.stderr_tail()
     finally:
         if job.proc is not None and job.proc.returncode is None:

@@ -21,10 +21,10 @@ from streamlib.kafka import (
     ProducerSettings,
     StrSerde,
 )
-from streamlib.kafka.testing import end_offsets, read_topic
+from streamlib.kafka.testing import read_topic
 from streamlib.testing.kafka import KafkaBroker
 
-from ._util import committed_offsets, unique
+from ._util import unique, wait_drained
 
 N = 30_000
 PARTITIONS = 2
@@ -71,18 +71,6 @@ def _topology(output: str) -> Any:
     return topology
 
 
-async def _drained(bootstrap: str, group: str, topic: str, timeout: float) -> None:
-    ends = await end_offsets(bootstrap, topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        committed = await committed_offsets(bootstrap, group, topic, PARTITIONS)
-        if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
-            return
-        assert loop.time() < deadline, f"{group}: input not consumed: committed {committed}, end {ends}"
-        await asyncio.sleep(0.3)
-
-
 @pytest.mark.time_limit(180)
 async def test_pipelines_resume_after_the_broker_restarts(own_broker: KafkaBroker) -> None:
     bootstrap = own_broker.bootstrap_servers
@@ -110,8 +98,8 @@ async def test_pipelines_resume_after_the_broker_restarts(own_broker: KafkaBroke
             await asyncio.sleep(0.05)
         await asyncio.to_thread(own_broker.restart)
         await producing
-        await _drained(bootstrap, group, src, timeout=90)
-        await _drained(bootstrap, app_id, src, timeout=90)
+        await wait_drained(bootstrap, group, src, PARTITIONS, timeout=90)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS, timeout=90)
     finally:
         producing.cancel()
         control.stop()

@@ -22,7 +22,6 @@ from streamlib.kafka import (
     ConsumerSettings,
     KafkaApp,
     PartitionContext,
-    ProducerRecord,
     ProducerSettings,
     StrSerde,
 )
@@ -31,7 +30,7 @@ from streamlib.testing.kafka import KafkaBroker
 
 from ._model import expected_outputs, parse_outputs, produce_numbered
 from ._procs import Job
-from ._util import committed_offsets, unique
+from ._util import committed_offsets, counting_topology, produce_keyed, unique
 
 N = 100_000
 KEYS = 100
@@ -116,29 +115,6 @@ async def _end_offsets(bootstrap: str, topic: str) -> Any:
 # -- in-process checks of the transaction boundaries and the restore paths -------------------
 
 
-def _counting_topology(output: str) -> Any:
-    def topology(p: PartitionContext) -> Flow[Any, Any, Any]:
-        def step(rec: Any, state: Any) -> ProducerRecord[bytes, bytes]:
-            count = state.get(0) + 1
-            state.set(count)
-            return ProducerRecord(output, json.dumps([rec.key.decode(), rec.value, count]).encode(), key=rec.key)
-
-        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
-
-    return topology
-
-
-async def _produce(bootstrap: str, topic: str, values: range, partitions: int = 2) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futs = [await producer.send(topic, str(i).encode(), key=f"k{i % 10}".encode(), partition=(i % 10) % partitions)
-                for i in values]
-        await asyncio.gather(*futs)
-    finally:
-        await producer.stop()
-
-
 async def _topic_layout(bootstrap: str, topic: str) -> tuple[int, str]:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -157,7 +133,7 @@ async def _topic_layout(bootstrap: str, topic: str) -> tuple[int, str]:
 
 def _app(bootstrap: str, app_id: str, src: str, dst: str, state_dir: Path | None, interval: float = 0.05) -> KafkaApp:
     return KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
-                    producer=ProducerSettings(bootstrap), topics=src, topology=_counting_topology(dst),
+                    producer=ProducerSettings(bootstrap), topics=src, topology=counting_topology(dst),
                     checkpoint_interval=interval, state_dir=state_dir)
 
 
@@ -166,7 +142,7 @@ async def test_outputs_stay_invisible_until_their_transaction_commits(kafka_brok
     app_id, src, dst = unique("txn"), unique("txn-in"), unique("txn-out")
     await kafka_broker.acreate_topic(src, 2)
     await kafka_broker.acreate_topic(dst, 2)
-    await _produce(bootstrap, src, range(200))
+    await produce_keyed(bootstrap, src, range(200))
     control = _app(bootstrap, app_id, src, dst, None, interval=3600).run()
     try:
         while len(await read_topic(bootstrap, dst, isolation_level="read_uncommitted")) < 200:
@@ -203,20 +179,20 @@ async def test_restart_reuses_the_local_store_and_a_lost_store_is_rebuilt(
             await control.wait_stopped()
         return control.metrics
 
-    await _produce(bootstrap, src, range(0, 300))
+    await produce_keyed(bootstrap, src, range(0, 300))
     first = await run_until(300)
     assert first.full_restores == 2 and first.restored_records == 0  # nothing to restore yet
     # The store's changelog: compacted, one partition per input partition.
     partitions, policy = await _topic_layout(bootstrap, f"{app_id}-counts-changelog")
     assert (partitions, policy) == (2, "compact")
-    await _produce(bootstrap, src, range(300, 600))
+    await produce_keyed(bootstrap, src, range(300, 600))
     second = await run_until(600)
     assert second.full_restores == 0  # the local RocksDB stores were reused
     assert second.restored_records <= 10  # at most the last checkpoint's own changelog records
     import shutil
 
     shutil.rmtree(state)
-    await _produce(bootstrap, src, range(600, 900))
+    await produce_keyed(bootstrap, src, range(600, 900))
     changelog = await read_topic(bootstrap, f"{app_id}-counts-changelog")
     third = await run_until(900)
     # Rebuilt from the changelog: every committed state write of the 10 keys (until compaction runs).
@@ -233,7 +209,7 @@ async def test_a_fenced_producer_is_recreated_and_the_partition_rewound(kafka_br
     app_id, src, dst = unique("fence"), unique("fence-in"), unique("fence-out")
     await kafka_broker.acreate_topic(src, 2)
     await kafka_broker.acreate_topic(dst, 2)
-    await _produce(bootstrap, src, range(0, 200))
+    await produce_keyed(bootstrap, src, range(0, 200))
     control = _app(bootstrap, app_id, src, dst, None).run()
     try:
         while len(await read_topic(bootstrap, dst)) < 200:
@@ -242,7 +218,7 @@ async def test_a_fenced_producer_is_recreated_and_the_partition_rewound(kafka_br
         zombie = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{src}-0")
         await zombie.start()
         await zombie.stop()
-        await _produce(bootstrap, src, range(200, 400))
+        await produce_keyed(bootstrap, src, range(200, 400))
         while len(await read_topic(bootstrap, dst)) < 400:
             assert not control.is_stopped
             await asyncio.sleep(0.05)
@@ -264,13 +240,13 @@ async def test_an_async_stage_in_the_topology_commits_what_it_processed(kafka_br
     app_id, src, dst = unique("async"), unique("async-in"), unique("async-out")
     await kafka_broker.acreate_topic(src, 2)
     await kafka_broker.acreate_topic(dst, 2)
-    await _produce(bootstrap, src, range(400))
+    await produce_keyed(bootstrap, src, range(400))
 
     async def enrich(rec: Any) -> Any:
         await asyncio.sleep(0)
         return rec
 
-    counting = _counting_topology(dst)
+    counting = counting_topology(dst)
 
     def topology(p: PartitionContext) -> Flow[Any, Any, Any]:
         return Flow().map_async(4, enrich).buffer(16).via(counting(p))

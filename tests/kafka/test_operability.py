@@ -7,19 +7,15 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import NotEnoughReplicasError, NotLeaderForPartitionError
 
-from streamlib import Flow
 from streamlib.kafka import (
     AppControl,
     ConsumerSettings,
     KafkaApp,
-    PartitionContext,
-    ProducerRecord,
     ProducerSettings,
     StrSerde,
     TopicPartition,
@@ -30,46 +26,10 @@ from streamlib.testing.kafka import KafkaBroker
 
 from ._model import expected_outputs, parse_outputs, produce_numbered
 from ._procs import Job
-from ._util import committed_offsets, unique
+from ._util import counting_topology, produce_keyed, unique, wait_drained
 
 KEYS = 40
 PARTITIONS = 4
-
-
-async def _drained(bootstrap: str, group: str, topic: str, timeout: float = 90) -> None:
-    """Wait until the group's committed offsets reach the end of every partition of ``topic``."""
-    ends = await end_offsets(bootstrap, topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        committed = await committed_offsets(bootstrap, group, topic, PARTITIONS)
-        if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
-            return
-        assert loop.time() < deadline, f"input not consumed: committed {committed}, end {ends}"
-        await asyncio.sleep(0.3)
-
-
-def _topology(output: str) -> Any:
-    def topology(p: PartitionContext) -> Flow[Any, Any, Any]:
-        def step(rec: Any, state: Any) -> ProducerRecord[bytes, bytes]:
-            count = state.get(0) + 1
-            state.set(count)
-            return ProducerRecord(output, json.dumps([rec.key.decode(), rec.value, count]).encode(), key=rec.key)
-
-        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
-
-    return topology
-
-
-async def _produce(bootstrap: str, topic: str, values: range, partitions: int = 2) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        futs = [await producer.send(topic, str(i).encode(), key=f"k{i % 10}".encode(), partition=(i % 10) % partitions)
-                for i in values]
-        await asyncio.gather(*futs)
-    finally:
-        await producer.stop()
 
 
 async def _until_committed(control: AppControl, ends: dict[TopicPartition, int], timeout: float = 60) -> None:
@@ -89,9 +49,9 @@ async def test_records_counts_processed_records_once_and_lag_reaches_zero_after_
     app_id, src, dst = unique("metrics"), unique("metrics-in"), unique("metrics-out")
     await kafka_broker.acreate_topic(src, 2)
     await kafka_broker.acreate_topic(dst, 2)
-    await _produce(bootstrap, src, range(0, 200))
+    await produce_keyed(bootstrap, src, range(0, 200))
     app = KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
-                   producer=ProducerSettings(bootstrap), topics=src, topology=_topology(dst),
+                   producer=ProducerSettings(bootstrap), topics=src, topology=counting_topology(dst),
                    checkpoint_interval=0.05)
     control = app.run()
     try:
@@ -102,7 +62,7 @@ async def test_records_counts_processed_records_once_and_lag_reaches_zero_after_
         zombie = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"{app_id}-{src}-0")
         await zombie.start()
         await zombie.stop()
-        await _produce(bootstrap, src, range(200, 400))
+        await produce_keyed(bootstrap, src, range(200, 400))
         ends = await end_offsets(bootstrap, src)
         await _until_committed(control, ends)
         metrics = control.metrics
@@ -125,11 +85,11 @@ async def test_lag_counts_what_is_read_but_not_committed_yet(kafka_broker: Kafka
     app_id, src, dst = unique("lag"), unique("lag-in"), unique("lag-out")
     await kafka_broker.acreate_topic(src, 2)
     await kafka_broker.acreate_topic(dst, 2)
-    await _produce(bootstrap, src, range(0, 100))
+    await produce_keyed(bootstrap, src, range(0, 100))
     p0, p1 = TopicPartition(src, 0), TopicPartition(src, 1)
     # An interval this long means: commit only when stopped.
     app = KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
-                   producer=ProducerSettings(bootstrap), topics=src, topology=_topology(dst),
+                   producer=ProducerSettings(bootstrap), topics=src, topology=counting_topology(dst),
                    checkpoint_interval=3600)
     control = app.run()
     try:
@@ -179,7 +139,7 @@ async def test_a_resumed_zombie_logs_one_line_per_fenced_producer(kafka_broker: 
         a.resume()
         await a.wait_for(lambda s: s.get("assigned"), timeout=90)  # A rejoined and got partitions back
         await producing
-        await _drained(bootstrap, app_id, src)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
         assert await a.stop() == 0, a.stderr_tail()
         log = a.stderr()
         assert await b.stop() == 0, b.stderr_tail()
@@ -224,7 +184,7 @@ def _counter_app(bootstrap: str, app_id: str, src: str, dst: str, state: Path) -
     consumer = ConsumerSettings(bootstrap, value_serde=StrSerde(),
                                 properties={"session_timeout_ms": 6000, "heartbeat_interval_ms": 200})
     return KafkaApp(app_id, consumer=consumer, producer=ProducerSettings(bootstrap, linger_ms=2), topics=src,
-                    topology=_topology(dst), checkpoint_interval=0.05, state_dir=state)
+                    topology=counting_topology(dst), checkpoint_interval=0.05, state_dir=state)
 
 
 @pytest.mark.time_limit(200)
@@ -327,7 +287,7 @@ async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout
     def app(name: str) -> KafkaApp:
         consumer = ConsumerSettings(bootstrap, value_serde=StrSerde(), properties=session)
         return KafkaApp(app_id, consumer=consumer, producer=ProducerSettings(bootstrap), topics=src,
-                        topology=_topology(dst), checkpoint_interval=0.05, state_dir=tmp_path / name)
+                        topology=counting_topology(dst), checkpoint_interval=0.05, state_dir=tmp_path / name)
 
     a = app("a").run()
     b: AppControl | None = None

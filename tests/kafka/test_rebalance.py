@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from streamlib.kafka.testing import end_offsets, open_transactions, read_topic
+from streamlib.kafka.testing import open_transactions, read_topic
 from streamlib.testing.kafka import KafkaBroker
 
 from ._model import expected_outputs, parse_outputs, produce_numbered
 from ._procs import Job
-from ._util import committed_offsets, unique
+from ._util import unique, wait_drained
 
 KEYS = 40
 PARTITIONS = 4
@@ -36,18 +36,6 @@ async def _produce_range(bootstrap: str, topic: str, start: int, n: int) -> None
         await producer.stop()
 
 
-async def _drained(bootstrap: str, group: str, topic: str, timeout: float = 90) -> None:
-    ends = await end_offsets(bootstrap, topic)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        committed = await committed_offsets(bootstrap, group, topic, PARTITIONS)
-        if all((committed[tp.partition] or 0) >= off for tp, off in ends.items()):
-            return
-        assert loop.time() < deadline, f"input not consumed: committed {committed}, end {ends}"
-        await asyncio.sleep(0.3)
-
-
 @pytest.mark.time_limit(180)
 async def test_partitions_and_their_state_move_between_instances(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     bootstrap = kafka_broker.bootstrap_servers
@@ -60,13 +48,13 @@ async def test_partitions_and_their_state_move_between_instances(kafka_broker: K
         await produce_numbered(bootstrap, src, PART, keys=KEYS, partitions=PARTITIONS)
         await a.start()
         await a.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS)
-        await _drained(bootstrap, app_id, src)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
         # Scale out: B joins and takes half of the partitions, with their state.
         await b.start()
         await b.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS // 2, timeout=60)
         await a.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS // 2, timeout=60)
         await _produce_range(bootstrap, src, PART, PART)
-        await _drained(bootstrap, app_id, src)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
         moved = b.status
         assert moved["full_restores"] == PARTITIONS // 2 and moved["restored_records"] > 0
         # B dies mid-run: once the group notices, A takes its partitions back and restores their state.
@@ -76,7 +64,7 @@ async def test_partitions_and_their_state_move_between_instances(kafka_broker: K
         await b.kill()
         await producing
         await a.wait_for(lambda s: len(s.get("assigned", [])) == PARTITIONS, timeout=60)
-        await _drained(bootstrap, app_id, src)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
         # A still has its own stores of B's two partitions from before the scale-out, behind what
         # B committed since: it replays the changelogs from where those stores stopped.
         assert a.status["partial_restores"] - before["partial_restores"] >= PARTITIONS // 2
