@@ -376,7 +376,7 @@ class SourceQueue(Generic[T]):
         self._graph = graph
         self._watching = False
         #: Awaited offers waiting for room, one at a time, first come first served.
-        self._line: asyncio.Lock | None = None
+        self._line = asyncio.Lock()
         self._blocked = 0
 
     def _check_open(self) -> None:
@@ -405,21 +405,12 @@ class SourceQueue(Generic[T]):
         The channel wakes one waiting producer, so awaited offers from several tasks
         wait for room one at a time, in the order they arrived.
         """
-        channel = self._channel
-        if not self._blocked:
-            inline = channel.inline
-            if inline is not None and inline(chunk):
-                return
-            if channel.has_room():
-                if channel.put_nowait(chunk):
-                    return
-                raise QueueClosedError("the stream was cancelled downstream")
+        if not self._blocked and self._offer_now(chunk):
+            return
         self._blocked += 1
         try:
-            if self._line is None:
-                self._line = asyncio.Lock()
             async with self._line:
-                await channel.put(chunk)
+                await self._channel.put(chunk)
         except DownstreamCancelled:
             raise QueueClosedError("the stream was cancelled downstream") from None
         finally:
@@ -431,11 +422,13 @@ class SourceQueue(Generic[T]):
             self._check_open()
         except QueueClosedError:
             return False
+        return self._offer_now([element])
+
+    def _offer_now(self, chunk: list[T]) -> bool:
+        """Take ``chunk`` without waiting: inline through an idle island, else into the buffer."""
         channel = self._channel
         inline = channel.inline
-        if inline is not None and inline([element]):
-            return True
-        return channel.put_nowait([element])
+        return (inline is not None and inline(chunk)) or channel.put_nowait(chunk)
 
     def complete(self) -> None:
         """End the stream after the elements already offered."""
