@@ -90,8 +90,17 @@ class OperatorState:
             if maybe_stored or key in self.persisted:
                 self.drop.add(key)
 
-    def stage(self, checkpoint_id: int, extra: dict[bytes, Any] | None = None) -> None:
-        """Barrier ``checkpoint_id`` arrived: hand the changes since the last barrier to the coordinator."""
+    def stage(
+        self,
+        checkpoint_id: int,
+        extra: dict[bytes, Any] | None = None,
+        rows: list[tuple[bytes, bytes | None]] | None = None,
+    ) -> None:
+        """Barrier ``checkpoint_id`` arrived: hand the changes since the last barrier to the coordinator.
+
+        ``extra``: rows of the operator's own (0xC1 keys) to encode and put;
+        ``rows``: encoded rows to put, or delete (value None), as they are.
+        """
         if self.run is None:
             return
         data = self.data
@@ -112,6 +121,8 @@ class OperatorState:
         if extra:
             for k, v in extra.items():
                 writes.append((k, encode(v, what)))
+        if rows:
+            writes.extend(rows)
         self.persisted -= drop
         self.persisted |= self.dirty
         self.dirty = set()
