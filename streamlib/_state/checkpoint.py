@@ -72,6 +72,7 @@ class RunCheckpoints:
         self.key = key
         self.members: list[str] = []
         self.live: set[str] = set()
+        self.finished: set[str] = set()
         self.staged: dict[int, _Staged] = {}
         self.listeners: dict[str, Callable[[int], None]] = {}
         self.ctx: RunContext | None = None
@@ -114,8 +115,14 @@ class RunCheckpoints:
             st.writes.append((table, writes))
         if meta:
             st.meta.update(meta)
-        if len(st.members) == len(self.members):
+        if self._complete(st):
             self._commit(checkpoint_id, st)
+
+    def _complete(self, st: _Staged) -> bool:
+        """Every member staged it, or finished and so will stage nothing more."""
+        if len(st.members) == len(self.members):
+            return True
+        return all(m in st.members or m in self.finished for m in self.members)
 
     def _commit(self, checkpoint_id: int, st: _Staged) -> None:
         del self.staged[checkpoint_id]
@@ -128,6 +135,23 @@ class RunCheckpoints:
         store.checkpoint(checkpoint_id, meta)
         for listener in list(self.listeners.values()):
             listener(checkpoint_id)
+
+    def finish(self, member: str) -> None:
+        """``member`` ended normally: it stages nothing more, so later checkpoints do not wait for it.
+
+        A barrier source whose input ended (one of two inputs of a join) thus
+        lets the other input's checkpoints commit. A member that fails or is
+        cancelled only :meth:`leave` s: no checkpoint after that commits.
+        """
+        if member not in self.live:
+            return
+        self.finished.add(member)
+        for cid in sorted(self.staged):
+            st = self.staged[cid]
+            if not self._complete(st):
+                break
+            self._commit(cid, st)
+        self.leave(member)
 
     def leave(self, member: str) -> None:
         """``member``'s stage ended (finished, failed or cancelled)."""
@@ -366,7 +390,7 @@ class CheckpointedLogic(StageLogic):
                 "checkpointed stage must replay the same elements on every run"
             )
         self._barrier()
-        self.run.leave(self.member)
+        self.run.finish(self.member)
         return []
 
     def on_cancel(self) -> None:
