@@ -368,7 +368,16 @@ class _AppRun(AsyncLogic):
 
     # -- rebalances -----------------------------------------------------------------------
 
+    def _log_rebalance(self, event: str, partitions: set[TopicPartition]) -> None:
+        # The generation is the group's rebalance count: equal generations, no rebalance in between.
+        generation = getattr(getattr(self.consumer, "_coordinator", None), "generation", None)
+        names = sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
+        log.info("%s %s (group %s, generation %s)", event.replace("_", " "), ", ".join(names) or "nothing",
+                 self.application_id, generation,
+                 extra={"event": event, "partitions": names, "generation": generation})
+
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        self._log_rebalance("partitions_assigned", partitions)
         self.control.metrics.assigned |= partitions
         for tp in sorted(partitions):
             if tp in self.runners:
@@ -379,6 +388,7 @@ class _AppRun(AsyncLogic):
             runner.start()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        self._log_rebalance("partitions_revoked", partitions)
         metrics = self.control.metrics
         metrics.assigned -= partitions
         runners = [self.runners.pop(tp) for tp in sorted(partitions) if tp in self.runners]
