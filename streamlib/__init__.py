@@ -29,6 +29,7 @@ from ._ops.sinks import EmptyStreamError, SinkQueue
 from ._ops.sources import QueueClosedError, SourceQueue
 from ._ops.substreams import TooManySubstreamsError
 from ._ops.supervision import Supervision
+from ._runner import RunSettings, run
 from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
@@ -95,6 +96,7 @@ __all__ = [
     "RestartSink",
     "RestartSource",
     "RocksDBStore",
+    "RunSettings",
     "RunnableGraph",
     "RunningGraph",
     "SessionWindows",
@@ -124,4 +126,5 @@ __all__ = [
     "ZipWith",
     "is_late",
     "native_enabled",
+    "run",
 ]

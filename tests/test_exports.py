@@ -55,6 +55,7 @@ STREAMLIB = [
     "RestartSink",
     "RestartSource",
     "RocksDBStore",
+    "RunSettings",
     "RunnableGraph",
     "RunningGraph",
     "SessionWindows",
@@ -84,6 +85,7 @@ STREAMLIB = [
     "ZipWith",
     "is_late",
     "native_enabled",
+    "run",
 ]
 
 TESTING = [
