@@ -33,16 +33,19 @@ class RunnableGraph(Generic[Mat]):
         channel_capacity: int | None = None,
         clock: Any = None,
         supervision: Any = None,
+        metrics: Any = None,
     ) -> Mat:
         """Start the graph on the running event loop and return its materialized value at once.
 
         Cancelling a materialized future (or the task awaiting it) cancels the run, and so
         does the task that called ``run()`` ending cancelled while the run goes on.
         ``supervision`` is the default decider (``Supervision.resume``, ...) for every
-        stage that honours supervision and has none of its own.
+        stage that honours supervision and has none of its own. ``metrics`` (a
+        ``MetricsRegistry``) counts the elements each synchronous operator takes in.
         """
         return self.run_graph(
-            max_chunk=max_chunk, channel_capacity=channel_capacity, clock=clock, supervision=supervision
+            max_chunk=max_chunk, channel_capacity=channel_capacity, clock=clock, supervision=supervision,
+            metrics=metrics,
         )[0]
 
     def run_graph(
@@ -52,6 +55,7 @@ class RunnableGraph(Generic[Mat]):
         channel_capacity: int | None = None,
         clock: Any = None,
         supervision: Any = None,
+        metrics: Any = None,
     ) -> tuple[Mat, RunningGraph]:
         """Like ``run`` but also returns the :class:`RunningGraph` (to wait for or cancel the run)."""
         module = self._module
@@ -70,6 +74,11 @@ class RunnableGraph(Generic[Mat]):
             ctx.channel_capacity = channel_capacity
         if clock is not None:
             ctx.clock = clock
+        if metrics is not None:
+            meters = getattr(metrics, "operators", None)
+            if meters is None:
+                raise TypeError(f"metrics must be a streamlib.MetricsRegistry, got {metrics!r}")
+            ctx.meters = meters
         value, graph = module.run(ctx)
         graph.tie_to(asyncio.current_task())
         return value, graph

@@ -28,6 +28,8 @@ class RunContext:
     graph: RunningGraph | None = None
     #: The run's default supervision decider (``run(supervision=...)``); None means stop.
     supervision: Any = None
+    #: Per-operator element counters (``run(metrics=...)``, a Kafka app's registry); None: not counted.
+    meters: Any = None
 
     def new_future(self, cancels_run: bool = True) -> asyncio.Future[Any]:
         """A future for a materialized value, settled at the latest when the run ends.

@@ -41,7 +41,7 @@ _KICK: Any = object()
 class Island:
     __slots__ = (
         "head", "inlet", "logics", "tail", "ctx", "out", "stop_at", "failed_at", "n", "timed", "finished",
-        "task", "interrupted", "waiting", "busy", "kicked", "deferred",
+        "task", "interrupted", "waiting", "busy", "kicked", "deferred", "cells",
     )
 
     def __init__(
@@ -74,6 +74,11 @@ class Island:
         self.kicked = False
         #: What an inline push raised: the task raises it as if its own push had.
         self.deferred: BaseException | None = None
+        #: Per logic, the run's counter of elements it took in (only when the run is metered).
+        meters = ctx.meters
+        self.cells: list[list[int]] | None = (
+            None if meters is None else [meters.cell(lg.stage_name) for lg in logics]
+        )
 
     def describe(self) -> str:
         parts = [self.head.stage_name if self.head else "channel"]
@@ -84,10 +89,13 @@ class Island:
 
     def _push(self, start: int, chunk: list[Any]) -> None:
         logics = self.logics
+        cells = self.cells
         i = start
         n = self.n
         while i < n:
             lg = logics[i]
+            if cells is not None:
+                cells[i][0] += len(chunk)
             try:
                 chunk = lg.on_chunk(chunk)
             except BaseException:

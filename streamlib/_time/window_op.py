@@ -110,6 +110,7 @@ class _WindowLogic(StageLogic):
         self.fail_late = stage.late == "fail"
         self.state = OperatorState(stage.store, ctx, stage.name)
         self.tracking = self.state.tracking
+        self.meters = ctx.meters  # counts late elements (late-records-total) when the run is metered
         self.wm = NO_WATERMARK
         self.heap: list[int] = []
         self.by_close: dict[int, list[Any]] = {}
@@ -176,6 +177,8 @@ class _WindowLogic(StageLogic):
                 "Connect a late-data output: .window(..., late=Sink.foreach(...)) or late='emit'; or "
                 "allow more disorder: with_timestamps(max_out_of_orderness=...) or allowed_lateness="
             )
+        if self.meters is not None:
+            self.meters.late_cell(self.stage_name)[0] += len(late)
         return [
             LateRecord(
                 e,
