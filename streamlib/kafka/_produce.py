@@ -1,10 +1,25 @@
-"""Serializing and sending :class:`ProducerRecord` s through an aiokafka producer."""
+"""Serializing :class:`ProducerRecord` s and handing them to an aiokafka producer in batches.
+
+A chunk of records becomes one record batch per topic partition (aiokafka's
+``create_batch``/``send_batch``), built in the chunk's order, instead of one
+``send`` (and one future) per record: the broker sees the same batches, the
+client does a fraction of the work. Records keep their order within each
+partition. A keyed record without an explicit partition goes where the
+producer's partitioner puts it (by default the murmur2 hash of the serialized
+key, as the Java client and Kafka Streams do); records with neither key nor
+partition go, per chunk and topic, to the one partition the partitioner picks
+for the first of them (the Java client's sticky partitioning).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from ._errors import ProduceError
 from ._records import ProducerRecord
@@ -12,21 +27,29 @@ from ._serde import BytesSerde
 from ._settings import ProducerSettings
 
 if TYPE_CHECKING:
-    import asyncio
-
     from aiokafka import AIOKafkaProducer
+
+#: One submitted batch: its first record (for error messages), its delivery future
+#: (resolves to the RecordMetadata of its first record), how many records it holds
+#: and its partition.
+SentBatch = tuple[ProducerRecord[Any, Any], "asyncio.Future[Any]", int, int]
+#: Where one record went: its batch's delivery future and its index in the batch.
+Slot = tuple["asyncio.Future[Any]", int]
+
+_HASH_CACHE_LIMIT = 1 << 16
 
 
 class RecordSender:
     """Sends records with the settings' serdes; ``default_topic`` turns bare values into records."""
 
-    __slots__ = ("key_ser", "value_ser", "default_topic", "stage_name")
+    __slots__ = ("key_ser", "value_ser", "default_topic", "stage_name", "_hashes")
 
     def __init__(self, settings: ProducerSettings, default_topic: str | None, stage_name: str) -> None:
         self.key_ser = None if type(settings.key_serde) is BytesSerde else settings.key_serde.serialize
         self.value_ser = None if type(settings.value_serde) is BytesSerde else settings.value_serde.serialize
         self.default_topic = default_topic
         self.stage_name = stage_name
+        self._hashes: dict[bytes, int] = {}  # serialized key -> its positive murmur2 hash
 
     def as_record(self, element: Any) -> ProducerRecord[Any, Any]:
         if isinstance(element, ProducerRecord):
@@ -53,9 +76,145 @@ class RecordSender:
         except (AssertionError, TypeError, ValueError, KafkaError) as exc:
             raise ProduceError(f"cannot send a record to topic {rec.topic!r}: {exc!r}; record: {rec!r:.300}") from exc
 
+    async def send_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[ProducerRecord[Any, Any]], slots: list[Slot] | None = None,
+    ) -> list[SentBatch]:
+        """Hand ``records`` to the producer as record batches, one or more per topic partition.
 
-def delivery_error(rec: ProducerRecord[Any, Any], exc: BaseException) -> ProduceError:
-    where = rec.topic if rec.partition is None else f"{rec.topic}-{rec.partition}"
+        Returns the submitted batches in submission order; when ``slots`` is given, appends
+        to it, per record in input order, its batch's future and its index in that batch.
+        Waits (backpressure) while a partition's previous batch is not yet taken by the
+        producer's sender. A record that cannot be serialized, partitioned or encoded
+        raises :class:`ProduceError` naming it, before any batch of the chunk is submitted.
+        """
+        key_ser = self.key_ser
+        value_ser = self.value_ser
+        metadata: Any = producer._metadata  # type: ignore[attr-defined]
+        partitioner = producer._partitioner  # type: ignore[attr-defined]
+        by_hash = type(partitioner) is DefaultPartitioner
+        hashes = self._hashes
+        limit = producer._max_request_size  # type: ignore[attr-defined]
+        topics: dict[str, tuple[list[int], Any]] = {}  # topic -> (all partitions, partitions set)
+        sticky: dict[str, int] = {}
+        open_batches: dict[tuple[str, int], list[Any]] = {}  # (topic, partition) -> [open builder, its size]
+        order: list[tuple[tuple[str, int], Any, ProducerRecord[Any, Any]]] = []  # builders in creation order
+        for rec in records:
+            topic = rec.topic
+            try:
+                key = rec.key if key_ser is None else key_ser(rec.key)
+                value = rec.value if value_ser is None else value_ser(rec.value)
+            except Exception as exc:
+                raise ProduceError(
+                    f"cannot serialize a record for topic {topic!r}: {exc!r}; record: {rec!r:.300}"
+                ) from exc
+            if key is None and value is None:
+                raise ProduceError(f"a record needs a key or a value (both are None); record: {rec!r:.300}")
+            known = topics.get(topic)
+            if known is None:
+                try:
+                    await producer.client._wait_on_metadata(topic)
+                except KafkaError as exc:
+                    raise ProduceError(f"cannot send a record to topic {topic!r}: {exc!r}; record: {rec!r:.300}") from exc
+                parts = metadata.partitions_for_topic(topic)
+                known = topics[topic] = (sorted(parts), parts)
+            partition = rec.partition
+            if partition is None:
+                if key is None:
+                    partition = sticky.get(topic)
+                    if partition is None:
+                        available = list(metadata.available_partitions_for_topic(topic))
+                        partition = sticky[topic] = partitioner(None, known[0], available)
+                elif by_hash:
+                    h = hashes.get(key)
+                    if h is None:
+                        if len(hashes) >= _HASH_CACHE_LIMIT:
+                            hashes.clear()
+                        try:
+                            h = hashes[key] = murmur2(key) & 0x7FFFFFFF
+                        except TypeError as exc:
+                            raise ProduceError(
+                                f"cannot send a record to topic {topic!r}: its key is not bytes after "
+                                f"serialization ({exc!r}); record: {rec!r:.300}"
+                            ) from exc
+                    partition = known[0][h % len(known[0])]
+                else:
+                    available = list(metadata.available_partitions_for_topic(topic))
+                    partition = partitioner(key, known[0], available)
+            elif partition not in known[1]:
+                raise ProduceError(
+                    f"cannot send a record to topic {topic!r}: it has no partition {partition} "
+                    f"(partitions {known[0]}); record: {rec!r:.300}"
+                )
+            headers = list(rec.headers) if rec.headers else []
+            tp = (topic, partition)
+            try:
+                size = (0 if key is None else len(key)) + (0 if value is None else len(value))
+                if headers or size > limit - 1024:
+                    if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers) > limit:
+                        raise ValueError(
+                            f"the record is larger than max_request_size ({limit} bytes) once serialized"
+                        )
+                entry = open_batches.get(tp)
+                if entry is None:
+                    builder = producer.create_batch()
+                    entry = open_batches[tp] = [builder, 0]
+                    order.append((tp, builder, rec))
+                builder = entry[0]
+                if builder.append(timestamp=rec.timestamp_ms, key=key, value=value, headers=headers) is None:
+                    builder = producer.create_batch()
+                    entry[0], entry[1] = builder, 0
+                    order.append((tp, builder, rec))
+                    if builder.append(timestamp=rec.timestamp_ms, key=key, value=value, headers=headers) is None:
+                        raise ValueError("the record does not fit in an empty batch")
+            except (AssertionError, TypeError, ValueError, KafkaError) as exc:
+                raise ProduceError(f"cannot send a record to topic {topic!r}: {exc!r}; record: {rec!r:.300}") from exc
+            if slots is not None:
+                slots.append((builder, entry[1]))  # the builder stands in for its future until submitted
+            entry[1] += 1
+        sent: list[SentBatch] = []
+        futures: dict[int, asyncio.Future[Any]] = {}
+        send_batch = producer.send_batch
+        try:
+            for (topic, partition), builder, first in order:
+                builder.close()
+                try:
+                    fut = await send_batch(builder, topic, partition=partition)
+                except KafkaError as exc:
+                    raise ProduceError(
+                        f"cannot send a batch of {builder.record_count()} records to {topic}-{partition}: "
+                        f"{exc!r}; its first record: {first!r:.300}"
+                    ) from exc
+                futures[id(builder)] = fut
+                sent.append((first, fut, builder.record_count(), partition))
+        except BaseException:
+            # The caller never sees these batches: whatever becomes of them is reported by this error.
+            for batch in sent:
+                batch[1].add_done_callback(_seen)
+            raise
+        if slots is not None:
+            start = len(slots) - len(records)
+            for i in range(start, len(slots)):
+                builder, index = slots[i]
+                slots[i] = (futures[id(builder)], index)
+        return sent
+
+
+def _seen(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def record_offset(meta: Any, index: int) -> int:
+    """The offset of the ``index``-th record of a batch whose delivery gave ``meta`` (-1 when unknown)."""
+    if meta is None or meta.offset is None or meta.offset < 0:
+        return -1
+    return int(meta.offset) + index
+
+
+def delivery_error(rec: ProducerRecord[Any, Any], exc: BaseException, partition: int | None = None) -> ProduceError:
+    if partition is None:
+        partition = rec.partition
+    where = rec.topic if partition is None else f"{rec.topic}-{partition}"
     err = ProduceError(f"producing to {where} failed: {exc!r}")
     err.__cause__ = exc
     return err

@@ -1,11 +1,13 @@
 """Producer sink and producer flow.
 
 Both own one ``AIOKafkaProducer`` per run (started when the run starts, flushed
-and closed when it ends). Each element of a chunk is serialized and handed to
-the producer at once; the producer batches per partition (``linger_ms``,
-``max_batch_size``). Backpressure: ``producer.send`` waits while its buffer for
-a partition is full, and the stage waits when ``max_in_flight`` records have no
-delivery report yet, so a slow broker slows the stream instead of growing a queue.
+and closed when it ends). Each chunk is serialized and handed to the producer
+at once as record batches, one or more per partition in the chunk's order
+(``RecordSender.send_batches``; ``max_batch_size`` bounds a batch). Backpressure:
+submitting a batch waits while the partition's previous batch is not yet taken
+by the producer's sender, and the stage waits when ``max_in_flight`` records
+have no delivery report yet, so a slow broker slows the stream instead of
+growing a queue.
 
 The sink completes its future once every record is acknowledged; a delivery
 failure fails the stream with a :class:`ProduceError` naming the topic. The
@@ -27,7 +29,7 @@ from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage, fail_future
-from ._produce import RecordSender, delivery_error
+from ._produce import RecordSender, SentBatch, Slot, delivery_error, record_offset
 from ._records import CommittableOffset, CommittableRecord, ProducerRecord, ProducerResult
 from ._settings import ProducerSettings
 
@@ -75,37 +77,39 @@ class _ProducerSinkLogic(AsyncLogic):
         sender = RecordSender(settings, self.stage.topic, self.stage.stage_name())
         max_in_flight = settings.max_in_flight
         producer = settings.create_producer()
-        in_flight: deque[tuple[ProducerRecord[Any, Any], asyncio.Future[Any]]] = deque()
+        in_flight: deque[SentBatch] = deque()
+        records = 0  # in the batches of in_flight
         try:
             await producer.start()
             while True:
                 item = await inlet.get()
                 if type(item) is list:
-                    for element in item:
-                        rec = sender.as_record(element)
-                        in_flight.append((rec, await sender.send(producer, rec)))
-                    # Drop delivered records from the head; fail on the first failed delivery.
-                    while in_flight and (in_flight[0][1].done() or len(in_flight) > max_in_flight):
-                        rec, fut = in_flight.popleft()
+                    for batch in await sender.send_batches(producer, [sender.as_record(e) for e in item]):
+                        in_flight.append(batch)
+                        records += batch[2]
+                    # Drop delivered batches from the head; fail on the first failed delivery.
+                    while in_flight and (in_flight[0][1].done() or records > max_in_flight):
+                        rec, fut, n, partition = in_flight.popleft()
+                        records -= n
                         try:
                             await fut
                         except Exception as exc:
-                            raise delivery_error(rec, exc) from exc
+                            raise delivery_error(rec, exc, partition) from exc
                 elif item is END:
                     await producer.flush()
                     while in_flight:
-                        rec, fut = in_flight.popleft()
+                        rec, fut, _n, partition = in_flight.popleft()
                         try:
                             await fut
                         except Exception as exc:
-                            raise delivery_error(rec, exc) from exc
+                            raise delivery_error(rec, exc, partition) from exc
                     if not self.fut.done():
                         self.fut.set_result(None)
                     return
                 elif isinstance(item, Failure):
                     raise item.error
         finally:
-            for _rec, fut in in_flight:
+            for _rec, fut, _n, _p in in_flight:
                 if fut.done() and not fut.cancelled():
                     fut.exception()
             await producer.stop()
@@ -127,7 +131,9 @@ class ProducerFlowStage(Stage):
         return _ProducerFlowLogic(self, ctx), None
 
 
-_Pending = tuple[Any, Any]  # (element, future | list of (record, future) | None)
+# (element, its deliveries): None (nothing produced), a (record, batch future, index) for
+# one record, or a list of them for a ProducerMessage.
+_Pending = tuple[Any, Any]
 
 
 class _ProducerFlowLogic(AsyncLogic):
@@ -156,10 +162,10 @@ class _ProducerFlowLogic(AsyncLogic):
                         continue
                     item = await inlet.get()
                 if type(item) is list:
-                    for element in item:
-                        pending.append(await self._send(producer, sender, element))
-                    if len(pending) > max_in_flight:
+                    await self._send(producer, sender, item, pending)
+                    while len(pending) > max_in_flight:
                         await _head_future(pending[0])
+                        await self._emit_ready(out, pending, wait=False)
                     await self._emit_ready(out, pending, wait=False)
                 elif item is END:
                     await producer.flush()
@@ -181,21 +187,37 @@ class _ProducerFlowLogic(AsyncLogic):
                         fut.exception()
             await producer.stop()
 
-    async def _send(self, producer: Any, sender: RecordSender, element: Any) -> _Pending:
-        if isinstance(element, ProducerMessage):
-            sent = [(rec, await sender.send(producer, rec)) for rec in element.records]
-            return (element, sent)
-        if isinstance(element, (CommittableOffset, CommittableRecord)):
-            return (element, None)  # nothing to produce: passes through in order
-        rec = sender.as_record(element)
-        return (rec, await sender.send(producer, rec))
+    async def _send(self, producer: Any, sender: RecordSender, chunk: list[Any], pending: deque[_Pending]) -> None:
+        """Produce the chunk's records as batches; append one pending entry per element, in order."""
+        records: list[ProducerRecord[Any, Any]] = []
+        entries: list[tuple[Any, int]] = []  # (element, index of its first record or -1)
+        for element in chunk:
+            if isinstance(element, ProducerMessage):
+                entries.append((element, len(records)))
+                records.extend(element.records)
+            elif isinstance(element, (CommittableOffset, CommittableRecord)):
+                entries.append((element, -1))  # nothing to produce: passes through in order
+            else:
+                entries.append((sender.as_record(element), len(records)))
+                records.append(entries[-1][0])
+        slots: list[Slot] = []
+        if records:
+            await sender.send_batches(producer, records, slots)
+        for element, start in entries:
+            if start < 0:
+                pending.append((element, None))
+            elif isinstance(element, ProducerMessage):
+                n = len(element.records)
+                pending.append((element, [(records[i], *slots[i]) for i in range(start, start + n)]))
+            else:
+                pending.append((element, (element, *slots[start])))
 
     async def _emit_ready(self, out: Channel, pending: deque[_Pending], wait: bool) -> None:
         results: list[Any] = []
         max_chunk = self.max_chunk
         while pending and (wait or _ready(pending[0])):
-            element, fut = pending.popleft()
-            results.append(await _result(element, fut))
+            element, deliveries = pending.popleft()
+            results.append(await _result(element, deliveries))
             if len(results) >= max_chunk:
                 await out.put(results)
                 results = []
@@ -204,16 +226,21 @@ class _ProducerFlowLogic(AsyncLogic):
 
 
 def _futures(entry: _Pending) -> list[Any]:
-    fut = entry[1]
-    if fut is None:
+    deliveries = entry[1]
+    if deliveries is None:
         return []
-    if isinstance(fut, list):
-        return [f for _r, f in fut]
-    return [fut]
+    if isinstance(deliveries, list):
+        return [f for _r, f, _i in deliveries]
+    return [deliveries[1]]
 
 
 def _ready(entry: _Pending) -> bool:
-    return all(f.done() for f in _futures(entry))
+    deliveries = entry[1]
+    if deliveries is None:
+        return True
+    if isinstance(deliveries, list):
+        return all(f.done() for _r, f, _i in deliveries)
+    return bool(deliveries[1].done())
 
 
 def _head_future(entry: _Pending) -> Any:
@@ -236,20 +263,17 @@ async def _wait_either(inlet: Channel, fut: Any) -> None:
             await asyncio.wait([reader])
 
 
-async def _result(element: Any, fut: Any) -> Any:
-    if fut is None:
+async def _result(element: Any, deliveries: Any) -> Any:
+    if deliveries is None:
         return element
     if isinstance(element, ProducerMessage):
-        results = []
-        for rec, f in fut:
-            results.append(await _delivered(rec, f))
-        return ProducerMessageResult(results, element.passthrough)
-    return await _delivered(element, fut)
+        return ProducerMessageResult([await _delivered(*d) for d in deliveries], element.passthrough)
+    return await _delivered(*deliveries)
 
 
-async def _delivered(rec: ProducerRecord[Any, Any], fut: Any) -> ProducerResult[Any, Any]:
+async def _delivered(rec: ProducerRecord[Any, Any], fut: Any, index: int) -> ProducerResult[Any, Any]:
     try:
         meta = await fut
     except Exception as exc:
         raise delivery_error(rec, exc) from exc
-    return ProducerResult(rec, meta.partition, meta.offset)
+    return ProducerResult(rec, meta.partition, record_offset(meta, index))

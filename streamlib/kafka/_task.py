@@ -213,6 +213,16 @@ class PartitionTask:
         except IllegalOperation as exc:
             raise self._unusable(exc) from exc
 
+    async def send_chunk(self, sender: RecordSender, elements: list[Any]) -> None:
+        """Produce a chunk's outputs as record batches (one or more per partition, in order)."""
+        records = [sender.as_record(e) for e in elements]
+        await self.ensure_txn()
+        try:
+            batches = await sender.send_batches(self.producer, records)
+        except IllegalOperation as exc:
+            raise self._unusable(exc) from exc
+        self.sent.extend([(rec, fut) for rec, fut, _n, _p in batches])
+
     def _unusable(self, exc: BaseException) -> TransactionError:
         """The producer refuses to work (it was fenced or failed): say so, with the reason."""
         cause = _producer_error(self.producer)
@@ -520,8 +530,8 @@ class _CommitSinkLogic(AsyncLogic):
         while True:
             item = await inlet.get()
             if type(item) is list:
-                for element in item:
-                    await task.send(sender, element)
+                if item:
+                    await task.send_chunk(sender, item)
             elif isinstance(item, Barrier):
                 start = clock.now()
                 await task.commit(item.checkpoint_id)
