@@ -194,3 +194,84 @@ async def test_producer_flow_emits_the_results_before_an_upstream_failure(kafka_
         )
     assert [r.passthrough for r in got] == list(range(50))
     assert [r.value for r in await read_topic(kafka_broker.bootstrap_servers, topic)] == [str(i).encode() for i in range(50)]
+
+
+# Partitions the Java client's default partitioner picks for these keys among 1,000 partitions
+# (murmur2 of the key bytes, sign bit cleared, modulo the partition count).
+JAVA_PARTITIONS_OF_1000 = {b"": 681, b"a": 524, b"ab": 434, b"abc": 107, b"123456789": 566, b"\x00 ": 742}
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """The Java client's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), written out."""
+    m, r = 0x5BD1E995, 24
+    length = len(key)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(key[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = key[length - length % 4 :]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h ^= rest[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions
+
+
+def test_the_written_out_murmur2_matches_the_java_clients_partitions() -> None:
+    assert {k: java_partition(k, 1000) for k in JAVA_PARTITIONS_OF_1000} == JAVA_PARTITIONS_OF_1000
+
+
+async def test_keyed_records_go_where_the_java_client_puts_them_in_order_with_their_offsets(
+    kafka_broker: KafkaBroker,
+) -> None:
+    topic = unique("keyed")
+    await kafka_broker.acreate_topic(topic, 5)
+    # ~1 kB values: a 1,024-record chunk fills several 16 kB batches per partition.
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, key_serde=StrSerde(), value_serde=StrSerde())
+    n = 3000
+    results: list[ProducerResult[Any, Any]] = await (
+        Source.from_iterable(range(n))
+        .map(lambda i: ProducerRecord(topic, f"{i:05d}" + "x" * 1000, key=f"user-{i % 97}", passthrough=i))
+        .via(KafkaFlow.producer(settings_))
+        .run_with(Sink.collect())
+    )
+    assert [r.passthrough for r in results] == list(range(n))
+    for r in results:
+        assert r.partition == java_partition(f"user-{r.passthrough % 97}".encode(), 5)
+    got = await read_topic(kafka_broker.bootstrap_servers, topic)
+    for p in range(5):
+        mine = [r for r in results if r.partition == p]
+        assert [r.offset for r in mine] == list(range(len(mine)))
+        # Each partition holds its records in input order, at the offsets the results name.
+        assert [int(r.value[:5]) for r in got if r.partition == p] == [r.passthrough for r in mine]
+    assert sorted(int(r.value[:5]) for r in got) == list(range(n))
+
+
+async def test_records_without_key_or_partition_are_all_delivered(kafka_broker: KafkaBroker) -> None:
+    topic = unique("unkeyed")
+    await kafka_broker.acreate_topic(topic, 3)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, value_serde=StrSerde())
+    await Source.from_iterable(range(5000)).map(str).run_with(KafkaSink.producer(settings_, topic=topic))
+    got = await read_topic(kafka_broker.bootstrap_servers, topic)
+    assert sorted(int(r.value) for r in got) == list(range(5000))
+    for p in {r.partition for r in got}:
+        values = [int(r.value) for r in got if r.partition == p]
+        assert values == sorted(values)
+
+
+async def test_a_record_too_large_for_a_request_fails_the_stream_naming_it(kafka_broker: KafkaBroker) -> None:
+    topic = unique("large")
+    await kafka_broker.acreate_topic(topic, 1)
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, properties={"max_request_size": 10_000})
+    records = [ProducerRecord(topic, b"small"), ProducerRecord(topic, b"y" * 20_000, key=b"the-big-one")]
+    with pytest.raises(ProduceError, match=r"larger than max_request_size \(10000 bytes\).*record: ProducerRecord\(topic=.*yyyy"):
+        await Source.from_iterable(records).run_with(KafkaSink.producer(settings_))
