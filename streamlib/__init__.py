@@ -35,6 +35,7 @@ from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
 from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore, Table
 from ._state.operators import KeyState
+from ._state.timers import Timer
 from ._time import (
     CountWindows,
     HoppingWindows,
@@ -114,6 +115,7 @@ __all__ = [
     "StreamTimeoutError",
     "Supervision",
     "Table",
+    "Timer",
     "TooManySubstreamsError",
     "TumblingWindows",
     "Unzip",

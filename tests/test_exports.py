@@ -73,6 +73,7 @@ STREAMLIB = [
     "StreamTimeoutError",
     "Supervision",
     "Table",
+    "Timer",
     "TooManySubstreamsError",
     "TumblingWindows",
     "Unzip",

@@ -17,7 +17,7 @@ upstream is known; on a Flow what is missing is checked when it materializes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -33,6 +33,8 @@ from .keep import Keep
 
 if TYPE_CHECKING:
     from .._state.operators import KeyState
+    from ..cep import Match, Pattern, Timeout
+    from .._state.timers import TimeDomain, Timer
     from .flow import Flow
     from .sink import Sink
     from .source import Source
@@ -249,6 +251,10 @@ class Keyed(Generic[B, T, K]):
         self: Keyed[Source[Any, M], T, K],
         fn: Callable[[T, KeyState[K, S]], U | None],
         *,
+        on_timer: Callable[[K, KeyState[K, S], Timer], U | None] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
         store: StateStore | None = None,
         state_type: Any = None,
         cache_size: int = 100_000,
@@ -260,6 +266,10 @@ class Keyed(Generic[B, T, K]):
         self: Keyed[Flow[I, Any, M], T, K],
         fn: Callable[[T, KeyState[K, S]], U | None],
         *,
+        on_timer: Callable[[K, KeyState[K, S], Timer], U | None] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
         store: StateStore | None = None,
         state_type: Any = None,
         cache_size: int = 100_000,
@@ -270,6 +280,10 @@ class Keyed(Generic[B, T, K]):
         self,
         fn: Callable[[Any, Any], Any],
         *,
+        on_timer: Callable[[Any, Any, Any], Any] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
         store: StateStore | None = None,
         state_type: Any = None,
         cache_size: int = 100_000,
@@ -285,6 +299,24 @@ class Keyed(Generic[B, T, K]):
         barrier and restored on restart; ``state_type`` decodes stored values to
         their type (msgspec); at most ``cache_size`` clean keys stay in memory.
 
+        Timers: with ``on_timer=on_timer(key, state, timer)``, ``fn`` (and
+        ``on_timer``) may call ``state.timer_at(event_ms, name="timer")``
+        (fires once the watermark reaches it), ``state.timer_after(seconds)``
+        (fires by the run's clock), ``state.cancel_timer(name)`` and
+        ``state.timer(name)``. One timer per key and name: setting it again
+        replaces it. ``on_timer`` gets the :class:`Timer` that fired and emits
+        what it returns (None: nothing). Timers are state: checkpointed with the
+        values and restored after a restart. At the end of input every
+        event-time timer fires; processing-time timers still pending do not.
+
+        ``ttl`` (int ms or timedelta): a key none of whose elements came for
+        that long loses its value, in memory and, at the next checkpoint, in the
+        store. ``ttl_time="event"`` (the default) measures it in event time
+        (element timestamps from ``with_timestamps`` upstream or
+        ``timestamp=``; the value goes when the watermark reaches the key's
+        latest timestamp plus ``ttl``, and an element arriving that late sees
+        none); ``"processing"`` by the wall clock of the run.
+
         >>> def count(e, state):
         ...     n = state.get(0) + 1
         ...     state.set(n)
@@ -292,12 +324,96 @@ class Keyed(Generic[B, T, K]):
         >>> await Source.from_iterable("abca").key_by(str).stateful_map(count).run_with(Sink.collect())
         [('a', 1), ('b', 1), ('c', 1), ('a', 2)]
         """
+        return then_checked(
+            self._parent,
+            self._stateful(fn, on_timer, ttl, ttl_time, timestamp, store, state_type, cache_size, name, False),
+        )
+
+    @overload
+    def process(
+        self: Keyed[Source[Any, M], T, K],
+        fn: Callable[[T, KeyState[K, S]], Iterable[U] | None],
+        *,
+        on_timer: Callable[[K, KeyState[K, S], Timer], Iterable[U] | None] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Source[U, M]: ...
+
+    @overload
+    def process(
+        self: Keyed[Flow[I, Any, M], T, K],
+        fn: Callable[[T, KeyState[K, S]], Iterable[U] | None],
+        *,
+        on_timer: Callable[[K, KeyState[K, S], Timer], Iterable[U] | None] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Flow[I, U, M]: ...
+
+    def process(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        on_timer: Callable[[Any, Any, Any], Any] | None = None,
+        ttl: int | timedelta | None = None,
+        ttl_time: TimeDomain = "event",
+        timestamp: Callable[[T], int] | str | int | None = None,
+        store: StateStore | None = None,
+        state_type: Any = None,
+        cache_size: int = 100_000,
+        name: str | None = None,
+    ) -> Any:
+        """``stateful_map`` whose ``fn`` and ``on_timer`` return any number of outputs (an iterable, or None).
+
+        Same state handle, timers, TTL and store as ``stateful_map``; every item
+        of what the functions return is emitted in order (a generator function
+        works). Flink's ``KeyedProcessFunction``.
+
+        >>> def alert_if_quiet(e, state):
+        ...     state.timer_at(e.ts + 60_000)   # replaces the key's pending timer
+        ...     return ()
+        >>> def on_timer(key, state, timer):
+        ...     yield ("quiet", key, timer.time)
+        >>> keyed.process(alert_if_quiet, on_timer=on_timer)
+        """
+        return then_checked(
+            self._parent,
+            self._stateful(fn, on_timer, ttl, ttl_time, timestamp, store, state_type, cache_size, name, True),
+        )
+
+    def _stateful(
+        self,
+        fn: Callable[[Any, Any], Any],
+        on_timer: Callable[[Any, Any, Any], Any] | None,
+        ttl: int | timedelta | None,
+        ttl_time: TimeDomain,
+        timestamp: Callable[[T], int] | str | int | None,
+        store: StateStore | None,
+        state_type: Any,
+        cache_size: int,
+        name: str | None,
+        many: bool,
+    ) -> Any:
         from .._state.operators import StatefulMap
 
-        stage = StatefulMap(
-            self._key, fn, default_store(self._parent, store, "stateful_map"), state_type, cache_size, name
-        )
-        return then_checked(self._parent, stage)
+        what = "process" if many else "stateful_map"
+        if ttl_time not in ("event", "processing"):
+            raise ValueError(f"{what}(ttl_time=) is 'event' or 'processing', got {ttl_time!r}")
+        ttl_ms = None if ttl is None else event_ms(ttl, f"{what}(ttl)", positive=True)
+        ts_of = timestamp_of(self._parent, timestamp, what) if ttl_ms is not None and ttl_time == "event" else None
+        return StatefulMap(
+            self._key, fn, default_store(self._parent, store, what), state_type, cache_size, name,
+            on_timer, ttl_ms, ttl_time == "event", ts_of, many,
+        )  # fmt: skip
 
     def dedupe(
         self,
@@ -309,6 +425,104 @@ class Keyed(Generic[B, T, K]):
     ) -> B:
         """``dedupe(key_fn, within)`` with this stream's key function."""
         return then_checked(self._parent, dedupe_stage(self._parent, self._key, within, store, timestamp, name))  # type: ignore[no-any-return]
+
+    @overload
+    def match(
+        self: Keyed[Source[Any, M], T, K],
+        pattern: Pattern[T],
+        *,
+        timeouts: Sink[Timeout[K, T], Any] | None = None,
+        timeouts_mat: None = None,
+        time: Literal["event", "processing"] = "event",
+        store: StateStore | None = None,
+        event_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Source[Match[K, T], M]: ...
+    @overload
+    def match(
+        self: Keyed[Flow[I, Any, M], T, K],
+        pattern: Pattern[T],
+        *,
+        timeouts: Sink[Timeout[K, T], Any] | None = None,
+        timeouts_mat: None = None,
+        time: Literal["event", "processing"] = "event",
+        store: StateStore | None = None,
+        event_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Flow[I, Match[K, T], M]: ...
+    @overload
+    def match(
+        self: Keyed[Source[Any, M], T, K],
+        pattern: Pattern[T],
+        *,
+        timeouts: Sink[Timeout[K, T], M2],
+        timeouts_mat: Callable[[M, M2], M3],
+        time: Literal["event", "processing"] = "event",
+        store: StateStore | None = None,
+        event_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Source[Match[K, T], M3]: ...
+    @overload
+    def match(
+        self: Keyed[Flow[I, Any, M], T, K],
+        pattern: Pattern[T],
+        *,
+        timeouts: Sink[Timeout[K, T], M2],
+        timeouts_mat: Callable[[M, M2], M3],
+        time: Literal["event", "processing"] = "event",
+        store: StateStore | None = None,
+        event_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Flow[I, Match[K, T], M3]: ...
+    def match(
+        self,
+        pattern: Pattern[Any],
+        *,
+        timeouts: Sink[Any, Any] | None = None,
+        timeouts_mat: Callable[[Any, Any], Any] | None = None,
+        time: Literal["event", "processing"] = "event",
+        store: StateStore | None = None,
+        event_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Any:
+        """Match ``pattern`` (``streamlib.cep.Pattern``) per key; emit a :class:`~streamlib.cep.Match` per match.
+
+        Event time (default): events are matched in timestamp order as the
+        watermark passes them (from ``with_timestamps`` upstream, or
+        ``timestamp=``); windows (``within``) close on the watermark, so
+        ``not_followed_by`` fires with no new event. ``time="processing"``
+        stamps events with the run's clock and closes windows on its timers.
+        ``timeouts``: a Sink for :class:`~streamlib.cep.Timeout` (partial
+        matches whose window closed); ``timeouts_mat`` combines materialized
+        values as in ``to_mat``. ``store``: where partial matches are
+        checkpointed (default: an upstream ``checkpointed``'s store);
+        ``event_type`` decodes restored events (msgspec). Emits when a match
+        completes; backpressures when downstream does; completes when upstream
+        does, after closing every window (event time). See docs/cep.md.
+
+        >>> p = Pattern.begin("a").where(lambda e: e.kind == "a").followed_by("b").where(lambda e: e.kind == "b")
+        >>> source.with_timestamps(lambda e: e.ts).key_by(lambda e: e.user).match(p.within(60_000))
+        """
+        from .._ops.junctions import divert_to
+        from ..cep._stage import MatchStage, is_timeout
+        from .sink import Sink as _Sink
+
+        if timeouts is not None and not isinstance(timeouts, _Sink):
+            raise TypeError(f"match(timeouts=) takes a Sink of Timeout records, got {timeouts!r}")
+        if timeouts_mat is not None and timeouts is None:
+            raise ValueError("match(timeouts_mat=) combines the timeouts Sink's materialized value: pass timeouts= too")
+        ts_of = timestamp_of(self._parent, timestamp, "match") if time == "event" else None
+        match_store = default_store(self._parent, store, "match")
+        stage = MatchStage(pattern, self._key, ts_of, match_store, timeouts is not None, time, event_type, name)
+        out = then_checked(self._parent, stage)
+        if timeouts is not None:
+            out = out._via_module(divert_to(timeouts._module, is_timeout), timeouts_mat or Keep.left)
+        return out
 
     def __repr__(self) -> str:
         return f"Keyed({self._parent!r})"
