@@ -18,6 +18,7 @@ from ._dsl.sink import Sink
 from ._dsl.source import Source
 from ._io.files import FileSink, FileSource
 from ._io.framing import BadRecord, BadRecordError, Framing
+from ._join import JoinWindows
 from ._native import NativeExtensionWarning, native_enabled
 from ._ops.concurrent import BufferOverflowError
 from ._ops.fan import Interleave, MergeSorted, Unzip, UnzipWith
@@ -74,6 +75,7 @@ __all__ = [
     "HoppingWindows",
     "InPort",
     "Interleave",
+    "JoinWindows",
     "Keep",
     "KeyState",
     "Keyed",

@@ -32,6 +32,7 @@ STREAMLIB = [
     "HoppingWindows",
     "InPort",
     "Interleave",
+    "JoinWindows",
     "Keep",
     "KeyState",
     "Keyed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from .._ops import simple as _simple
 from .._ops import sources as _sources
@@ -30,8 +30,10 @@ from .keep import Keep
 from .module import Module
 
 if TYPE_CHECKING:
+    from .._join.windows import JoinWindows
     from .._ops.supervision import Decider, Directive
     from .._state.store import StateStore
+    from .._time.results import LateRecord
     from .flow import Flow
     from .keyed import Keyed
     from .runnable import RunnableGraph
@@ -44,6 +46,7 @@ T = TypeVar("T")
 M2 = TypeVar("M2")
 M3 = TypeVar("M3")
 K = TypeVar("K")
+R = TypeVar("R")
 
 
 class Source(Generic[Out, Mat]):
@@ -800,6 +803,125 @@ class Source(Generic[Out, Mat]):
         from .._ops.fan import Interleave, fan_in_with
 
         return self._via_module(fan_in_with(Interleave(2, segment_size, eager_close), other._module), Keep.left)
+
+    # -- joins --
+
+    @overload
+    def join(
+        self,
+        other: Source[T, Any],
+        *,
+        within: JoinWindows,
+        combine: Callable[[Out, T], R],
+        how: Literal["inner"] = "inner",
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        key: Callable[[Any], Any] | str | int | None = None,
+        store: StateStore | None = None,
+        late: Literal["fail"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Source[R, Mat]: ...
+    @overload
+    def join(
+        self,
+        other: Source[T, Any],
+        *,
+        within: JoinWindows,
+        combine: Callable[[Out, T | None], R],
+        how: Literal["left"],
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        key: Callable[[Any], Any] | str | int | None = None,
+        store: StateStore | None = None,
+        late: Literal["fail"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Source[R, Mat]: ...
+    @overload
+    def join(
+        self,
+        other: Source[T, Any],
+        *,
+        within: JoinWindows,
+        combine: Callable[[Out | None, T | None], R],
+        how: Literal["outer"],
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        key: Callable[[Any], Any] | str | int | None = None,
+        store: StateStore | None = None,
+        late: Literal["fail"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Source[R, Mat]: ...
+    @overload
+    def join(
+        self,
+        other: Source[T, Any],
+        *,
+        within: JoinWindows,
+        combine: Callable[[Any, Any], R],
+        how: Literal["inner", "left", "outer"] = "inner",
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        key: Callable[[Any], Any] | str | int | None = None,
+        store: StateStore | None = None,
+        late: Literal["emit"],
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Source[R | LateRecord, Mat]: ...
+    def join(
+        self,
+        other: Any,
+        *,
+        within: JoinWindows | None = None,
+        combine: Callable[[Any, Any], Any],
+        how: Literal["inner", "left", "outer"] = "inner",
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[Any], Any] | str | int | None = None,
+        key: Callable[[Any], Any] | str | int | None = None,
+        store: StateStore | None = None,
+        late: Literal["fail", "emit"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Any:
+        """Join this stream with the Source ``other``: pairs of equal keys whose event times lie within ``within``.
+
+        A pair ``(a, b)`` joins when ``key_a(a) == key_b(b)`` (``key=`` for both)
+        and ``b.ts - a.ts`` lies in ``[-within.before, within.after]``; both
+        inputs need event time (``with_timestamps``). Emits ``combine(a, b)`` as
+        soon as both elements of a pair arrived. ``how="left"`` also emits
+        ``combine(a, None)`` for each ``a`` that matched nothing, ``"outer"``
+        also ``combine(None, b)``: once, only after the element's window closed
+        (the minimum watermark of both inputs, minus ``within.grace``, passed
+        ``a.ts + after`` / ``b.ts + before``), or at the end of the stream.
+        Both sides' buffers are deleted as their windows close; with a store
+        (``store=`` or an upstream ``checkpointed``; both inputs checkpointed
+        into it, their barriers aligned here) they are checkpointed and
+        restored, ``left_type``/``right_type`` decoding restored elements
+        (msgspec types). An element whose timestamp is below the watermark
+        minus grace is late: ``late="fail"`` (the default) fails the stream with
+        ``LateDataError``, ``"emit"`` emits it as a ``LateRecord``, a Sink gets
+        the ``LateRecord`` s. Completes when both inputs completed.
+
+        >>> orders.join(payments, key_a="order_id", key_b="order_id",
+        ...             within=JoinWindows(before=0, after=timedelta(minutes=10)),
+        ...             combine=lambda o, p: (o.order_id, p.amount))
+        """
+        from .._dsl.source import Source as _Source
+        from .._join.dsl import join_streams
+
+        if not isinstance(other, _Source):
+            raise TypeError(f"join(other) needs a Source to join with, got {other!r}")
+        return join_streams(
+            self, other, key=key, key_a=key_a, key_b=key_b, within=within, combine=combine, how=how,
+            store=store, late=late, late_mat=None, types=(left_type, right_type), name=name,
+        )  # fmt: skip
 
     # -- substreams --
 

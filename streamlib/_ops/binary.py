@@ -92,6 +92,7 @@ class BinaryStage(StatefulStage):
 
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
         logic = self.make_logic(ctx)
+        logic.stage_name = self.stage_name()
         return BinaryDriver(logic), None
 
     def check_blueprint(self, stages: Sequence[Stage], edges: Sequence[Any], index: int) -> None:
