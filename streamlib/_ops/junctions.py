@@ -21,7 +21,7 @@ from typing import Any
 
 from .._runtime.channel import Channel, DownstreamCancelled, wait_any_room
 from .._runtime.context import RunContext
-from .._runtime.signals import END, Failure, Signal, Watermark
+from .._runtime.signals import END, Barrier, Failure, Signal, Watermark
 from ..stage import AsyncLogic, Stage
 
 
@@ -221,64 +221,126 @@ class Merge(_FanIn):
 
     Emits when any input has elements; completes when all inputs completed;
     fails when any input fails. Watermarks: the minimum over live inputs.
+    Checkpoint barriers are aligned: an input that delivered ``Barrier(id)`` is
+    not read until every live input with a barrier source upstream delivered it
+    too, then ``Barrier(id)`` is emitted once (so state downstream is staged at
+    one consistent cut of all inputs).
     """
 
+    def check_blueprint(self, stages: Sequence[Stage], edges: Sequence[Any], index: int) -> None:
+        """Note which inputs have a barrier source upstream (their barriers are aligned)."""
+        self._plans = getattr(self, "_plans", [])
+        self._plans.append(_barrier_inputs(stages, edges, index))
+
+    def _carriers(self) -> set[int] | None:
+        plans = getattr(self, "_plans", None)
+        return plans.pop(0) if plans else None
+
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
-        return _MergeLogic(None), None
+        return _MergeLogic(None, self._carriers()), None
 
 
-class MergePreferred(_FanIn):
+class MergePreferred(Merge):
     """Like ``Merge`` but input 0 is taken first whenever it has elements."""
 
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
-        return _MergeLogic(0), None
+        return _MergeLogic(0, self._carriers()), None
+
+
+def _barrier_inputs(stages: Sequence[Stage], edges: Sequence[Any], index: int) -> set[int]:
+    """The input ports of stage ``index`` with a stage emitting barriers upstream."""
+    preds: dict[int, list[int]] = {}
+    for e in edges:
+        preds.setdefault(e.dst, []).append(e.src)
+    found = set()
+    for e in edges:
+        if e.dst != index:
+            continue
+        seen = {e.src}
+        todo = [e.src]
+        while todo:
+            i = todo.pop()
+            if getattr(stages[i], "emits_barriers", False):
+                found.add(e.dst_port)
+                break
+            for j in preds.get(i, ()):
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+    return found
 
 
 class _MergeLogic(AsyncLogic):
-    def __init__(self, preferred: int | None) -> None:
+    def __init__(self, preferred: int | None, carriers: set[int] | None = None) -> None:
         self.preferred = preferred
+        # Inputs whose barriers are aligned; unknown (None): those that delivered one so far.
+        self.carriers = set() if carriers is None else set(carriers)
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (out,) = outlets
-        live = list(inlets)
+        live = list(range(len(inlets)))
         marks: dict[int, int] = {}
         emitted_mark: int | None = None
+        carriers = self.carriers
+        arrived: dict[int, set[int]] = {}  # barrier id -> inputs that delivered it (blocked until aligned)
+        blocked: set[int] = set()
         start = 0
         while live:
             if out.cancelled:
                 raise DownstreamCancelled(out.name)
-            if not any(ch._items for ch in live):
-                await _wait(live, (out,))
+            readable = [i for i in live if i not in blocked]
+            if not any(inlets[i]._items for i in readable):
+                await _wait([inlets[i] for i in readable], (out,))
                 continue
-            k = len(live)
-            order = range(k)
+            k = len(readable)
+            order = readable
             if self.preferred is None:
-                order = [(start + i) % k for i in range(k)]  # type: ignore[assignment]
+                order = [readable[(start + j) % k] for j in range(k)]
                 start = (start + 1) % k
             for i in order:
-                ch = live[i]
+                ch = inlets[i]
                 item = ch.get_nowait()
                 if item is None:
                     continue
                 if type(item) is list:
                     await out.put(item)
                 elif item is END:
-                    marks.pop(id(ch), None)
-                    live[i] = None  # type: ignore[call-overload]
+                    marks.pop(i, None)
+                    live.remove(i)
+                    carriers.discard(i)
+                    for cid in sorted(arrived):
+                        await self._release_if_aligned(cid, arrived, blocked, carriers, out)
+                    break
                 elif isinstance(item, Failure):
                     raise item.error
                 elif isinstance(item, Watermark):
-                    marks[id(ch)] = item.time_ms
-                    if len(marks) == len([c for c in live if c is not None]):
+                    marks[i] = item.time_ms
+                    if len(marks) == len(live):
                         low = min(marks.values())
                         if emitted_mark is None or low > emitted_mark:
                             emitted_mark = low
                             await out.put(Watermark(low))
+                elif isinstance(item, Barrier):
+                    carriers.add(i)
+                    arrived.setdefault(item.checkpoint_id, set()).add(i)
+                    blocked.add(i)
+                    await self._release_if_aligned(item.checkpoint_id, arrived, blocked, carriers, out)
+                    break  # the readable inputs changed
                 else:
                     await out.put(item)
                 if self.preferred is not None:
                     break
-            live = [c for c in live if c is not None]
+
+    @staticmethod
+    async def _release_if_aligned(
+        cid: int, arrived: dict[int, set[int]], blocked: set[int], carriers: set[int], out: Channel
+    ) -> None:
+        got = arrived.get(cid)
+        if got is None or not carriers <= got:
+            return
+        del arrived[cid]
+        blocked.difference_update(got)
+        await out.put(Barrier(cid))
 
 
 class ZipWith(_FanIn):

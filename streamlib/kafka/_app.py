@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -56,6 +57,7 @@ from .._state.memory import MemoryStore
 from .._state.rocksdb import RocksDBStore
 from .._state.store import StateStore
 from ..stage import AsyncLogic, Stage
+from ._assign import TaskAssignor
 from ._changelog import (
     ChangelogBuffer,
     changelog_prefix,
@@ -173,6 +175,13 @@ class KafkaApp:
         names = [topics] if isinstance(topics, str) else list(topics)
         if not names or not all(isinstance(t, str) and t for t in names):
             raise ValueError(f"KafkaApp needs one or more input topic names, got {topics!r}")
+        if len(names) > 1 and "partition_assignment_strategy" in consumer.properties:
+            raise ValueError(
+                "a KafkaApp with several input topics assigns partition n of every input to one instance (they "
+                "form one task); remove partition_assignment_strategy from the consumer properties"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"KafkaApp input topics must differ, got {names!r}")
         if not callable(topology):
             raise TypeError(f"topology must be a function (PartitionContext) -> Flow, got {topology!r}")
         if processing_guarantee not in ("exactly_once", "at_least_once"):
@@ -193,7 +202,7 @@ class KafkaApp:
         self.watermarks = watermarks
         self.changelog_replication_factor = changelog_replication_factor
         self.max_retries = max_retries
-        self._stores: dict[TopicPartition, StateStore] = {}
+        self._stores: dict[str, StateStore] = {}
 
     def runnable(self) -> RunnableGraph[AppControl]:
         """The app as a closed graph; ``.run()`` starts it and returns its :class:`AppControl`."""
@@ -250,9 +259,9 @@ class _AppRun(AsyncLogic):
         self.output_topic = app.output_topic
         self.checkpoint_interval = app.checkpoint_interval
         self.watermark_bound_ms = None if app.watermarks is None else app.watermarks.bound_ms
-        self.several_topics = len(app.topics) > 1
+        self.topics = app.topics
         self.lanes = LaneSet(ctx.clock)
-        self.runners: dict[TopicPartition, _PartitionRunner] = {}
+        self.runners: dict[int, _TaskRunner] = {}
         self.consumer: Any = None
         self.admin: Any = None
         self.fatal: BaseException | None = None
@@ -266,10 +275,10 @@ class _AppRun(AsyncLogic):
     def store_header(self, table: str) -> bytes:
         return f"{self.application_id}/{table}".encode()
 
-    async def changelog_topic(self, topic: str, table: str) -> str:
-        """The changelog topic of ``table`` for input ``topic``; created the first time."""
+    async def changelog_topic(self, table: str) -> str:
+        """The changelog topic of the tasks' table ``table``; created the first time."""
         check_table_name(table, self.application_id)
-        name = changelog_topic(changelog_prefix(self.application_id, topic, self.several_topics), table)
+        name = changelog_topic(changelog_prefix(self.application_id), table)
         if name in self._created:
             return name
         async with self._create_lock:
@@ -277,9 +286,9 @@ class _AppRun(AsyncLogic):
                 return name
             existing = set(await self.admin.list_topics())
             if name not in existing:
-                partitions = len(self.consumer.partitions_for_topic(topic) or ())
+                partitions = len(self.consumer.partitions_for_topic(self.topics[0]) or ())
                 if not partitions:
-                    raise KafkaStreamError(f"input topic {topic!r} has no known partitions")
+                    raise KafkaStreamError(f"input topic {self.topics[0]!r} has no known partitions")
                 if self._replication is None:
                     brokers = (await self.admin.describe_cluster())["brokers"]
                     self._replication = max(1, min(3, len(brokers)))
@@ -295,6 +304,24 @@ class _AppRun(AsyncLogic):
             self._created.add(name)
         return name
 
+    async def _check_copartitioned(self) -> None:
+        """Fail when the inputs (partition n of each forms one task) have different partition counts."""
+        counts: dict[str, int] = {}
+        for meta in await self.admin.describe_topics(list(self.topics)):
+            if meta["error_code"] != 0 or not meta["partitions"]:
+                raise KafkaStreamError(
+                    f"input topic {meta['topic']!r} of application {self.application_id!r} does not exist "
+                    f"(error code {meta['error_code']}): create the inputs (with equal partition counts) first"
+                )
+            counts[meta["topic"]] = len(meta["partitions"])
+        if len(set(counts.values())) > 1:
+            shown = ", ".join(f"{t} has {n}" for t, n in sorted(counts.items()))
+            raise KafkaStreamError(
+                f"the inputs of application {self.application_id!r} are co-partitioned (partition n of each forms "
+                f"one task with one state store) but have different partition counts: {shown}. Give them the "
+                "same number of partitions (e.g. repartition one into a topic of the other's count)"
+            )
+
     async def _wait_for_leaders(self, topic: str, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -307,8 +334,9 @@ class _AppRun(AsyncLogic):
                 raise KafkaStreamError(f"changelog topic {topic!r} has no leader after {timeout}s")
             await asyncio.sleep(0.05)
 
-    async def changelogs_for(self, topic: str) -> dict[str, str]:
-        prefix = changelog_prefix(self.application_id, topic, self.several_topics)
+    async def changelogs(self) -> dict[str, str]:
+        """Table name -> changelog topic of every changelog of this app."""
+        prefix = changelog_prefix(self.application_id)
         found = {}
         for name in await self.admin.list_topics():
             table = table_of(prefix, name)
@@ -322,41 +350,60 @@ class _AppRun(AsyncLogic):
         except KafkaError as exc:
             raise CommitError(f"committing {offsets} for application {self.application_id!r} failed: {exc!r}") from exc
 
-    async def committed(self, tp: TopicPartition) -> tuple[int | None, int | None]:
-        """(committed offset, checkpoint id committed with it) of ``tp``; Nones when none."""
-        offsets = await self.admin.list_consumer_group_offsets(self.application_id, partitions=[tp])
-        meta = offsets.get(tp)
-        if meta is None or meta.offset < 0:
-            return None, None
-        try:
-            checkpoint = int(meta.metadata) if meta.metadata else None
-        except ValueError:
-            checkpoint = None
-        return meta.offset, checkpoint
+    async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int | None, int | None]]:
+        """Per partition, (committed offset, checkpoint id committed with it); Nones when none."""
+        offsets = await self.admin.list_consumer_group_offsets(self.application_id, partitions=list(tps))
+        found: dict[TopicPartition, tuple[int | None, int | None]] = {}
+        for tp in tps:
+            meta = offsets.get(tp)
+            if meta is None or meta.offset < 0:
+                found[tp] = (None, None)
+                continue
+            try:
+                checkpoint = int(meta.metadata) if meta.metadata else None
+            except ValueError:
+                checkpoint = None
+            found[tp] = (meta.offset, checkpoint)
+        return found
 
-    def store_path(self, tp: TopicPartition) -> str | None:
+    def task_key(self, partition: int) -> str:
+        """Task ``partition``'s name in transactional ids and store directories.
+
+        One input: ``{topic}-{partition}`` (as before tasks spanned topics); several:
+        ``task-{partition}``.
+        """
+        return f"{self.topics[0]}-{partition}" if len(self.topics) == 1 else f"task-{partition}"
+
+    def task_name(self, partition: int) -> str:
+        """How logs and errors name task ``partition``."""
+        return self.task_key(partition) if len(self.topics) == 1 else f"task {partition} ({', '.join(self.topics)})"
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.application_id}-{self.task_key(partition)}"
+
+    def store_path(self, partition: int) -> str | None:
         if self.app.state_dir is None:
             return None
-        return os.path.join(self.app.state_dir, self.application_id, f"{tp.topic}-{tp.partition}")
+        return os.path.join(self.app.state_dir, self.application_id, self.task_key(partition))
 
-    def store_for(self, tp: TopicPartition) -> StateStore:
-        """The partition's store as left by its last run in this process (or on this disk)."""
-        store = self.app._stores.get(tp)
+    def store_for(self, partition: int) -> StateStore:
+        """The task's store as left by its last run in this process (or on this disk)."""
+        store = self.app._stores.get(self.task_key(partition))
         if store is None:
-            store = self.app._stores[tp] = self._make_store(tp)
+            store = self.app._stores[self.task_key(partition)] = self._make_store(partition)
         return store
 
-    def new_store(self, tp: TopicPartition, old: StateStore) -> StateStore:
-        """An empty store for ``tp``, replacing ``old`` (whose data is dropped)."""
+    def new_store(self, partition: int, old: StateStore) -> StateStore:
+        """An empty store for task ``partition``, replacing ``old`` (whose data is dropped)."""
         old.close()
-        path = self.store_path(tp)
+        path = self.store_path(partition)
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
-        store = self.app._stores[tp] = self._make_store(tp)
+        store = self.app._stores[self.task_key(partition)] = self._make_store(partition)
         return store
 
-    def _make_store(self, tp: TopicPartition) -> StateStore:
-        path = self.store_path(tp)
+    def _make_store(self, partition: int) -> StateStore:
+        path = self.store_path(partition)
         store: StateStore = MemoryStore() if path is None else RocksDBStore(path, sync=False)
         store.add_commit_hook(ChangelogBuffer())
         return store
@@ -379,19 +426,32 @@ class _AppRun(AsyncLogic):
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self._log_rebalance("partitions_assigned", partitions)
         self.control.metrics.assigned |= partitions
-        for tp in sorted(partitions):
-            if tp in self.runners:
-                continue
+        tasks: dict[int, set[str]] = {}
+        for tp in partitions:
             self.consumer.pause(tp)
-            runner = _PartitionRunner(self, tp)
-            self.runners[tp] = runner
+            tasks.setdefault(tp.partition, set()).add(tp.topic)
+        for n, topics in sorted(tasks.items()):
+            if n in self.runners:
+                continue
+            if topics != set(self.topics):
+                # Cannot happen with the app's assignor; a member with another one in the group could.
+                self.set_fatal(KafkaStreamError(
+                    f"application {self.application_id!r} was assigned partition {n} of {', '.join(sorted(topics))} "
+                    f"without that of {', '.join(sorted(set(self.topics) - topics))}: its inputs are co-partitioned "
+                    "(partition n of each forms one task) and must be assigned together; every instance of the "
+                    "application must run this version of streamlib"
+                ))
+                return
+            runner = _TaskRunner(self, n)
+            self.runners[n] = runner
             runner.start()
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         self._log_rebalance("partitions_revoked", partitions)
         metrics = self.control.metrics
         metrics.assigned -= partitions
-        runners = [self.runners.pop(tp) for tp in sorted(partitions) if tp in self.runners]
+        numbers = sorted({tp.partition for tp in partitions})
+        runners = [self.runners.pop(n) for n in numbers if n in self.runners]
         await asyncio.gather(*(r.close(graceful=self.fatal is None) for r in runners))
         for tp in partitions:
             metrics.committed.pop(tp, None)
@@ -405,7 +465,9 @@ class _AppRun(AsyncLogic):
         try:
             self.admin = AIOKafkaAdminClient(**_admin_kwargs(self.consumer_settings))
             await self.admin.start()
-            self.consumer = self.consumer_settings.create_consumer()
+            if len(self.topics) > 1:
+                await self._check_copartitioned()
+            self.consumer = self.consumer_settings.create_consumer(**_assignment(self.consumer_settings))
             await self.consumer.start()
             self.consumer.subscribe(list(self.app.topics), listener=_Listener(self))
             await self._fetch_loop()
@@ -481,6 +543,13 @@ def _end_offset(consumer: Any, tp: TopicPartition, committed_only: bool) -> int 
     return consumer.highwater(tp)  # type: ignore[no-any-return]
 
 
+def _assignment(settings: ConsumerSettings) -> dict[str, Any]:
+    """The group assignors: whole tasks to one member (round robin also, for instances of older versions)."""
+    if "partition_assignment_strategy" in settings.properties:
+        return {}
+    return {"partition_assignment_strategy": (TaskAssignor, RoundRobinPartitionAssignor)}
+
+
 def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
     kwargs = settings.consumer_kwargs()
     keep = {"bootstrap_servers", "client_id", "request_timeout_ms", "connections_max_idle_ms",
@@ -490,15 +559,41 @@ def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in keep}
 
 
-class _PartitionRunner:
-    """Opens, supervises, reopens after Kafka errors, and closes one assigned partition."""
+def _task_graph(app: _AppRun, task: PartitionTask) -> RunnableGraph[asyncio.Future[None]]:
+    """The task's sub-stream: its lane sources, the topology, the commit sink."""
+    sources: dict[str, Source[Any, None]] = {
+        tp.topic: Source(Module.of(LaneSourceStage(task, [lane]))) for tp, lane in task.lanes.items()
+    }
+    context = PartitionContext(app.application_id, app.topics, task.partition, task.store, sources)
+    shape = app.app.topology(context)
+    sink: Sink[Any, asyncio.Future[None]] = Sink(Module.of(CommitSinkStage(task)))
+    if isinstance(shape, Flow):
+        if context._taken:
+            raise TypeError(
+                f"the topology of {app.application_id!r} took context.source({sorted(context._taken)[0]!r}) but "
+                "returned a Flow: a Flow gets every input (merged); a topology using context.source(...) returns "
+                "the Source of its outputs"
+            )
+        merged: Source[Any, None] = Source(Module.of(LaneSourceStage(task, list(task.lanes.values()))))
+        return merged.via(shape).to_mat(sink, Keep.right)
+    if isinstance(shape, Source):
+        return shape.to_mat(sink, Keep.right)
+    raise TypeError(f"the topology of {app.application_id!r} must return a Flow (from the task's records) or a "
+                    f"Source (built from context.source(topic)), got {shape!r}")
 
-    #: Seconds a revoked partition may take to commit what it read before it is cancelled.
+
+class _TaskRunner:
+    """Opens, supervises, reopens after Kafka errors, and closes one assigned task (partition n of every input)."""
+
+    #: Seconds a revoked task may take to commit what it read before it is cancelled.
     CLOSE_TIMEOUT = 30.0
 
-    def __init__(self, app: _AppRun, tp: TopicPartition) -> None:
+    def __init__(self, app: _AppRun, partition: int) -> None:
         self.app = app
-        self.tp = tp
+        self.partition = partition
+        self.name = app.task_name(partition)
+        self.tps = [TopicPartition(t, partition) for t in app.topics]
+        self.noun = "partition" if len(self.tps) == 1 else "task"
         self.task: PartitionTask | None = None
         self.graph: Any = None
         self.sink_done: asyncio.Future[None] | None = None
@@ -519,12 +614,12 @@ class _PartitionRunner:
             return
         task = self.task
         if graceful and task is not None and self.opened.is_set():
-            task.lane.end()
+            for lane in task.lanes.values():
+                lane.end()
             done, _ = await asyncio.wait([sup], timeout=self.CLOSE_TIMEOUT)
             if done:
                 return
-            log.warning("%s-%d did not commit within %ss; closing it without", self.tp.topic,
-                        self.tp.partition, self.CLOSE_TIMEOUT)
+            log.warning("%s did not commit within %ss; closing it without", self.name, self.CLOSE_TIMEOUT)
         sup.cancel()
         await asyncio.wait([sup])
 
@@ -548,8 +643,7 @@ class _PartitionRunner:
                         delay = self._fenced_delay(delay)
                         self._report_fenced(fenced, delay)
                     else:
-                        log.warning("opening %s-%d failed (%r); retrying in %.1fs", self.tp.topic,
-                                    self.tp.partition, exc, delay)
+                        log.warning("opening %s failed (%r); retrying in %.1fs", self.name, exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -578,8 +672,7 @@ class _PartitionRunner:
                     delay = self._fenced_delay(delay)
                     self._report_fenced(fenced, delay)
                 else:
-                    log.warning("%s-%d failed (%r); reopening it from its committed offset", self.tp.topic,
-                                self.tp.partition, failure)
+                    log.warning("%s failed (%r); reopening it from its committed offsets", self.name, failure)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         finally:
@@ -589,10 +682,10 @@ class _PartitionRunner:
 
     async def _open(self) -> None:
         app = self.app
-        tp = self.tp
+        n = self.partition
         consumer = app.consumer
         settings = app.producer_settings
-        tid = f"{app.application_id}-{tp.topic}-{tp.partition}" if app.exactly_once else None
+        tid = app.transactional_id(n) if app.exactly_once else None
         producer = settings.create_producer(transactional_id=tid) if tid else settings.create_producer(
             enable_idempotence=True
         )
@@ -600,21 +693,25 @@ class _PartitionRunner:
         if app.log_filter is not None:
             app.log_filter.watch(producer)
         await producer.start()  # a transactional producer fences the previous owner here
-        offset, checkpoint = await app.committed(tp)
-        if offset is None:
-            if app.consumer_settings.auto_offset_reset == "earliest":
-                offset = (await consumer.beginning_offsets([tp]))[tp]
-            else:
-                offset = (await consumer.end_offsets([tp]))[tp]
-        app.metrics.committed[tp] = offset
-        store = self._store = app.store_for(tp)
-        changelogs = await app.changelogs_for(tp.topic)
+        offsets: dict[TopicPartition, int] = {}
+        checkpoint: int | None = None
+        for tp, (offset, cid) in (await app.committed(self.tps)).items():
+            if offset is None:
+                if app.consumer_settings.auto_offset_reset == "earliest":
+                    offset = (await consumer.beginning_offsets([tp]))[tp]
+                else:
+                    offset = (await consumer.end_offsets([tp]))[tp]
+            offsets[tp] = offset
+            # One transaction commits every partition of the task with the same checkpoint id.
+            checkpoint = cid if checkpoint is None or (cid is not None and cid > checkpoint) else checkpoint
+        app.metrics.committed.update(offsets)
+        store = self._store = app.store_for(n)
         store, result = await restore_store(
             store,
-            make_store=lambda: app.new_store(tp, store),
+            make_store=lambda: app.new_store(n, store),
             consumer_kwargs=app.consumer_settings.consumer_kwargs(),
-            changelogs=changelogs,
-            partition=tp.partition,
+            changelogs=await app.changelogs(),
+            partition=n,
             kafka_checkpoint=checkpoint,
             store_header=app.store_header,
         )
@@ -627,36 +724,38 @@ class _PartitionRunner:
         metrics.restored_records += result.records
         buffer = next(h for h in getattr(store, "_hooks", ()) if isinstance(h, ChangelogBuffer))
         buffer.clear()
-        lane = Lane(tp, app.ctx.channel_capacity)
-        task = PartitionTask(app, tp, store, buffer, lane, producer, offset, dict(result.positions))
-        context = PartitionContext(app.application_id, tp.topic, tp.partition, store)
-        flow = app.app.topology(context)
-        if not isinstance(flow, Flow):
-            raise TypeError(f"the topology of {app.application_id!r} must return a Flow, got {flow!r}")
-        blueprint: RunnableGraph[asyncio.Future[None]] = Source(Module.of(LaneSourceStage(task))).via(flow).to_mat(
-            Sink(Module.of(CommitSinkStage(task))), Keep.right
-        )
+        lanes = {tp: Lane(tp, app.ctx.channel_capacity) for tp in self.tps}
+        task = PartitionTask(app, n, self.name, store, buffer, lanes, producer, offsets, dict(result.positions))
+        blueprint = _task_graph(app, task)
         ctx = RunContext(app.ctx.loop, clock=app.ctx.clock, max_chunk=app.ctx.max_chunk,
                          channel_capacity=app.ctx.channel_capacity)
-        sink_done, graph = blueprint._module.run(ctx, name=f"{app.application_id}:{tp.topic}-{tp.partition}")
+        sink_done, graph = blueprint._module.run(ctx, name=f"{app.application_id}:{app.task_key(n)}")
         self.task, self.graph, self.sink_done = task, graph, sink_done
-        # No await from here on: the lane is registered before the position changes.
-        app.lanes.lanes[tp] = lane
-        if tp in consumer.assignment():
-            consumer.seek(tp, offset)
-            consumer.resume(tp)
+        if task.claimed != set(lanes):
+            unread = sorted(tp.topic for tp in set(lanes) - task.claimed)
+            raise TypeError(f"the topology of {app.application_id!r} returned a Source that does not read "
+                            f"{', '.join(unread)}: every input must be read (take each with context.source(topic) "
+                            "and build the returned Source from them)")
+        # No await from here on: the lanes are registered before the positions change.
+        assigned = consumer.assignment()
+        for tp, lane in lanes.items():
+            app.lanes.lanes[tp] = lane
+            if tp in assigned:
+                consumer.seek(tp, offsets[tp])
+                consumer.resume(tp)
         self.opened.set()
 
     async def _teardown(self) -> str | None:
         """Release this attempt; returns the producer's name when it had been fenced."""
         self.opened.clear()
         app = self.app
-        lane = app.lanes.lanes.get(self.tp)
-        if lane is not None and self.task is not None and lane is self.task.lane:
-            del app.lanes.lanes[self.tp]
-            lane.end()
-        if app.consumer is not None and self.tp in app.consumer.assignment():
-            app.consumer.pause(self.tp)
+        for tp in self.tps:
+            lane = app.lanes.lanes.get(tp)
+            if lane is not None and self.task is not None and lane is self.task.lanes.get(tp):
+                del app.lanes.lanes[tp]
+                lane.end()
+            if app.consumer is not None and tp in app.consumer.assignment():
+                app.consumer.pause(tp)
         graph, self.graph = self.graph, None
         if graph is not None:
             graph.cancel()
@@ -678,7 +777,7 @@ class _PartitionRunner:
         try:
             await producer.stop()
         except Exception as exc:  # noqa: BLE001 - a fenced producer may fail to close cleanly
-            log.debug("closing the producer of %s-%d: %r", self.tp.topic, self.tp.partition, exc)
+            log.debug("closing the producer of %s: %r", self.name, exc)
         finally:
             reap_failed_batches(producer)
         return name if fenced_error(producer, failure) is not None else None
@@ -686,15 +785,15 @@ class _PartitionRunner:
     def _report_fenced(self, producer: str, reopen_in: float | None) -> None:
         """One line per fenced producer: which one, why, and what happens to the partition now."""
         if reopen_in is None:
-            then = "the partition is closed here without committing (this instance no longer owns it)"
+            then = f"the {self.noun} is closed here without committing (this instance no longer owns it)"
         else:
-            then = (f"closing the partition without committing and reopening it from its committed offset "
+            then = (f"closing the {self.noun} without committing and reopening it from its committed offsets "
                     f"in {reopen_in:.1f}s, unless the group moves it away first")
         log.warning(
-            "producer %s of %s-%d was fenced: a newer producer with its transactional id started (another "
-            "instance took the partition over, e.g. after this one missed its session timeout); its open "
+            "producer %s of %s was fenced: a newer producer with its transactional id started (another "
+            "instance took the %s over, e.g. after this one missed its session timeout); its open "
             "transaction is aborted, nothing of it is committed; %s",
-            producer, self.tp.topic, self.tp.partition, then,
+            producer, self.name, self.noun, then,
         )
 
     def _fenced_delay(self, delay: float) -> float:

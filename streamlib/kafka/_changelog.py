@@ -1,10 +1,9 @@
 """State stores on Kafka: changelog topics, mirroring checkpoints to them, restoring from them.
 
-Naming: a table ``T`` of the store of input partition ``(topic, p)`` has the
-compacted changelog topic ``{application_id}-{T}-changelog`` (apps with several
-input topics: ``{application_id}-{topic}-{T}-changelog``), partition ``p``. It is
-created (compacted, as many partitions as the input topic) the first time a
-checkpoint writes to the table.
+Naming: a table ``T`` of the store of task ``p`` (partition ``p`` of every input
+topic) has the compacted changelog topic ``{application_id}-{T}-changelog``,
+partition ``p``. It is created (compacted, as many partitions as the input
+topics) the first time a checkpoint writes to the table.
 
 Mirroring: each partition store gets a :class:`ChangelogBuffer` as commit hook
 (``StateStore.add_commit_hook``). The hook is synchronous and runs when the
@@ -54,8 +53,8 @@ META_KAFKA = "kafka_checkpoint"
 META_CHANGELOG = "changelog"
 
 
-def changelog_prefix(application_id: str, topic: str, several_topics: bool) -> str:
-    return f"{application_id}-{topic}-" if several_topics else f"{application_id}-"
+def changelog_prefix(application_id: str) -> str:
+    return f"{application_id}-"
 
 
 def changelog_topic(prefix: str, table: str) -> str:
