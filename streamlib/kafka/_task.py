@@ -1,32 +1,41 @@
-"""One input partition of a Kafka app: its sub-stream, state store, producer and commits.
+"""One task of a Kafka app: partition n of every input, its sub-stream, state store, producer and commits.
 
-The sub-stream of partition ``(topic, p)`` is::
+All input topics of an app are co-partitioned: task ``n`` reads partition ``n``
+of each of them (Kafka Streams' task model). Its sub-stream is::
 
-    LaneSource  ->  topology(partition context)  ->  CommitSink
+    LaneSource(s)  ->  topology(task context)  ->  CommitSink
 
-* :class:`LaneSourceStage` reads the partition's lane (raw records from the
-  app's consumer), deserializes them (dead letters are queued for the sink with
-  the checkpoint they belong to) and every ``checkpoint_interval`` seconds, when
-  something happened since the last one, emits ``Barrier(id)``: on a grid
-  whose period is the interval less the time recent commits took, so that a
-  record's results commit at most about one interval after it arrived. It is the
-  barrier source of the partition's store (a member of its checkpoint
-  coordinator): it stages the input position and changelog positions as the
-  checkpoint's meta. Then it waits until the sink has committed checkpoint
-  ``id`` before it emits anything more: checkpoints of one partition are in
-  lock step, so the state staged at a barrier never includes effects of
-  records after it, wherever the stateful operators are in the sub-stream.
-* The user's topology: any flow from :class:`KafkaRecord` to
-  :class:`ProducerRecord`; its stateful operators use ``partition.store``.
+* :class:`LaneSourceStage` reads one or more of the task's lanes (raw records
+  from the app's consumer), deserializes them (dead letters are queued for the
+  sink with the checkpoint they belong to) and emits them; reading several
+  lanes it takes next the batch with the smallest record time (Kafka Streams'
+  ``PartitionGroup``). A topology returning a :class:`Flow` gets one such stage
+  over every lane of the task; ``context.source(topic)`` gives one per input.
+  Every lane source of a task is a barrier source of the task's store (a member
+  of its checkpoint coordinator), and the task has one barrier trigger
+  (:meth:`PartitionTask.tick`): every ``checkpoint_interval`` seconds, when
+  something happened since the last checkpoint, it decides the next barrier
+  id, on a grid whose period is the interval less the time recent commits
+  took, so that a record's results commit at most about one interval after it
+  arrived, and wakes every lane source, idle ones included. Each emits
+  ``Barrier(id)`` before anything more, stages the positions of its lanes and
+  the changelog positions as the checkpoint's meta, then waits until the sink
+  has committed checkpoint ``id``: checkpoints of one task are in lock step, so
+  the state staged at a barrier never includes effects of records after it,
+  wherever the stateful operators are in the sub-stream. A topology joining
+  several inputs aligns their barriers (a join, ``Merge``) before the sink.
+* The user's topology: any flow (or source) ending in :class:`ProducerRecord`\ s;
+  its stateful operators use ``context.store``.
 * :class:`CommitSinkStage` produces output records. At ``Barrier(id)`` it
   commits: under exactly-once, the changelog writes of checkpoint ``id`` (from
   the store's commit hook), the dead letters, ``send_offsets_to_transaction``
-  with the position (and ``id`` as commit metadata) and ``commit_transaction``,
-  all one transaction; under at-least-once, the same records are produced and
-  flushed, then the consumer commits the offsets.
+  with the positions of all the task's partitions (and ``id`` as commit
+  metadata) and ``commit_transaction``, all one transaction; under
+  at-least-once, the same records are produced and flushed, then the consumer
+  commits the offsets.
 
-:class:`PartitionTask` holds what both stages share for one attempt of one
-partition; the app makes a new one each time the partition is (re)opened.
+:class:`PartitionTask` holds what these stages share for one attempt of one
+task; the app makes a new one each time the task is (re)opened.
 """
 
 from __future__ import annotations
@@ -41,9 +50,9 @@ from typing import Any, Protocol
 from aiokafka.errors import IllegalOperation, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
-from .._runtime.channel import Channel
+from .._runtime.channel import Channel, wait_any
 from .._runtime.context import RunContext
-from .._runtime.signals import END, Barrier, Failure, Watermark
+from .._runtime.signals import END, Barrier, Failure, Signal, Watermark
 from .._state.checkpoint import RunCheckpoints, attach
 from .._state.store import StateStore
 from ..stage import AsyncLogic, Stage
@@ -53,7 +62,7 @@ from ._errors import TransactionError
 from ._lanes import Lane
 from ._produce import RecordSender, delivery_error
 from ._settings import ConsumerSettings, ProducerSettings
-from ._wait import get_within
+from ._wait import within
 
 log = logging.getLogger("streamlib.kafka")
 
@@ -110,7 +119,7 @@ class AppRunView(Protocol):
     output_topic: str | None
     metrics: AppMetrics
 
-    async def changelog_topic(self, topic: str, table: str) -> str: ...
+    async def changelog_topic(self, table: str) -> str: ...
 
     def store_header(self, table: str) -> bytes: ...
 
@@ -119,35 +128,66 @@ class AppRunView(Protocol):
 
 @dataclass
 class PartitionContext:
-    """What a topology gets for one input partition: where it is and its state store.
+    """What a topology gets for one task (partition n of every input): where it is and its state store.
+
+    ``source(topic)`` is the task's partition of input ``topic`` as a :class:`Source`
+    of :class:`KafkaRecord` (each input once), for topologies that treat their
+    inputs apart (a join): such a topology returns a Source of outputs.
 
     >>> def topology(p: PartitionContext) -> Flow:
     ...     return Flow().key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_output)
     """
 
     application_id: str
-    topic: str
+    topics: tuple[str, ...]
     partition: int
     store: StateStore
+    _sources: dict[str, Any] = field(default_factory=dict, repr=False)
+    _taken: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def topic(self) -> str:
+        """The input topic of a single-topic app."""
+        if len(self.topics) != 1:
+            raise ValueError(
+                f"this task reads partition {self.partition} of {', '.join(self.topics)}: use .topics, or "
+                ".source(topic) for one of them"
+            )
+        return self.topics[0]
 
     @property
     def topic_partition(self) -> TopicPartition:
+        """The input partition of a single-topic app."""
         return TopicPartition(self.topic, self.partition)
+
+    def source(self, topic: str) -> Any:
+        """This task's partition of input ``topic``: a ``Source[KafkaRecord, None]``, usable once."""
+        if topic not in self._sources:
+            raise ValueError(f"{topic!r} is not an input of application {self.application_id!r} "
+                             f"(inputs: {', '.join(self.topics)})")
+        if topic in self._taken:
+            raise ValueError(f"source({topic!r}) was already taken for this task: a partition is read once; "
+                             "to use it twice, fan it out (also_to, Broadcast)")
+        self._taken.add(topic)
+        return self._sources[topic]
 
 
 @dataclass
 class PartitionTask:
-    """Shared state of one attempt at running one partition."""
+    """Shared state of one attempt at running one task (partition ``partition`` of every input)."""
 
     app: AppRunView
-    tp: TopicPartition
+    partition: int
+    #: ``events-3`` (one input) or ``task 3`` (several): how logs and errors name the task.
+    name: str
     store: StateStore
     buffer: ChangelogBuffer
-    lane: Lane
+    lanes: dict[TopicPartition, Lane]
     producer: Any
-    start_offset: int
+    start_offsets: dict[TopicPartition, int]
     changelog_positions: dict[str, int]
-    positions: dict[int, int] = field(default_factory=dict)
+    #: Per checkpoint id: the position of each partition at its barrier.
+    positions: dict[int, dict[TopicPartition, int]] = field(default_factory=dict)
     #: Per checkpoint id: how many input records it covers (counted as processed when it commits).
     counts: dict[int, int] = field(default_factory=dict)
     dead: list[tuple[int, list[DeadLetterRecord]]] = field(default_factory=list)
@@ -163,6 +203,84 @@ class PartitionTask:
     failure: BaseException | None = None
     commits: int = 0
     _waiters: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    # The barrier trigger (one per task, shared by its lane sources).
+    #: The last barrier id decided (its lane sources emit every id up to it).
+    pending: int = 0
+    #: Input read since the last barrier was decided.
+    active: bool = False
+    due: float | None = None
+    anchor: float | None = None
+    begun: bool = False
+    wakes: list[Channel] = field(default_factory=list)
+    claimed: set[TopicPartition] = field(default_factory=set)
+    ended: set[TopicPartition] = field(default_factory=set)
+
+    @property
+    def tps(self) -> list[TopicPartition]:
+        return list(self.lanes)
+
+    def begin(self, start_id: int, now: float) -> None:
+        """A lane source started, at the store's restored checkpoint ``start_id``."""
+        if not self.begun:
+            self.begun = True
+            self.pending = self.committed_id = start_id
+            # Tasks' grids are shifted against each other so their commits do not all reach the
+            # broker at the same moment.
+            self.anchor = now + (self.partition * 0.6180339887 % 1.0) * self.app.checkpoint_interval
+
+    def claim(self, lanes: Sequence[Lane]) -> None:
+        for lane in lanes:
+            if lane.tp in self.claimed:
+                raise RuntimeError(f"the source of {lane.tp.topic}-{lane.tp.partition} can run only once")
+            self.claimed.add(lane.tp)
+
+    def tick(self, now: float, idle: bool = False) -> None:
+        """Decide the next barrier when it is due and something happened; wake every lane source.
+
+        Barriers fall on a grid (the last due time + multiples of the period), so a record
+        waits at most one period for its barrier, even when it arrived during a commit. The
+        period is the interval less what commits take lately: the interval bounds the time
+        from a record to the commit of its results. ``idle``: a wait ended without input
+        (output without input, from timers, is committed too).
+        """
+        if self.due is None:
+            if self.active:
+                interval = self.app.checkpoint_interval
+                period = interval - self.commit_lead(interval)
+                anchor = now if self.anchor is None else self.anchor
+                self.due = anchor + (int((now - anchor) / period) + 1) * period
+            elif idle and self.dirty:
+                self.due = now
+            else:
+                return
+        if now >= self.due:
+            self.anchor, self.due = self.due, None
+            self.decide()
+
+    def decide(self) -> None:
+        """A barrier now, if anything happened since the last one."""
+        if self.active or self.dead or self.dirty:
+            self.pending += 1
+            self.active = False
+            for wake in self.wakes:
+                wake.put_nowait(_WAKE)
+
+    def time_to_due(self, now: float) -> float:
+        return self.app.checkpoint_interval if self.due is None else self.due - now
+
+    def lanes_ended(self, tps: Sequence[TopicPartition]) -> None:
+        """These lanes ended (revocation, stop): after the last one, a last barrier."""
+        self.ended.update(tps)
+        if len(self.ended) == len(self.lanes):
+            self.decide()
+
+    def close_if_done(self) -> bool:
+        """True (and ``closed`` set) once every lane ended and everything read is committed."""
+        if len(self.ended) == len(self.lanes) and self.committed_id >= self.pending:
+            if not self.closed.done():
+                self.closed.set_result(None)
+            return True
+        return False
 
     @property
     def dirty(self) -> bool:
@@ -213,21 +331,11 @@ class PartitionTask:
         except IllegalOperation as exc:
             raise self._unusable(exc) from exc
 
-    async def send_chunk(self, sender: RecordSender, elements: list[Any]) -> None:
-        """Produce a chunk's outputs as record batches (one or more per partition, in order)."""
-        records = [sender.as_record(e) for e in elements]
-        await self.ensure_txn()
-        try:
-            batches = await sender.send_batches(self.producer, records)
-        except IllegalOperation as exc:
-            raise self._unusable(exc) from exc
-        self.sent.extend([(rec, fut) for rec, fut, _n, _p in batches])
-
     def _unusable(self, exc: BaseException) -> TransactionError:
         """The producer refuses to work (it was fenced or failed): say so, with the reason."""
         cause = _producer_error(self.producer)
         err = TransactionError(
-            f"the producer of {self.tp.topic}-{self.tp.partition} (application {self.app.application_id!r}) "
+            f"the producer of {self.name} (application {self.app.application_id!r}) "
             f"cannot be used any more: {cause or exc!r}"
         )
         err.__cause__ = cause or exc
@@ -256,19 +364,19 @@ class PartitionTask:
     async def commit(self, checkpoint_id: int) -> None:
         """Make checkpoint ``checkpoint_id`` durable in Kafka (see the module docstring)."""
         app = self.app
-        position = self.positions.get(checkpoint_id)
-        for cid in [c for c in self.positions if c <= checkpoint_id]:
-            del self.positions[cid]
+        positions: dict[TopicPartition, int] = {}
+        for cid in sorted(c for c in self.positions if c <= checkpoint_id):
+            positions.update(self.positions.pop(cid))
         records = 0
         for cid in [c for c in self.counts if c <= checkpoint_id]:
             records += self.counts.pop(cid)
         changelog = self.buffer.take_upto(checkpoint_id)
         dead = [d for cid, ds in self.dead if cid <= checkpoint_id for d in ds]
         self.dead = [(cid, ds) for cid, ds in self.dead if cid > checkpoint_id]
-        if position is None and not changelog and not dead and not self.dirty:
+        if not positions and not changelog and not dead and not self.dirty:
             self._committed(checkpoint_id)
             return
-        offsets = {} if position is None else {self.tp: (position, str(checkpoint_id))}
+        offsets = {tp: (position, str(checkpoint_id)) for tp, position in positions.items()}
         futures = self.checkpoint_sent
         try:
             await self._send_checkpoint(changelog, dead, futures)
@@ -283,7 +391,7 @@ class PartitionTask:
             raise self._unusable(exc) from exc
         except KafkaError as exc:
             raise TransactionError(
-                f"committing checkpoint {checkpoint_id} of {self.tp.topic}-{self.tp.partition} "
+                f"committing checkpoint {checkpoint_id} of {self.name} "
                 f"(application {app.application_id!r}) failed: {exc!r}"
             ) from exc
         sent, self.sent = self.sent, []
@@ -305,8 +413,7 @@ class PartitionTask:
         metrics = app.metrics
         metrics.commits += 1
         metrics.records += records
-        if position is not None:
-            metrics.committed[self.tp] = position
+        metrics.committed.update(positions)
         metrics.changelog_records += sum(1 for f in futures if f[0])
         metrics.dead_lettered += len(dead)
         self._committed(checkpoint_id)
@@ -319,10 +426,10 @@ class PartitionTask:
         app = self.app
         await self.ensure_txn()
         send = self.producer.send
-        partition = self.tp.partition
+        partition = self.partition
         for _cid, writes in changelog:
             for table, batch in writes.items():
-                topic = await app.changelog_topic(self.tp.topic, table)
+                topic = await app.changelog_topic(table)
                 header = [(STORE_HEADER, app.store_header(table))]
                 for key, value in batch:
                     futures.append((table, topic, await send(topic, value, key=key, partition=partition,
@@ -398,105 +505,141 @@ def reap_failed_batches(producer: Any) -> None:
 # -- the barrier source ---------------------------------------------------------------
 
 
+class _Wake(Signal):
+    """Put into a lane source's wake channel when its task decided a barrier."""
+
+    __slots__ = ()
+
+
+_WAKE = _Wake()
+
+
 class LaneSourceStage(Stage):
     inputs = 0
     outputs = 1
-    emits_barriers = True  # the barrier source of the partition's store
+    emits_barriers = True  # a barrier source of the task's store
 
-    def __init__(self, task: PartitionTask) -> None:
+    def __init__(self, task: PartitionTask, lanes: Sequence[Lane]) -> None:
         self.task = task
-        self.name = f"kafka_partition({task.tp.topic}-{task.tp.partition})"
+        self.lanes = list(lanes)
+        self.name = f"kafka_partition({','.join(f'{lane.tp.topic}-{lane.tp.partition}' for lane in self.lanes)})"
 
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
-        return _LaneSourceLogic(self.task, ctx), None
+        self.task.claim(self.lanes)
+        return _LaneSourceLogic(self.task, self.lanes, ctx), None
 
 
 class _LaneSourceLogic(AsyncLogic):
-    def __init__(self, task: PartitionTask, ctx: RunContext) -> None:
+    def __init__(self, task: PartitionTask, lanes: list[Lane], ctx: RunContext) -> None:
         self.task = task
+        self.lanes = lanes
         self.clock = ctx.clock
         self.run_cp: RunCheckpoints = attach(task.store, ctx)
         self.member = self.run_cp.join("kafka-source")
         self.bound_ms = task.app.watermark_bound_ms
+        self.wake = Channel(1, f"{self.member}-wake")
+        task.wakes.append(self.wake)
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (out,) = outlets
         task = self.task
         app = task.app
-        lane = task.lane.channel
         clock = self.clock
-        interval = app.checkpoint_interval
+        wake = self.wake
         decoder = RecordDecoder(app.consumer_settings)
         start = self.run_cp.start
-        next_id = (start.id if start is not None else 0) + 1
-        position = task.start_offset
+        task.begin(start.id if start is not None else 0, clock.now())
+        emitted = task.pending  # barriers this source emitted (or the restored checkpoint)
+        positions = {lane.tp: task.start_offsets[lane.tp] for lane in self.lanes}
+        live = {lane.channel: lane.tp for lane in self.lanes}
         since = 0
         skipped = 0
-        due: float | None = None
-        # Barriers fall on a grid (the last barrier's due time + multiples of the period), so a
-        # record waits at most one period for its barrier, even when it arrived during a commit.
-        # The period is the interval less what commits take lately: the interval bounds the
-        # time from a record to the commit of its results. Partitions' grids are shifted
-        # against each other so their commits do not all reach the broker at the same moment.
-        anchor = clock.now() + (task.tp.partition * 0.6180339887 % 1.0) * interval
-        max_ts: int | None = None
+        max_ts: dict[TopicPartition, int] = {}
         emitted_wm: int | None = None
         try:
             while True:
-                item = await get_within(lane, interval if due is None else due - clock.now())
-                ended = False
-                if type(item) is list and item[0].offset < position:
+                while emitted < task.pending:  # the task decided a barrier: emit it before anything more
+                    emitted += 1
+                    task.positions.setdefault(emitted, {}).update(positions)
+                    task.counts[emitted] = task.counts.get(emitted, 0) + since
+                    since = 0
+                    await out.put(Barrier(emitted))
+                    self.run_cp.stage(
+                        emitted, self.member,
+                        meta={META_KAFKA: emitted, META_CHANGELOG: dict(task.changelog_positions)},
+                    )
+                    await task.wait_committed(emitted)
+                if not live and task.close_if_done():
+                    # Everything read is committed. The app cancels this sub-stream now (a
+                    # clean stop: operators keep their state, nothing more is emitted).
+                    await asyncio.get_running_loop().create_future()
+                # A barrier decided while this source waited (or emitted) fills its wake channel:
+                # _next then returns nothing, and the barrier goes out before the next item.
+                item, tp = await _next(live, wake, task.time_to_due(clock.now()))
+                if type(item) is list and item[0].offset < positions[tp]:
                     # Fetched before the seek to the committed offset: already read.
-                    item = [r for r in item if r.offset >= position] or None
+                    item = [r for r in item if r.offset >= positions[tp]] or None
                 if type(item) is list:
                     records, dead = decoder.decode(item)
-                    position = item[-1].offset + 1
+                    positions[tp] = item[-1].offset + 1
                     since += len(item)
+                    task.active = True
                     app.metrics.skipped += decoder.skipped - skipped
                     skipped = decoder.skipped
                     if dead:
-                        task.dead.append((next_id, dead))
+                        task.dead.append((task.pending + 1, dead))
                     if records:
                         await out.put(records)
                     if self.bound_ms is not None:
                         batch_max = max(r.timestamp for r in item)
-                        if max_ts is None or batch_max > max_ts:
-                            max_ts = batch_max
-                        if emitted_wm is None or max_ts - self.bound_ms > emitted_wm:
-                            emitted_wm = max_ts - self.bound_ms
-                            await out.put(Watermark(emitted_wm))
-                    if due is None:
-                        now = clock.now()
-                        period = interval - task.commit_lead(interval)
-                        due = anchor + (int((now - anchor) / period) + 1) * period
+                        if batch_max > max_ts.get(tp, batch_max - 1):
+                            max_ts[tp] = batch_max
+                        # Per input partition the largest record time; several lanes: their minimum.
+                        mark = min(max_ts.values()) - self.bound_ms
+                        if emitted_wm is None or mark > emitted_wm:
+                            emitted_wm = mark
+                            await out.put(Watermark(mark))
                 elif item is END:
-                    ended = True
+                    del live[_channel_of(live, tp)]
+                    if not live:
+                        task.lanes_ended([lane.tp for lane in self.lanes])
+                    continue
                 elif isinstance(item, Failure):
                     raise item.error
-                elif item is None and due is None and task.dirty:
-                    due = clock.now()  # output without input (timers): commit it too
-                if ended or (due is not None and clock.now() >= due):
-                    anchor = clock.now() if due is None else due
-                    due = None
-                    if since or task.dead or task.dirty:
-                        cid = next_id
-                        next_id += 1
-                        task.positions[cid] = position
-                        task.counts[cid] = since
-                        since = 0
-                        await out.put(Barrier(cid))
-                        self.run_cp.stage(
-                            cid, self.member,
-                            meta={META_KAFKA: cid, META_CHANGELOG: dict(task.changelog_positions)},
-                        )
-                        await task.wait_committed(cid)
-                if ended:
-                    # Everything read is committed. The app cancels this sub-stream now (a
-                    # clean stop: operators keep their state, nothing more is emitted).
-                    task.closed.set_result(None)
-                    await asyncio.get_running_loop().create_future()
+                task.tick(clock.now(), idle=item is None)
         finally:
             self.run_cp.leave(self.member)
+
+
+def _channel_of(live: dict[Channel, TopicPartition], tp: TopicPartition | None) -> Channel:
+    return next(ch for ch, t in live.items() if t == tp)
+
+
+async def _next(
+    live: dict[Channel, TopicPartition], wake: Channel, timeout: float
+) -> tuple[Any, TopicPartition | None]:
+    """The next item of the lanes (the batch with the smallest record time first; signals first),
+    or (None, None) when the task's barrier trigger woke this source or ``timeout`` passed."""
+    if wake.get_nowait() is not None:
+        return None, None
+    chans = [ch for ch in live if ch._items]
+    if not chans:
+        if timeout > 0:
+            await within(lambda: wait_any([*live, wake]), timeout)
+        if wake.get_nowait() is not None:
+            return None, None
+        chans = [ch for ch in live if ch._items]
+        if not chans:
+            return None, None
+    if len(chans) > 1:
+        chans.sort(key=_head_time)
+    ch = chans[0]
+    return ch.get_nowait(), live[ch]
+
+
+def _head_time(ch: Channel) -> float:
+    head = ch._items[0]
+    return head[0].timestamp if type(head) is list and head else float("-inf")
 
 
 # -- the committing sink ---------------------------------------------------------------
@@ -508,7 +651,7 @@ class CommitSinkStage(Stage):
 
     def __init__(self, task: PartitionTask) -> None:
         self.task = task
-        self.name = f"kafka_commit_sink({task.tp.topic}-{task.tp.partition})"
+        self.name = f"kafka_commit_sink({task.name})"
 
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, asyncio.Future[None]]:
         fut: asyncio.Future[None] = ctx.loop.create_future()
@@ -530,8 +673,8 @@ class _CommitSinkLogic(AsyncLogic):
         while True:
             item = await inlet.get()
             if type(item) is list:
-                if item:
-                    await task.send_chunk(sender, item)
+                for element in item:
+                    await task.send(sender, element)
             elif isinstance(item, Barrier):
                 start = clock.now()
                 await task.commit(item.checkpoint_id)
