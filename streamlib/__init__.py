@@ -34,8 +34,10 @@ from ._runner import RunSettings, run
 from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
-from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore, Table
+from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore
+from ._state import Table as StoreTable
 from ._state.operators import KeyState
+from ._table import Change, Table, TableView
 from ._state.timers import Timer
 from ._time import (
     CountWindows,
@@ -60,6 +62,7 @@ __all__ = [
     "Balance",
     "Broadcast",
     "BufferOverflowError",
+    "Change",
     "Checkpoint",
     "Clock",
     "Commit",
@@ -114,9 +117,11 @@ __all__ = [
     "StageLogic",
     "StateEncodingError",
     "StateStore",
+    "StoreTable",
     "StreamTimeoutError",
     "Supervision",
     "Table",
+    "TableView",
     "Timer",
     "TooManySubstreamsError",
     "TumblingWindows",

@@ -33,6 +33,7 @@ from .keep import Keep
 
 if TYPE_CHECKING:
     from .._state.operators import KeyState
+    from .._table.table import Table
     from ..cep import Match, Pattern, Timeout
     from .._state.timers import TimeDomain, Timer
     from .flow import Flow
@@ -523,6 +524,94 @@ class Keyed(Generic[B, T, K]):
         if timeouts is not None:
             out = out._via_module(divert_to(timeouts._module, is_timeout), timeouts_mat or Keep.left)
         return out
+
+    # -- tables --
+
+    @overload
+    def to_table(
+        self: Keyed[Source[Any, Any], T, K],
+        value: None = None,
+        *,
+        history: int | timedelta | None = None,
+        store: StateStore | None = None,
+        value_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Table[K, T]: ...
+    @overload
+    def to_table(
+        self: Keyed[Source[Any, Any], T, K],
+        value: Callable[[T], V | None],
+        *,
+        history: int | timedelta | None = None,
+        store: StateStore | None = None,
+        value_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Table[K, V]: ...
+    @overload
+    def to_table(
+        self: Keyed[Source[Any, Any], T, K],
+        value: str | int,
+        *,
+        history: int | timedelta | None = None,
+        store: StateStore | None = None,
+        value_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Table[K, Any]: ...
+    def to_table(
+        self,
+        value: Callable[[Any], Any] | str | int | None = None,
+        *,
+        history: int | timedelta | None = None,
+        store: StateStore | None = None,
+        value_type: Any = None,
+        timestamp: Callable[[Any], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Table[Any, Any]:
+        """The table of the latest ``value(element)`` (default: the element) per key; a None value deletes the key.
+
+        See :class:`~streamlib.Table` (``history``, ``store``, ``value_type``
+        and ``timestamp`` as in ``Table.from_source``). Needs a Source.
+
+        >>> prices = Source.from_iterable(updates).key_by("sku").to_table(value="price")
+        """
+        from .._table.table import table_of
+
+        return table_of(
+            self._parent, self._key, None if value is None else extractor(value, "to_table(value=)"),
+            history=history, store=store, value_type=value_type, timestamp=timestamp, name=name, what="to_table",
+        )  # fmt: skip
+
+    def aggregate(
+        self: Keyed[Source[Any, Any], T, K],
+        initial: A | Callable[[], A],
+        add: Callable[[A, T], A | None],
+        *,
+        store: StateStore | None = None,
+        acc_type: Any = None,
+        timestamp: Callable[[T], int] | str | int | None = None,
+        name: str | None = None,
+    ) -> Table[K, A]:
+        """The table of a running aggregate per key: ``add(acc, element)`` from ``initial``.
+
+        No window: each element updates its key's row, and the table emits the
+        change. ``initial`` is a value (shallow-copied per key) or a function
+        making one; ``add`` must return a new accumulator rather than modify
+        ``acc`` (the change carries the old one), and returning None deletes
+        the key. ``acc_type`` decodes accumulators restored from a store.
+
+        >>> totals = orders.key_by("customer").aggregate(0, lambda total, o: total + o.amount)
+        """
+        from .._table.table import table_of
+
+        if not callable(add):
+            raise TypeError(f"aggregate(initial, add) needs a function add(acc, element), got {add!r}")
+        return table_of(
+            self._parent, self._key, None, history=None, store=store, value_type=acc_type, timestamp=timestamp,
+            name=name, what="aggregate", aggregate=(initial, add),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Keyed({self._parent!r})"

@@ -1,0 +1,477 @@
+"""Stream-table and table-table joins, on the two-input stage (``_ops/binary.py``).
+
+Both joins keep their own copy of the table(s) they read (a :class:`TableState`
+in the store, fed by the tables' change streams), so a join never reads state
+another task is changing, and is checkpointed with its inputs' positions.
+
+Ordering. When both inputs carry event time, the join applies table changes
+and handles stream elements (or, for table-table, the changes of both tables)
+in event-time order, as far as watermarks allow: an item waits in a buffer
+(:class:`Pending`, in the store too) until the combined watermark ``W`` (the
+minimum of both inputs' watermarks) passes its timestamp, and buffered items
+are released in order of ``(timestamp, side, arrival)``: at equal timestamps a
+table change comes before a stream element (it is visible to it), a left
+table's change before a right one's. Shortcuts that cannot change a result:
+
+* a versioned table's changes are applied on arrival (lookups are *as of* the
+  element's time, so later versions are invisible to earlier elements);
+* once the table input ended, a stream element is joined on arrival when no
+  buffered table change is at or before its timestamp;
+* an item already behind ``W`` when it arrives (late) is handled on arrival:
+  a late table change updates the table from then on, a late stream element is
+  joined with the table as it is (as of its time, when versioned).
+
+Without event time on either input, everything is handled on arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from heapq import heappop, heappush
+from typing import Any
+
+import msgspec
+
+from .._dsl.module import Module
+from .._ops.binary import BinaryDriver, BinaryLogic, BinaryStage, with_other
+from .._runtime.context import RunContext
+from .._state.codec import freeze
+from .._state.operator_state import OperatorState
+from .._state.store import StateStore
+from .._time.watermarks import NO_WATERMARK
+from ..stage import AsyncLogic
+from .change import Change
+from .state import TableState
+from .table import Table
+from .view import TableView
+
+_TABLE = 0
+_STREAM = 1
+
+
+class Pending:
+    """Items waiting for the watermark: one heap per side of ``(ts, seq, payload)``, mirrored to the store."""
+
+    __slots__ = ("state", "heaps", "seq", "tracking", "decode")
+
+    def __init__(
+        self, store: StateStore | None, ctx: RunContext, name: str, decode: tuple[Callable[[Any], Any], Callable[[Any], Any]]
+    ) -> None:
+        self.state = OperatorState(store, ctx, name)
+        self.heaps: tuple[list[Any], list[Any]] = ([], [])
+        self.seq = 0
+        self.tracking = self.state.tracking
+        self.decode = decode  # each side's restored payload (builtins) -> the payload
+
+    def load(self) -> None:
+        self.state.load()
+        for seq, (side, ts, raw) in self.state.data.items():
+            payload = self.decode[side](raw)
+            self.state.data[seq] = (side, ts, payload)
+            heappush(self.heaps[side], (ts, seq, payload))
+            self.seq = max(self.seq, int(seq))  # type: ignore[call-overload]
+
+    def push(self, side: int, ts: int, payload: Any) -> None:
+        self.seq += 1
+        heappush(self.heaps[side], (ts, self.seq, payload))
+        if self.tracking:
+            self.state.data[self.seq] = (side, ts, payload)
+            self.state.dirty.add(self.seq)
+
+    def min_ts(self, side: int) -> int | None:
+        heap = self.heaps[side]
+        return heap[0][0] if heap else None
+
+    def release(self, upto: int | None) -> Iterator[tuple[int, int, Any]]:
+        """Pop ``(side, ts, payload)`` with ``ts < upto`` (everything for None), by ``(ts, side, seq)``."""
+        a, b = self.heaps
+        data, tracking = self.state.data, self.tracking
+        while a or b:
+            if a and (not b or (a[0][0], 0, a[0][1]) <= (b[0][0], 1, b[0][1])):
+                side, heap = 0, a
+            else:
+                side, heap = 1, b
+            ts, seq, payload = heap[0]
+            if upto is not None and ts >= upto:
+                return
+            heappop(heap)
+            if tracking:
+                del data[seq]
+                self.state.remove(seq)
+            yield side, ts, payload
+
+    def stage(self, checkpoint_id: int) -> None:
+        self.state.stage(checkpoint_id)
+
+
+def row_decoder(value_type: Any) -> Callable[[Any], tuple[Any, Any]]:
+    """Decode a restored ``(key, value)`` row: the key made hashable, the value into ``value_type``."""
+
+    def decode(raw: Any) -> tuple[Any, Any]:
+        key, value = raw
+        return freeze(key), value if value_type is None or value is None else msgspec.convert(value, value_type)
+
+    return decode
+
+
+def element_decoder(element_type: Any) -> Callable[[Any], Any]:
+    if element_type is None:
+        return lambda raw: raw
+    return lambda raw: msgspec.convert(raw, element_type)
+
+
+def _finish(*states: OperatorState) -> None:
+    for st in states:
+        if st.run is not None:
+            st.run.finish(st.member)
+
+
+# -- stream-table join ------------------------------------------------------------------
+
+
+class StreamTableJoin(BinaryStage):
+    """Blueprint: input 0 the stream, input 1 the table's change stream."""
+
+    def __init__(
+        self,
+        key_of: Callable[[Any], Hashable],
+        combine: Callable[[Any, Any], Any],
+        inner: bool,
+        ts_of: Callable[[Any], int] | None,
+        history_ms: int | None,
+        value_type: Any,
+        element_type: Any,
+        store: StateStore | None,
+        name: str | None,
+    ) -> None:
+        self.key_of = key_of
+        self.combine = combine
+        self.inner = inner
+        self.ts_of = ts_of
+        self.history = history_ms
+        self.value_type = value_type
+        self.element_type = element_type
+        self.store = store
+        self.name = name or "join.table"
+
+    def make_logic(self, ctx: RunContext) -> BinaryLogic:
+        return StreamTableJoinLogic(self, ctx)
+
+
+class StreamTableJoinLogic(BinaryLogic):
+    def __init__(self, stage: StreamTableJoin, ctx: RunContext) -> None:
+        self.key_of = stage.key_of
+        self.combine = stage.combine
+        self.inner = stage.inner
+        self.ts_of = stage.ts_of
+        self.versioned = stage.history is not None
+        self.table = TableState(stage.store, ctx, f"{stage.name}.table", stage.history, stage.value_type)
+        self.pending = Pending(
+            stage.store, ctx, f"{stage.name}.pending", (row_decoder(stage.value_type), element_decoder(stage.element_type))
+        )
+        self.wm = NO_WATERMARK
+        self.table_ended = False
+
+    def on_start(self, out: list[Any]) -> None:
+        self.table.load()
+        self.pending.load()
+
+    def on_chunk(self, side: int, chunk: list[Any], out: list[Any]) -> None:
+        if side == 1:
+            self._changes(chunk)
+        elif self.ts_of is None or (self.table_ended and not self.pending.heaps[_TABLE] and not self.versioned):
+            self._join_latest(chunk, out)
+        else:
+            self._elements(chunk, out)
+
+    def _changes(self, chunk: list[Change[Any, Any]]) -> None:
+        put = self.table.put
+        if self.ts_of is None or self.versioned:
+            for c in chunk:
+                put(c.key, c.new, c.timestamp)
+            return
+        wm, push = self.wm, self.pending.push
+        for c in chunk:
+            ts: int = c.timestamp  # type: ignore[assignment]
+            if ts < wm:
+                put(c.key, c.new, ts)  # late: applied on arrival
+            else:
+                push(_TABLE, ts, (c.key, c.new))
+
+    def _join_latest(self, chunk: list[Any], out: list[Any]) -> None:
+        """Every element joins now, with the latest values (no event-time wait needed)."""
+        key_of, combine, emit = self.key_of, self.combine, out.append
+        get = self.table.data.get
+        if self.inner:
+            for e in chunk:
+                v = get(key_of(e))
+                if v is not None:
+                    emit(combine(e, v))
+        else:
+            for e in chunk:
+                emit(combine(e, get(key_of(e))))
+
+    def _elements(self, chunk: list[Any], out: list[Any]) -> None:
+        ts_of, wm, ended, push, one = self.ts_of, self.wm, self.table_ended, self.pending.push, self._join_one
+        tmin = self.pending.min_ts(_TABLE)
+        for e in chunk:
+            t: int = ts_of(e)  # type: ignore[misc]
+            if t < wm or (ended and (tmin is None or tmin > t)):
+                one(e, t, out)
+            else:
+                push(_STREAM, t, e)
+
+    def _join_one(self, e: Any, t: int, out: list[Any]) -> None:
+        k = self.key_of(e)
+        v = self.table.as_of(k, t) if self.versioned else self.table.get(k)
+        if v is None and self.inner:
+            return
+        out.append(self.combine(e, v))
+
+    def _release(self, upto: int | None, out: list[Any]) -> None:
+        put, one = self.table.put, self._join_one
+        for side, ts, payload in self.pending.release(upto):
+            if side == _TABLE:
+                put(payload[0], payload[1], ts)
+            else:
+                one(payload, ts, out)
+
+    def on_watermark(self, time_ms: int, out: list[Any]) -> None:
+        self.wm = time_ms
+        self._release(time_ms, out)
+        self.table.expire(time_ms)
+
+    def on_input_end(self, side: int, out: list[Any]) -> None:
+        if side == 1:
+            self.table_ended = True
+
+    def on_barrier(self, checkpoint_id: int) -> None:
+        self.table.stage(checkpoint_id)
+        self.pending.stage(checkpoint_id)
+
+    def on_finish(self, out: list[Any]) -> None:
+        self._release(None, out)
+        _finish(self.table.state, self.pending.state)
+
+    def on_failure(self, error: BaseException) -> None:
+        self._close()
+
+    def on_cancel(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self.table.close()
+        self.pending.state.close()
+
+
+def join_table(
+    blueprint: Any,
+    table: Table[Any, Any],
+    *,
+    key: Callable[[Any], Any] | str | int | None,
+    combine: Callable[[Any, Any], Any],
+    how: str = "inner",
+    store: StateStore | None = None,
+    element_type: Any = None,
+    name: str | None = None,
+) -> Any:
+    """``blueprint`` (a Source or Flow) with each element joined to ``table`` (see ``Source.join``)."""
+    from .._dsl.fields import extractor
+    from .._dsl.keyed import default_store, timestamp_of
+
+    if not isinstance(table, Table):
+        raise TypeError(f"join(table, ...) needs a Table, got {table!r}")
+    if how not in ("inner", "left"):
+        raise ValueError(f"a stream-table join is how='inner' or 'left', got {how!r}")
+    if key is None:
+        raise TypeError("join(table, ...) needs key=: the function (or field) of a stream element giving its table key")
+    if not callable(combine):
+        raise TypeError(f"join(table, combine=) needs a function combine(element, value), got {combine!r}")
+    key_of = extractor(key, "join(key=)")
+    ts_of = timestamp_of(blueprint, None, "join")
+    if (ts_of is not None) != table.timed:
+        has, lacks = ("stream", f"table {table.name!r}") if ts_of is not None else (f"table {table.name!r}", "stream")
+        raise ValueError(
+            f"join: the {has} has event time but the {lacks} has none. A stream-table join orders table changes "
+            f"and elements by event time when both have it, and by arrival when neither does: add "
+            f".with_timestamps(...) before the {lacks.split()[0]} too (or remove it from the {has.split()[0]})"
+        )
+    chosen = default_store(blueprint, store, "join")
+    if chosen is None:
+        chosen = default_store(table._source, None, "join")
+    stage = StreamTableJoin(
+        key_of, combine, how == "inner", ts_of, table.history_ms, table.value_type, element_type, chosen, name
+    )
+    return with_other(blueprint, stage, table._source)
+
+
+# -- table-table join --------------------------------------------------------------------
+
+
+class JoinedView(TableView[Any, Any]):
+    """Reads of a table-table join: computed from its two sides' current values."""
+
+    def __init__(self) -> None:
+        self.logic: TableJoinLogic | None = None
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        lg = self.logic
+        value = None if lg is None else lg.joined(key)
+        return default if value is None else value
+
+    def as_of(self, key: Any, timestamp: int) -> Any:
+        raise ValueError("as_of needs a versioned table; the result of a table-table join keeps only the latest rows")
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        lg = self.logic
+        if lg is None:
+            return iter(())
+        keys = set(lg.sides[0].data) | set(lg.sides[1].data)
+        rows = [(k, lg.joined(k)) for k in keys]
+        return iter([(k, v) for k, v in rows if v is not None])
+
+
+class TableJoin(BinaryStage):
+    """Blueprint: input 0 the left table's changes, input 1 the right one's."""
+
+    def __init__(
+        self,
+        combine: Callable[[Any, Any], Any],
+        how: str,
+        timed: bool,
+        types: tuple[Any, Any],
+        store: StateStore | None,
+        name: str | None,
+    ) -> None:
+        self.combine = combine
+        self.how = how
+        self.timed = timed
+        self.types = types
+        self.store = store
+        self.name = name or f"join.table.{how}"
+
+    def make_logic(self, ctx: RunContext) -> BinaryLogic:
+        raise NotImplementedError  # materialize makes the logic with its view
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, JoinedView]:  # type: ignore[override]
+        view = JoinedView()
+        logic = TableJoinLogic(self, ctx)
+        view.logic = logic
+        return BinaryDriver(logic), view
+
+
+class TableJoinLogic(BinaryLogic):
+    def __init__(self, stage: TableJoin, ctx: RunContext) -> None:
+        self.combine = stage.combine
+        self.how = stage.how
+        self.timed = stage.timed
+        self.sides = (
+            TableState(stage.store, ctx, f"{stage.name}.left", None, stage.types[0]),
+            TableState(stage.store, ctx, f"{stage.name}.right", None, stage.types[1]),
+        )
+        self.pending = Pending(
+            stage.store, ctx, f"{stage.name}.pending", (row_decoder(stage.types[0]), row_decoder(stage.types[1]))
+        )
+        self.wm = NO_WATERMARK
+
+    def joined(self, key: Any) -> Any:
+        left = self.sides[0].data.get(key)
+        right = self.sides[1].data.get(key)
+        how = self.how
+        if left is None and (how != "outer" or right is None):
+            return None
+        if right is None and how == "inner":
+            return None
+        return self.combine(left, right)
+
+    def on_start(self, out: list[Any]) -> None:
+        for st in self.sides:
+            st.load()
+        self.pending.load()
+
+    def _apply(self, side: int, key: Any, value: Any, ts: int | None, out: list[Any]) -> None:
+        before = self.joined(key)
+        if self.sides[side].put(key, value, ts) is None:
+            return
+        after = self.joined(key)
+        if before is not None or after is not None:
+            out.append(Change(key, before, after, ts))
+
+    def on_chunk(self, side: int, chunk: list[Any], out: list[Any]) -> None:
+        if not self.timed:
+            for c in chunk:
+                self._apply(side, c.key, c.new, c.timestamp, out)
+            return
+        wm, push = self.wm, self.pending.push
+        for c in chunk:
+            if c.timestamp < wm:
+                self._apply(side, c.key, c.new, c.timestamp, out)  # late: applied on arrival
+            else:
+                push(side, c.timestamp, (c.key, c.new))
+
+    def _release(self, upto: int | None, out: list[Any]) -> None:
+        for side, ts, (key, value) in self.pending.release(upto):
+            self._apply(side, key, value, ts, out)
+
+    def on_watermark(self, time_ms: int, out: list[Any]) -> None:
+        self.wm = time_ms
+        self._release(time_ms, out)
+
+    def on_barrier(self, checkpoint_id: int) -> None:
+        for st in self.sides:
+            st.stage(checkpoint_id)
+        self.pending.stage(checkpoint_id)
+
+    def on_finish(self, out: list[Any]) -> None:
+        self._release(None, out)
+        _finish(self.sides[0].state, self.sides[1].state, self.pending.state)
+
+    def on_failure(self, error: BaseException) -> None:
+        self._close()
+
+    def on_cancel(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        for st in self.sides:
+            st.close()
+        self.pending.state.close()
+
+
+def table_table_join(
+    left: Table[Any, Any], right: Table[Any, Any], combine: Callable[[Any, Any], Any], how: str, name: str | None
+) -> Table[Any, Any]:
+    """The Table joining ``left`` and ``right`` by key (see ``Table.join``)."""
+    from .._dsl.keyed import default_store
+    from .._runtime.materializer import Edge
+
+    if not isinstance(right, Table):
+        raise TypeError(f"Table.join(other) needs a Table, got {right!r}")
+    if how not in ("inner", "left", "outer"):
+        raise ValueError(f"Table.join(how=) is 'inner', 'left' or 'outer', got {how!r}")
+    if not callable(combine):
+        raise TypeError(f"Table.join(combine=) needs a function combine(left_value, right_value), got {combine!r}")
+    if left.timed != right.timed:
+        timed, untimed = (left, right) if left.timed else (right, left)
+        raise ValueError(
+            f"Table.join: table {timed.name!r} has event time but {untimed.name!r} has none; changes are applied "
+            "in event-time order when both have it and in arrival order when neither does: add "
+            f".with_timestamps(...) before {untimed.name!r} too"
+        )
+    stores = [s for s in (default_store(left._source, None, "join"), default_store(right._source, None, "join")) if s]
+    if len(stores) == 2 and stores[0] is not stores[1]:
+        raise ValueError("Table.join: the two tables are checkpointed into different stores; use one store for both")
+    stage = TableJoin(combine, how, left.timed, (left.value_type, right.value_type), stores[0] if stores else None, name)
+    other = right._source._module
+    n = len(other.stages)
+    src, port = other.outlet  # type: ignore[misc]
+    module = Module(
+        other.stages + (stage,), other.edges + (Edge(src, port, n, 1),),
+        (n, 0), (n, 0), lambda mats: mats[n],
+    )  # fmt: skip
+    out = left._source._via_module(module, lambda lm, view: (lm[0], view))
+    m = out._module
+    stage.check_blueprint(m.stages, m.edges, m.outlet[0])
+    return Table(out, None, left.timed, stage.name)
+
+
