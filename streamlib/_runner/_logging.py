@@ -46,6 +46,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str, worker: int | None = None) -> None:
     """Route the root logger to stderr at ``level``, as ``fmt`` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)  # also for records a filter demoted after the logger let them through
     if fmt == "json":
         handler.setFormatter(JsonFormatter(worker))
     else:
