@@ -1,0 +1,272 @@
+"""The NFA that runs a compiled pattern over one key's events, in time order.
+
+A *run* is one partial match: ``[step, count, moves, fresh, start_ts,
+start_pos, taken]``. ``step``/``count``: the step of its last event and how
+many events that step has taken; ``moves``: a bit set of the moves still open
+(``Compiled.moves``); ``fresh``: no event was ignored since its last event
+(``not_next`` looks at that one event); ``start_ts``/``start_pos``: time and
+position of its first event; ``taken``: a tuple of ``(step, pos, event)``.
+Runs are plain lists of MessagePack-encodable values, so a key's runs are its
+stored state as they are.
+
+For each event, every run may *take* it through each open move whose
+conditions hold (making a new run) and may *ignore* it (staying alive with the
+moves whose gap rules the event does not break). A run with no open move dies.
+Each labelled subsequence is reached by exactly one path, so no match is
+emitted twice. Conditions that take only the event are evaluated once per
+event into a bit set; conditions that take ``ctx`` are evaluated per run, for
+the steps the run can reach.
+
+Expiry (``within``): a run whose window ``[start_ts, start_ts + within)`` closed
+either completes (its ``END`` move is open: an absence confirmed) or times out.
+After each emitted match the skip strategy discards runs by their start
+position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from ._pattern import ANY, NOT_FOLLOWED, NOT_NEXT, RELAXED, STRICT, Compiled
+from ._results import Match, Timeout
+
+
+class NFA:
+    def __init__(self, c: Compiled, timeouts: bool) -> None:
+        self.c = c
+        self.timeouts = timeouts
+        self.within = c.within
+        m = c.m
+        self.m = m
+        self.plain = [(1 << k, c.conds[k]) for k in c.plain]
+        self.ctx_conds = c.ctx_conds
+        self.conds = c.conds
+        self.names = c.names
+        self.end_bit = [0] * m
+        for i in range(m):
+            for bit, j in c.moves[i]:
+                if j == m:
+                    self.end_bit[i] = bit
+        # Per step: the ctx conditions a run there may need.
+        self.ctx_needed: list[list[int]] = []
+        for i in range(m):
+            need = {c.cond[i], c.until[i]}
+            for _bit, j in c.moves[i]:
+                if j < m:
+                    need.add(c.cond[j])
+                if j != i:
+                    need.update(nc for _kind, nc in c.crossed[(i, j)])
+            self.ctx_needed.append(sorted(k for k in need if k >= 0 and c.ctx_conds[k]))
+        self.start_ctx = sorted({c.cond[j] for j in c.starts if c.ctx_conds[c.cond[j]]})
+        # Per step and move: a compact plan. (bit, target, take_conds..., ignore rules)
+        self.plans: list[list[tuple[Any, ...]]] = []
+        for i in range(m):
+            plan = []
+            for bit, j in c.moves[i]:
+                if j == i:
+                    plan.append((bit, j, 0, c.inner[i], c.cond[i], c.until[i], ()))
+                else:
+                    entry = c.entry[j] if j < m else ANY
+                    cj = c.cond[j] if j < m else -1
+                    plan.append((bit, j, 1, entry, cj, -1, tuple(c.crossed[(i, j)])))
+            self.plans.append(plan)
+        self.skip = c.skip.kind
+        self.skip_step = c.names.index(c.skip.name) if c.skip.kind == "skip_to_first" else -1
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def ctx_of(self, taken: tuple[Any, ...]) -> dict[str, list[Any]]:
+        names = self.names
+        ctx: dict[str, list[Any]] = {n: [] for n in names}
+        for s, _p, e in taken:
+            ctx[names[s]].append(e)
+        return ctx
+
+    def result(self, key: Hashable, taken: tuple[Any, ...]) -> Match[Any, Any]:
+        names = self.names
+        events: dict[str, list[Any]] = {}
+        for s, _p, e in taken:
+            n = names[s]
+            lst = events.get(n)
+            if lst is None:
+                events[n] = [e]
+            else:
+                lst.append(e)
+        return Match(key, events)
+
+    def _pruner(self, taken: tuple[Any, ...]) -> Callable[[int], bool] | None:
+        kind = self.skip
+        if kind == "skip_past_last_event":
+            last = taken[-1][1]
+            return lambda start: start <= last
+        if kind == "skip_to_next":
+            first = taken[0][1]
+            return lambda start: start <= first
+        step = self.skip_step
+        for s, p, _e in taken:
+            if s == step:
+                return lambda start: start < p
+        return None
+
+    # -- one event -----------------------------------------------------------------------
+
+    def step(
+        self, key: Hashable, runs: list[list[Any]], ts: int, pos: int, x: Any, out: list[Any]
+    ) -> list[list[Any]]:
+        """Feed event ``x`` (time ``ts``, position ``pos``) to ``key``'s runs; return the runs alive after it."""
+        c = self.c
+        if runs and self.within is not None:
+            w = self.within
+            if any(r[4] + w <= ts for r in runs):
+                runs = self.expire(key, runs, ts, out)
+        bits = 0
+        for b, f in self.plain:
+            if f(x):
+                bits |= b
+        cond, hi, lo, final, mask_of = c.cond, c.hi, c.lo, c.final, c.mask
+        ctx_needed, conds = self.ctx_needed, self.conds
+        alive: list[list[Any]] = []
+        matches: list[list[Any]] | None = None
+        for run in runs:
+            i, n, mask, fresh, st, sp, taken = run
+            rb = bits
+            need = ctx_needed[i]
+            if need:
+                ctx = self.ctx_of(taken)
+                for k in need:
+                    if conds[k](x, ctx):
+                        rb |= 1 << k
+            ci = cond[i]
+            in_i = rb >> ci & 1
+            greedy_block = c.greedy[i] and n < hi[i] and in_i
+            newmask = mask
+            for bit, j, is_exit, contig, cj, cu, negs in self.plans[i]:
+                if not mask & bit:
+                    continue
+                if not is_exit:
+                    # LOOP: take into step i again; ignoring keeps the loop open per inner contiguity.
+                    until_hit = cu >= 0 and rb >> cu & 1
+                    if in_i and not until_hit:
+                        nr = [i, n + 1, mask_of(i, n + 1), True, st, sp, taken + ((i, pos, x),)]
+                        if nr[2]:
+                            alive.append(nr)
+                        if final[i] and n + 1 >= lo[i]:
+                            if matches is None:
+                                matches = []
+                            matches.append(nr)
+                    if contig == STRICT or (contig == RELAXED and in_i) or until_hit:
+                        newmask &= ~bit
+                    continue
+                # EXIT to step j (or END when j == m).
+                neg_hit = False
+                neg_next_hit = False
+                for kind, nc in negs:
+                    if rb >> nc & 1:
+                        if kind == NOT_FOLLOWED:
+                            neg_hit = True
+                        elif fresh:
+                            neg_next_hit = True
+                if cj >= 0 and rb >> cj & 1 and not greedy_block and not neg_next_hit:
+                    nr = [j, 1, mask_of(j, 1), True, st, sp, taken + ((j, pos, x),)]
+                    if nr[2]:
+                        alive.append(nr)
+                    if final[j] and 1 >= lo[j]:
+                        if matches is None:
+                            matches = []
+                        matches.append(nr)
+                if (
+                    contig == STRICT
+                    or (contig == RELAXED and cj >= 0 and rb >> cj & 1)
+                    or greedy_block
+                    or neg_hit
+                    or neg_next_hit
+                ):
+                    newmask &= ~bit
+            if newmask:
+                if newmask != mask:
+                    run[2] = newmask
+                run[3] = False
+                alive.append(run)
+        # New runs starting at x.
+        if self.start_ctx:
+            ctx0 = self.ctx_of(())
+            sb = bits
+            for k in self.start_ctx:
+                if conds[k](x, ctx0):
+                    sb |= 1 << k
+        else:
+            sb = bits
+        for j in c.starts:
+            if sb >> cond[j] & 1:
+                nr = [j, 1, mask_of(j, 1), True, ts, pos, ((j, pos, x),)]
+                if nr[2]:
+                    alive.append(nr)
+                if final[j] and 1 >= lo[j]:
+                    if matches is None:
+                        matches = []
+                    matches.append(nr)
+        if matches is not None:
+            alive = self._emit_matches(key, matches, alive, out)
+        return alive
+
+    def _emit_matches(
+        self, key: Hashable, matches: list[list[Any]], alive: list[list[Any]], out: list[Any]
+    ) -> list[list[Any]]:
+        if len(matches) > 1:
+            matches.sort(key=lambda r: [p for _s, p, _e in r[6]])
+        if self.skip == "no_skip":
+            for r in matches:
+                out.append(self.result(key, r[6]))
+            return alive
+        dead: set[int] = set()
+        for r in matches:
+            if id(r) in dead:
+                continue
+            out.append(self.result(key, r[6]))
+            prune = self._pruner(r[6])
+            if prune is None:
+                continue
+            for other in matches:
+                if prune(other[5]):
+                    dead.add(id(other))
+            alive = [a for a in alive if not prune(a[5])]
+        return alive
+
+    # -- windows closing --------------------------------------------------------------------
+
+    def expire(
+        self, key: Hashable, runs: list[list[Any]], upto: int, out: list[Any], confirm: bool = True
+    ) -> list[list[Any]]:
+        """Close the windows ending at or before ``upto``: absence matches, timeouts; return the runs left.
+
+        ``confirm=False`` (processing time, end of stream): an absence whose
+        window did not really close is not confirmed; it times out instead.
+        """
+        w = self.within
+        assert w is not None
+        gone = [r for r in runs if r[4] + w <= upto]
+        if not gone:
+            return runs
+        left = [r for r in runs if r[4] + w > upto]
+        if len(gone) > 1:
+            gone.sort(key=lambda r: (r[4], [p for _s, p, _e in r[6]]))
+        c, end_bit = self.c, self.end_bit
+        dead: set[int] = set()
+        for r in gone:
+            if id(r) in dead:
+                continue
+            i = r[0]
+            if confirm and r[2] & end_bit[i]:
+                out.append(self.result(key, r[6]))
+                if self.skip != "no_skip":
+                    prune = self._pruner(r[6])
+                    if prune is not None:
+                        for other in gone:
+                            if prune(other[5]):
+                                dead.add(id(other))
+                        left = [a for a in left if not prune(a[5])]
+            elif self.timeouts and not (c.final[i] and r[1] >= c.lo[i]):
+                events = self.result(key, r[6]).events
+                out.append(Timeout(key, events, r[4] + w))
+        return left

@@ -1,0 +1,315 @@
+"""The ``match`` stage: one fused logic running a compiled pattern per key.
+
+Event time (the default): events wait in a buffer until the watermark passes
+their timestamp, then run through the NFA in timestamp order (ties in arrival
+order), so out-of-order events within the watermark's bound are matched as if
+they had arrived in order. An event older than the watermark is late and fails
+the stream (:class:`LateEventError`). After the released events, every window
+that ends at or before the watermark closes: a pattern ending in
+``not_followed_by`` completes, other partial matches time out. So an absence
+fires on the watermark alone, with no new event for that key. The end of the
+stream releases everything and closes every window (the watermark goes to
+infinity).
+
+Processing time (``time="processing"``): each event is stamped with the run's
+clock when it arrives (``ctx.clock.now()`` in ms) and matched at once; windows
+close on the island's timer (``uses_timers``/``timer_at``/``on_timer``), so a
+virtual clock drives them in tests. At the end of the stream open partial
+matches time out, and an absence not yet confirmed is not a match.
+
+State: ``OperatorState.data`` maps a key to its runs (plain lists, see
+``_nfa.py``); keys without runs are removed. At a barrier the dirty keys, the
+watermark, the event buffer and the position counter are staged to the store;
+on start they are reloaded. A heap of window ends (one entry per started run)
+finds the keys whose windows close, so a watermark costs in proportion to the
+windows it closes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from heapq import heappop, heappush
+from typing import Any, Literal
+
+import msgspec
+
+from .._runtime.clock import Clock
+from .._runtime.context import RunContext
+from .._runtime.signals import Barrier, Signal, Watermark
+from .._state.checkpoint import StatefulStage
+from .._state.operator_state import EXTRA_PREFIX, OperatorState
+from .._state.store import StateStore
+from .._time.watermarks import NO_WATERMARK
+from ..stage import StageLogic
+from ._nfa import NFA
+from ._pattern import Pattern
+from ._results import LateEventError, Timeout
+
+TimeMode = Literal["event", "processing"]
+_WM = EXTRA_PREFIX + b"watermark"
+_BUF = EXTRA_PREFIX + b"buffer"
+_POS = EXTRA_PREFIX + b"position"
+_FOREVER = 2**62
+
+
+def is_timeout(x: Any) -> bool:
+    return type(x) is Timeout
+
+
+class MatchStage(StatefulStage):
+    """Blueprint of one ``keyed.match(pattern)``."""
+
+    def __init__(
+        self,
+        pattern: Pattern[Any],
+        key_of: Callable[[Any], Hashable],
+        ts_of: Callable[[Any], int] | None,
+        store: StateStore | None,
+        timeouts: bool,
+        time: TimeMode,
+        event_type: Any,
+        name: str | None,
+    ) -> None:
+        if not isinstance(pattern, Pattern):
+            raise TypeError(f"match(pattern) needs a streamlib.cep.Pattern, got {pattern!r}")
+        if time not in ("event", "processing"):
+            raise ValueError(f"match(time=) is 'event' or 'processing', got {time!r}")
+        self.compiled = pattern.compile()
+        if timeouts and self.compiled.within is None:
+            raise ValueError("match(timeouts=): the pattern has no within(...), so no partial match ever times out")
+        if time == "event" and ts_of is None:
+            raise ValueError(
+                "match() in event time needs timestamps: add .with_timestamps(lambda e: e.ts_ms, "
+                "max_out_of_orderness=...) before key_by, pass match(..., timestamp=...), or use "
+                "match(..., time='processing') to stamp events with the clock as they arrive"
+            )
+        self.pattern = pattern
+        self.key_of = key_of
+        self.ts_of = ts_of
+        self.store = store
+        self.timeouts = timeouts
+        self.time = time
+        self.event_type = event_type
+        self.name = name or "match"
+
+    def materialize(self, ctx: RunContext) -> tuple[StageLogic, None]:
+        if self.time == "processing":
+            return ProcessingTimeMatchLogic(self, ctx), None
+        return EventTimeMatchLogic(self, ctx), None
+
+
+class _MatchLogic(StageLogic):
+    def __init__(self, stage: MatchStage, ctx: RunContext) -> None:
+        self.stage_name = stage.name
+        self.nfa = NFA(stage.compiled, stage.timeouts)
+        self.within = stage.compiled.within
+        self.key_of = stage.key_of
+        self.state = OperatorState(stage.store, ctx, stage.name)
+        self.tracking = self.state.tracking
+        self.runs: dict[Hashable, list[list[Any]]] = self.state.data
+        self.event_type = stage.event_type
+        self.heap: list[tuple[int, int, Hashable]] = []
+        self.seq = 0
+        self.pos = 0
+
+    def _event(self, e: Any) -> Any:
+        return e if self.event_type is None else msgspec.convert(e, self.event_type)
+
+    def on_start(self) -> list[Any]:
+        self.state.load()
+        extra = self.state.extra
+        self.pos = extra.get(_POS, 0)
+        for k, runs in self.runs.items():
+            restored = [
+                [r[0], r[1], r[2], r[3], r[4], r[5], tuple((s, p, self._event(e)) for s, p, e in r[6])] for r in runs
+            ]
+            self.runs[k] = restored
+            if self.within is not None and restored:
+                self._schedule(min(r[4] for r in restored) + self.within, k)
+        self._restored(extra)
+        return []
+
+    def _restored(self, extra: dict[bytes, Any]) -> None:
+        pass
+
+    def _schedule(self, at: int, key: Hashable) -> None:
+        self.seq += 1
+        heappush(self.heap, (at, self.seq, key))
+
+    def _feed(self, k: Hashable, ts: int, e: Any, out: list[Any]) -> None:
+        runs = self.runs
+        before = runs.get(k)
+        pos = self.pos = self.pos + 1
+        alive = self.nfa.step(k, before or [], ts, pos, e, out)
+        if alive:
+            runs[k] = alive
+            if self.tracking:
+                self.state.dirty.add(k)
+            if self.within is not None and alive[-1][5] == pos:
+                self._schedule(ts + self.within, k)
+        elif before is not None:
+            del runs[k]
+            self.state.remove(k)
+
+    def _close(self, upto: int, out: list[Any], confirm: bool = True) -> None:
+        """Close every window ending at or before ``upto``."""
+        heap = self.heap
+        runs = self.runs
+        nfa = self.nfa
+        while heap and heap[0][0] <= upto:
+            _, _, k = heappop(heap)
+            rs = runs.get(k)
+            if not rs:
+                continue
+            left = nfa.expire(k, rs, upto, out, confirm)
+            if left is rs:
+                continue
+            if left:
+                runs[k] = left
+                if self.tracking:
+                    self.state.dirty.add(k)
+            else:
+                del runs[k]
+                self.state.remove(k)
+
+    def _extra(self) -> dict[bytes, Any]:
+        return {_POS: self.pos}
+
+    def on_signal(self, signal: Signal) -> list[Any] | None:
+        if type(signal) is Barrier:
+            self.state.stage(signal.checkpoint_id, self._extra())
+        return None
+
+    def on_cancel(self) -> None:
+        self.state.close()
+
+    def on_failure(self, error: BaseException) -> None:
+        self.state.close()
+
+
+class EventTimeMatchLogic(_MatchLogic):
+    def __init__(self, stage: MatchStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.ts_of: Callable[[Any], int] = stage.ts_of  # type: ignore[assignment]
+        self.wm = NO_WATERMARK
+        self.buffer: list[tuple[int, Any]] = []
+        self.buf_max = NO_WATERMARK
+
+    def _restored(self, extra: dict[bytes, Any]) -> None:
+        self.wm = extra.get(_WM, NO_WATERMARK)
+        self.buffer = [(ts, self._event(e)) for ts, e in extra.get(_BUF, [])]
+        self.buf_max = max((ts for ts, _ in self.buffer), default=NO_WATERMARK)
+
+    def _extra(self) -> dict[bytes, Any]:
+        return {_POS: self.pos, _WM: self.wm, _BUF: self.buffer}
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        ts_of, wm, buf = self.ts_of, self.wm, self.buffer
+        hi = self.buf_max
+        for e in chunk:
+            ts = ts_of(e)
+            if type(ts) is not int:
+                raise TypeError(
+                    f"{self.stage_name}: the timestamp function returned {ts!r} ({type(ts).__name__}); event "
+                    "timestamps are int milliseconds since the epoch"
+                )
+            if ts < wm:
+                raise LateEventError(
+                    f"{self.stage_name}: event {e!r:.200} (timestamp {ts}) arrived after the watermark {wm} "
+                    "had passed it, so it cannot be matched in time order. Allow more disorder: "
+                    "with_timestamps(..., max_out_of_orderness=...), or match in processing time: "
+                    "match(..., time='processing')"
+                )
+            buf.append((ts, e))
+            if ts > hi:
+                hi = ts
+        self.buf_max = hi
+        return []
+
+    def _release(self, upto: int, out: list[Any]) -> None:
+        buf = self.buffer
+        if not buf:
+            return
+        if self.buf_max <= upto:
+            ready = buf
+            self.buffer = []
+            self.buf_max = NO_WATERMARK
+        else:
+            ready = [p for p in buf if p[0] <= upto]
+            if not ready:
+                return
+            self.buffer = [p for p in buf if p[0] > upto]
+        if len(ready) > 1:
+            ready.sort(key=_ts)
+        key_of, feed = self.key_of, self._feed
+        for ts, e in ready:
+            feed(key_of(e), ts, e, out)
+
+    def on_signal(self, signal: Signal) -> list[Any] | None:
+        if type(signal) is Watermark:
+            w = signal.time_ms
+            if w > self.wm:
+                self.wm = w
+                out: list[Any] = []
+                self._release(w, out)
+                if self.within is not None:
+                    self._close(w, out)
+                return out
+            return None
+        return super().on_signal(signal)
+
+    def on_finish(self) -> list[Any]:
+        out: list[Any] = []
+        self._release(_FOREVER, out)
+        if self.within is not None:
+            self._close(_FOREVER, out)
+        self.state.close()
+        return out
+
+
+def _ts(p: tuple[int, Any]) -> int:
+    return p[0]
+
+
+class ProcessingTimeMatchLogic(_MatchLogic):
+    uses_timers = True
+
+    def __init__(self, stage: MatchStage, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.clock: Clock = ctx.clock
+
+    def _now_ms(self) -> int:
+        return math.floor(self.clock.now() * 1000 + 1e-6)
+
+    def _rearm(self) -> None:
+        self.timer_at = self.heap[0][0] / 1000 if self.heap else None
+
+    def on_start(self) -> list[Any]:
+        out = super().on_start()
+        self._rearm()
+        return out
+
+    def on_chunk(self, chunk: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        key_of, feed = self.key_of, self._feed
+        now = self._now_ms()
+        if self.within is not None:
+            self._close(now, out)
+        for e in chunk:
+            feed(key_of(e), now, e, out)
+        self._rearm()
+        return out
+
+    def on_timer(self, now: float) -> list[Any]:
+        out: list[Any] = []
+        self._close(self._now_ms(), out)
+        self._rearm()
+        return out
+
+    def on_finish(self) -> list[Any]:
+        out: list[Any] = []
+        if self.within is not None:
+            self._close(_FOREVER, out, confirm=False)
+        self.state.close()
+        return out
