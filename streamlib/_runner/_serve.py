@@ -20,7 +20,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -207,21 +206,32 @@ def install_signal_handlers(loop: asyncio.AbstractEventLoop, handler: Callable[[
     return remove
 
 
-def _watch_stdin(loop: asyncio.AbstractEventLoop, gone: Callable[[], None]) -> None:
-    """A worker's stdin is a pipe from its supervisor: end of file means the supervisor died."""
+def _watch_stdin(loop: asyncio.AbstractEventLoop, gone: Callable[[], None]) -> Callable[[], None]:
+    """A worker's stdin is a pipe from its supervisor: end of file means the supervisor died.
 
-    def read() -> None:
-        try:
-            while sys.stdin.buffer.read(4096):
-                pass
-        except (OSError, ValueError):
-            pass
-        try:
-            loop.call_soon_threadsafe(gone)
-        except RuntimeError:
-            pass  # the loop is closed: the run is over anyway
+    Returns the function that stops watching (no thread is left blocked on stdin at exit)."""
+    fd = sys.stdin.fileno()
 
-    threading.Thread(target=read, name="streamlib-supervisor-watch", daemon=True).start()
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            gone()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (NotImplementedError, OSError, ValueError):  # no reader for pipes here (Windows): no watch
+        return lambda: None
+
+    def unwatch() -> None:
+        loop.remove_reader(fd)
+
+    return unwatch
 
 
 async def serve(app: KafkaApp, settings: RunSettings, *, watch_supervisor: bool = False) -> None:
@@ -234,12 +244,12 @@ async def serve(app: KafkaApp, settings: RunSettings, *, watch_supervisor: bool 
     control = app.run()
     stopper = _Stopper(loop, control.stop, settings.shutdown_timeout)
     remove = install_signal_handlers(loop, stopper.on_signal)
-    if watch_supervisor:
-        _watch_stdin(loop, stopper.on_parent_gone)
+    unwatch = _watch_stdin(loop, stopper.on_parent_gone) if watch_supervisor else (lambda: None)
     try:
         await control.wait_stopped()
     finally:
         remove()
+        unwatch()
         stopper.close()
     if stopper.requested_at is not None:
         log.info("stopped cleanly in %.2fs (%d records processed, %d checkpoints committed)",

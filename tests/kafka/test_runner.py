@@ -1,0 +1,201 @@
+"""``streamlib run`` against a real broker: graceful stops, supervised workers, static membership."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamlib.kafka.testing import end_offsets, open_transactions, read_topic
+from streamlib.testing.kafka import KafkaBroker
+
+from ._model import expected_outputs, key_of, parse_outputs, partition_of, produce_numbered, value_of
+from ._runner_procs import Runner, assignments
+from ._util import committed_offsets, unique, wait_drained
+
+KEYS = 40
+PARTITIONS = 4
+
+
+async def produce_range(bootstrap: str, topic: str, start: int, stop: int, rate: float | None = None) -> None:
+    """Records ``start..stop-1`` of the counter model (``rate`` records/s when given)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        futures = []
+        for i in range(start, stop):
+            futures.append(await producer.send(topic, value_of(i), key=key_of(i, KEYS),
+                                               partition=partition_of(i, KEYS, PARTITIONS)))
+            if rate is not None and i % 200 == 199:
+                ahead = began + (i - start + 1) / rate - loop.time()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def check_exactly_once(bootstrap: str, output: str, n: int) -> None:
+    """A read_committed reader finds the model's output for each of the ``n`` inputs, exactly once."""
+    outputs = parse_outputs(await read_topic(bootstrap, output))
+    seen = Counter(o[1] for o in outputs)
+    assert not [i for i, c in seen.items() if c > 1], "duplicated outputs"
+    assert sorted(seen) == list(range(n)), f"missing outputs: {sorted(set(range(n)) - set(seen))[:10]}"
+    model = expected_outputs(n, KEYS)
+    assert all((k, c, s) == model[i] for k, i, c, s in outputs)
+    assert await open_transactions(bootstrap, [output]) == {}
+
+
+async def progress(bootstrap: str, group: str, topic: str) -> int:
+    return sum(o or 0 for o in (await committed_offsets(bootstrap, group, topic, PARTITIONS)).values())
+
+
+def env_for(app_id: str, src: str, dst: str, guarantee: str) -> dict[str, str]:
+    return {"RUNNER_JOB_APP_ID": app_id, "RUNNER_JOB_INPUT": src, "RUNNER_JOB_OUTPUT": dst,
+            "RUNNER_JOB_GUARANTEE": guarantee}
+
+
+@pytest.mark.time_limit(240)
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+async def test_sigterm_during_processing_commits_what_was_read_and_exits_0(
+    kafka_broker: KafkaBroker, tmp_path: Path, guarantee: str
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("run-term"), unique("run-term-in"), unique("run-term-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    n = 30_000
+    options = ("--workers", "1", "--bootstrap-servers", bootstrap, "--state-dir", str(tmp_path / "state"),
+               "--shutdown-timeout", "70")
+    env = env_for(app_id, src, dst, guarantee)
+    first = Runner("runner_app:make_app", *options, env=env, log_path=tmp_path / "first.log")
+    second = Runner("runner_app:make_app", *options, env=env, log_path=tmp_path / "second.log")
+    producing = asyncio.ensure_future(produce_range(bootstrap, src, 0, n, rate=6000))
+    try:
+        await first.start()
+        # Stop it while input keeps arriving: some of it committed, more of it in flight.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while await progress(bootstrap, app_id, src) < 3000:
+            assert loop.time() < deadline and first.proc is not None and first.proc.returncode is None, first.tail()
+            await asyncio.sleep(0.1)
+        assert not producing.done()
+        first.signal(signal.SIGTERM)
+        assert await first.wait_exit(timeout=45) == 0, first.tail()
+        assert any("stopped cleanly" in e["message"] for e in first.events())
+        stopped_at = await progress(bootstrap, app_id, src)
+        assert 3000 <= stopped_at < n
+        # The outputs of everything it committed are there, and nothing more: no open transaction.
+        partial = parse_outputs(await read_topic(bootstrap, dst))
+        assert len(partial) == stopped_at
+        await producing
+        await second.start()
+        await wait_drained(bootstrap, app_id, src, PARTITIONS, timeout=120)
+        second.signal(signal.SIGINT)
+        assert await second.wait_exit(timeout=45) == 0, second.tail()
+        await check_exactly_once(bootstrap, dst, n)
+    finally:
+        producing.cancel()
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.time_limit(300)
+async def test_workers_split_partitions_and_a_killed_worker_comes_back_without_a_rebalance(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("run-workers"), unique("run-workers-in"), unique("run-workers-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    first_part, n = 20_000, 40_000
+    await produce_numbered(bootstrap, src, first_part, keys=KEYS, partitions=PARTITIONS)
+    runner = Runner("runner_app:make_app", "--workers", "2", "--bootstrap-servers", bootstrap,
+                    "--state-dir", str(tmp_path / "state"), "--session-timeout-ms", "30000",
+                    "--restart-backoff", "0.2", "--instance-id", "test-host",
+                    env=env_for(app_id, src, dst, "exactly_once"), log_path=tmp_path / "runner.log")
+    producing: asyncio.Future[Any] | None = None
+    try:
+        await runner.start()
+
+        def split(events: list[dict[str, Any]]) -> dict[int, set[str]] | None:
+            pids = {e["worker_index"]: e["worker_pid"] for e in events if e.get("event") == "worker_started"}
+            held = assignments(events)
+            by_worker = {i: held.get(pid, set()) for i, pid in pids.items()}
+            ok = (len(by_worker) == 2 and all(len(p) == PARTITIONS // 2 for p in by_worker.values())
+                  and len(set.union(*by_worker.values())) == PARTITIONS)
+            return by_worker if ok else None
+
+        # Two processes in one group, half of the partitions each.
+        before = await runner.wait_for(split, timeout=90)
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
+
+        # More input arrives while worker 1 is SIGKILLed; the supervisor starts it again.
+        producing = asyncio.ensure_future(produce_range(bootstrap, src, first_part, n, rate=5000))
+        while await progress(bootstrap, app_id, src) < first_part + 2000:
+            await asyncio.sleep(0.1)
+        events = runner.events()
+        pids = {e["worker_index"]: e["worker_pid"] for e in events if e.get("event") == "worker_started"}
+        survivor_events = [e for e in events if e["pid"] == pids[0] and e.get("event", "").startswith("partitions_")]
+        generation = [e for e in events if e.get("event") == "partitions_assigned"][-1]["generation"]
+        assert all(e["generation"] <= generation for e in events if e.get("event") == "partitions_assigned")
+        os.kill(pids[1], signal.SIGKILL)
+
+        def restarted(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+            starts = [e for e in events if e.get("event") == "worker_started" and e["worker_index"] == 1]
+            if len(starts) < 2:
+                return None
+            new_pid = starts[-1]["worker_pid"]
+            got = [e for e in events if e["pid"] == new_pid and e.get("event") == "partitions_assigned"
+                   and e["partitions"]]
+            return got[-1] if got else None
+
+        back = await runner.wait_for(restarted, timeout=60)
+        assert any(e.get("event") == "worker_crashed" and e["code"] == -signal.SIGKILL for e in runner.events())
+        # Static membership: the restarted worker got its own partitions back in the same generation,
+        # and the other worker saw no rebalance at all.
+        assert set(back["partitions"]) == before[1]
+        assert back["generation"] == generation
+        await producing
+        await wait_drained(bootstrap, app_id, src, PARTITIONS, timeout=120)
+        events = runner.events()
+        assert [e for e in events if e["pid"] == pids[0] and e.get("event", "").startswith("partitions_")] \
+            == survivor_events
+
+        runner.signal(signal.SIGTERM)
+        assert await runner.wait_exit(timeout=60) == 0, runner.tail()
+        exits = [e for e in runner.events() if e.get("event") == "worker_exited"]
+        assert sorted((e["worker_index"], e["code"]) for e in exits) == [(0, 0), (1, 0)]
+        await check_exactly_once(bootstrap, dst, n)
+        assert sum((await end_offsets(bootstrap, src)).values()) == n
+    finally:
+        if producing is not None:
+            producing.cancel()
+        await runner.close()
+
+
+@pytest.mark.time_limit(180)
+def test_service_example_runs_and_checks_itself(kafka_broker: KafkaBroker) -> None:
+    import subprocess
+    import sys
+
+    from ._runner_procs import REPO
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "service.py"), "--bootstrap", kafka_broker.bootstrap_servers,
+         "--payments", "6000"],
+        capture_output=True, text=True, timeout=150, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "exited with code 0" in proc.stdout
+    assert "Check against plain Python: same results" in proc.stdout
