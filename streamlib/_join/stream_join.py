@@ -20,15 +20,19 @@ window's late data it fails the stream (``late="fail"``, the default) or
 becomes a :class:`LateRecord` (``late="emit"`` or a late Sink); it is matched
 with nothing.
 
-State: with a store, each buffered entry is one row ``(side, seq) ->
-[seq, ts, element, matched, key]``, plus the watermark and sequence counters;
-entries are staged at aligned barriers and deleted when they close, so the
-store holds exactly the open windows. End of stream closes every window.
+State: with a store, each buffered entry is one row ``seq * 2 + side ->
+[seq * 2 + side, ts, element, matched, key]``, plus the watermark and sequence counters.
+At each (aligned) barrier the operator stages the entries buffered since the
+last one that are still open, the stored entries whose matched flag changed,
+and deletes for the stored entries that closed; an element that arrives and
+closes between two barriers never touches the store. So the store holds
+exactly the open windows. End of stream closes every window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from heapq import heappop, heappush
 from typing import Any, Literal
 
@@ -36,7 +40,7 @@ import msgspec
 
 from .._ops.binary import BinaryLogic, BinaryStage
 from .._runtime.context import RunContext
-from .._state.codec import freeze
+from .._state.codec import encode, freeze, raw_encode
 from .._state.operator_state import EXTRA_PREFIX, OperatorState
 from .._state.store import StateStore
 from .._time.results import LateDataError, LateRecord
@@ -49,7 +53,9 @@ _SEQ_KEY = EXTRA_PREFIX + b"seq"
 _SIDES = ("left", "right")
 
 # entry layout (a list, so the matched flag can flip in place)
-_SEQ, _TS, _EL, _MATCHED, _KEY = range(5)
+_SK, _TS, _EL, _MATCHED, _KEY, _STORED = range(6)  # _SK: seq * 2 + side, the row's key
+# _STORED: where the entry stands with the store
+_NEW, _IN_STORE, _GONE_NEW, _GONE_STORED = range(4)
 
 
 class StreamJoinStage(BinaryStage):
@@ -90,6 +96,14 @@ class StreamJoinStage(BinaryStage):
 
 
 class StreamJoinLogic(BinaryLogic):
+    """Buffers per side (``key -> entries``), a close-time index per side, matching on arrival.
+
+    Close-time index: entries arriving in close-time order (the usual case:
+    timestamps in order) go to a FIFO per side; the few that arrive out of
+    order go to a heap. Closing pops both while their close time is below
+    ``watermark - grace``.
+    """
+
     def __init__(self, stage: StreamJoinStage, ctx: RunContext) -> None:
         w = stage.within
         self.keys = (stage.key_a, stage.key_b)
@@ -105,11 +119,18 @@ class StreamJoinLogic(BinaryLogic):
         self.state = OperatorState(stage.store, ctx, stage.name)
         self.tracking = self.state.tracking
         self.bufs: tuple[dict[Hashable, list[list[Any]]], dict[Hashable, list[list[Any]]]] = ({}, {})
-        self.heap: list[int] = []
-        self.by_close: dict[int, list[tuple[int, list[Any]]]] = {}
+        self.fifos: tuple[deque[list[Any]], deque[list[Any]]] = (deque(), deque())
+        self.last_close = [NO_WATERMARK, NO_WATERMARK]
+        self.heap: list[tuple[int, int, list[Any]]] = []  # (close time, seq * 2 + side, entry)
         self.seq = [0, 0]
         self.wm = NO_WATERMARK
         self.closed_below = NO_WATERMARK - self.grace  # elements below this are late
+        # with a store: entries buffered since the last barrier, stored entries whose flag
+        # changed, store keys of stored entries that closed
+        self.fresh: list[list[Any]] = []
+        self.rewrite: list[list[Any]] = []
+        self.drops: list[int] = []
+        self.compact_at = 65_536
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -122,14 +143,17 @@ class StreamJoinLogic(BinaryLogic):
         seq = state.extra.get(_SEQ_KEY)
         if seq is not None:
             self.seq = list(seq)
-        restored: list[tuple[Any, list[Any]]] = sorted(state.data.items(), key=lambda kv: kv[0][1])  # type: ignore[index]
-        for sk, entry in restored:
-            side: int = sk[0]
+        for sk in sorted(state.data):  # type: ignore[type-var]
+            entry = state.data[sk]
+            side: int = sk & 1  # type: ignore[operator]
             entry[_KEY] = freeze(entry[_KEY])
+            entry.append(_IN_STORE)
             t = self.types[side]
             if t is not None:
                 entry[_EL] = msgspec.convert(entry[_EL], t)
             self._buffer(side, entry)
+        state.data.clear()  # the buffers are the state; rows are tracked by each entry's _STORED
+        state.persisted.clear()
 
     def _buffer(self, side: int, entry: list[Any]) -> None:
         key = entry[_KEY]
@@ -140,22 +164,23 @@ class StreamJoinLogic(BinaryLogic):
         else:
             entries.append(entry)
         at = entry[_TS] + self.hi[side]
-        items = self.by_close.get(at)
-        if items is None:
-            self.by_close[at] = [(side, entry)]
-            heappush(self.heap, at)
+        if at >= self.last_close[side]:
+            self.last_close[side] = at
+            self.fifos[side].append(entry)
         else:
-            items.append((side, entry))
+            heappush(self.heap, (at, entry[_SK], entry))
 
     def on_chunk(self, side: int, chunk: list[Any], out: list[Any]) -> None:
         key_of, ts_of = self.keys[side], self.tss[side]
         lo, hi = self.lo[side], self.hi[side]
+        buf = self.bufs[side]
         partners_of = self.bufs[1 - side]
+        fifo = self.fifos[side]
+        last_close = self.last_close[side]
         combine = self.combine
         closed_below = self.closed_below
-        tracking, data, dirty = self.tracking, self.state.data, self.state.dirty
+        tracking, fresh, rewrite = self.tracking, self.fresh, self.rewrite
         seq = self.seq[side]
-        other = 1 - side
         left = side == 0
         late: list[tuple[Any, Hashable, int]] | None = None
         try:
@@ -167,8 +192,7 @@ class StreamJoinLogic(BinaryLogic):
                         late = []
                     late.append((x, key, ts))
                     continue
-                entry = [seq, ts, x, False, key]
-                seq += 1
+                entry = [seq << 1 | side, ts, x, False, key, _NEW]
                 partners = partners_of.get(key)
                 if partners:
                     a_lo, a_hi = ts - lo, ts + hi
@@ -178,17 +202,32 @@ class StreamJoinLogic(BinaryLogic):
                             entry[3] = True
                             if not p[3]:
                                 p[3] = True
-                                if tracking:
-                                    dirty.add((other, p[0]))
-                self._buffer(side, entry)
+                                if p[5] == _IN_STORE:
+                                    rewrite.append(p)
+                entries = buf.get(key)
+                if entries is None:
+                    buf[key] = [entry]
+                else:
+                    entries.append(entry)
+                at = ts + hi
+                if at >= last_close:
+                    last_close = at
+                    fifo.append(entry)
+                else:
+                    heappush(self.heap, (at, seq << 1 | side, entry))
                 if tracking:
-                    data[(side, entry[0])] = entry
-                    dirty.add((side, entry[0]))
+                    fresh.append(entry)
+                seq += 1
         finally:
             self.seq[side] = seq
+            self.last_close[side] = last_close
+        if tracking and len(fresh) > self.compact_at:
+            # between barriers, forget entries that closed before reaching the store
+            self.fresh = [e for e in fresh if e[5] == _NEW]
+            self.compact_at = max(65_536, 2 * len(self.fresh))
         if late:
             self._late(side, late, out)
-        if self.heap and self.heap[0] < closed_below:
+        if (fifo and fifo[0][1] + hi < closed_below) or (self.heap and self.heap[0][0] < closed_below):
             self._close(out)  # entries whose window was already over on arrival (a negative bound)
 
     def _late(self, side: int, late: list[tuple[Any, Hashable, int]], out: list[Any]) -> None:
@@ -223,47 +262,71 @@ class StreamJoinLogic(BinaryLogic):
 
     def _close(self, out: list[Any]) -> None:
         """Close every entry whose window ended below ``watermark - grace``."""
-        heap, by_close, below = self.heap, self.by_close, self.closed_below
-        while heap and heap[0] < below:
-            self._expire(by_close.pop(heappop(heap)), out)
+        below = self.closed_below
+        for side in (0, 1):
+            fifo, hi = self.fifos[side], self.hi[side]
+            if fifo and fifo[0][1] + hi < below:
+                done = []
+                while fifo and fifo[0][1] + hi < below:
+                    done.append(fifo.popleft())
+                self._expire(side, done, out)
+        heap = self.heap
+        while heap and heap[0][0] < below:
+            _, sk, entry = heappop(heap)
+            self._expire(sk & 1, (entry,), out)
 
-    def _expire(self, items: list[tuple[int, list[Any]]], out: list[Any]) -> None:
-        bufs, combine = self.bufs, self.combine
-        emit_a, emit_b = self.emit_unmatched
-        tracking, remove, data = self.tracking, self.state.remove, self.state.data
-        for side, entry in items:
-            buf = bufs[side]
-            key = entry[_KEY]
-            entries = buf[key]
-            if entries[0] is entry:
-                del entries[0]
+    def _expire(self, side: int, entries: Iterable[list[Any]], out: list[Any]) -> None:
+        buf, combine = self.bufs[side], self.combine
+        emit = self.emit_unmatched[side]
+        drops = self.drops
+        for entry in entries:
+            key = entry[4]
+            held = buf[key]
+            if held[0] is entry:
+                del held[0]
             else:
-                entries.remove(entry)
-            if not entries:
+                held.remove(entry)
+            if not held:
                 del buf[key]
-            if not entry[_MATCHED]:
-                if side == 0:
-                    if emit_a:
-                        out.append(combine(entry[_EL], None))
-                elif emit_b:
-                    out.append(combine(None, entry[_EL]))
-            if tracking:
-                sk = (side, entry[_SEQ])
-                data.pop(sk, None)
-                remove(sk)
+            if emit and not entry[3]:
+                out.append(combine(entry[2], None) if side == 0 else combine(None, entry[2]))
+            if entry[5] == _IN_STORE:
+                drops.append(entry[0])
+                entry[5] = _GONE_STORED
+            else:
+                entry[5] = _GONE_NEW
 
     def on_barrier(self, checkpoint_id: int) -> None:
-        if self.tracking:
-            self.state.stage(checkpoint_id, {_WM_KEY: self.wm, _SEQ_KEY: self.seq})
+        if not self.tracking:
+            return
+        rows: list[tuple[bytes, bytes | None]] = []
+        add = rows.append
+        try:
+            for entry in self.fresh:
+                if entry[5] == _NEW:
+                    add((raw_encode(entry[0]), raw_encode(entry[:5])))
+                    entry[5] = _IN_STORE
+            for entry in self.rewrite:
+                if entry[5] == _IN_STORE:
+                    add((raw_encode(entry[0]), raw_encode(entry[:5])))
+        except (TypeError, OverflowError):
+            for entry in self.fresh:  # name the culprit
+                encode(entry[:5], f"buffered element of {self.stage_name}")
+            raise
+        for sk in self.drops:
+            add((raw_encode(sk), None))
+        self.fresh = []
+        self.rewrite = []
+        self.drops = []
+        self.state.stage(checkpoint_id, {_WM_KEY: self.wm, _SEQ_KEY: self.seq}, rows=rows)
 
     def on_finish(self, out: list[Any]) -> None:
-        heap, by_close = self.heap, self.by_close
-        items: list[tuple[int, list[Any]]] = []
-        for at in sorted(by_close):
-            items.extend(by_close[at])
-        by_close.clear()
-        heap.clear()
-        self._expire(items, out)
+        for side in (0, 1):
+            self._expire(side, self.fifos[side], out)
+            self.fifos[side].clear()
+        for _, sk, entry in sorted(self.heap, key=lambda h: h[:2]):
+            self._expire(sk & 1, (entry,), out)
+        self.heap.clear()
         run = self.state.run
         if run is not None:
             run.finish(self.state.member)
