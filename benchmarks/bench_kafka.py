@@ -27,6 +27,12 @@ pipelines and the plain loop. Clients fetch with ``fetch_max_wait_ms=5`` here
 to ``read_committed``).
 
     python benchmarks/bench_kafka.py [--n 1000000] [--rate 1000] [--seconds 5] [--json]
+
+``--workers 1,2`` measures scaling instead (nothing else runs): a CPU-bound exactly-once app
+(``_bench_workers.py``) under ``streamlib run --workers N`` for each N, its records/s in steady
+state, the ratio to the first N, and the broker's share of the machine's CPU meanwhile::
+
+    python benchmarks/bench_kafka.py --workers 1,2 [--workers-n 200000] [--spins 400] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -343,6 +349,38 @@ async def latency(broker: KafkaBroker, rate: float, seconds: float) -> list[Resu
     return rows
 
 
+async def scaling(broker: KafkaBroker, n: int, counts: list[int], spins: int, rounds: int) -> list[Result]:
+    """The same CPU-bound app under ``streamlib run --workers N`` for each N (``_bench_workers.py``)."""
+    from _bench_workers import run_workers
+
+    bootstrap = broker.bootstrap_servers
+    src = unique("bench-workers-in")
+    await broker.acreate_topic(src, PARTITIONS)
+    await fill(bootstrap, src, n)
+    ends = {TopicPartition(src, p): n // PARTITIONS + (1 if p < n % PARTITIONS else 0) for p in range(PARTITIONS)}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    runs: dict[int, list[dict[str, float]]] = {w: [] for w in counts}
+    try:
+        for _ in range(rounds):
+            for w in counts:
+                m = await run_workers(bootstrap, broker.pid, src, ends, w, spins, admin, broker.acreate_topic)
+                runs[w].append(m)
+                print(f"--workers {w}: {m['rate']:,.0f} records/s, app {m['app_share']:.0%} and broker "
+                      f"{m['broker_share']:.0%} of the CPU, machine busy {m['machine_busy']:.0%}", file=sys.stderr)
+    finally:
+        await admin.close()
+    rows = []
+    for w in counts:
+        best = sorted(runs[w], key=lambda m: m["rate"])[len(runs[w]) // 2]  # the median run
+        rows.append(Result(f"--workers {w}", n, n / best["rate"],
+                           {"wall s (start to all committed)": round(best["wall"], 2),
+                            "app CPU share": f"{best['app_share']:.0%}",
+                            "broker CPU share": f"{best['broker_share']:.0%}",
+                            "machine busy": f"{best['machine_busy']:.0%}"}))
+    return rows
+
+
 async def main() -> None:
     p = parser("Kafka consume -> map -> produce throughput and latency, streamlib vs a plain aiokafka loop")
     p.add_argument("--n", type=int, default=1_000_000, help="records for the throughput runs")
@@ -350,10 +388,22 @@ async def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0, help="length of each latency run")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--workers", default=None,
+                   help="comma-separated worker counts (e.g. 1,2): run only the scaling table of streamlib run --workers")
+    p.add_argument("--workers-n", type=int, default=200_000, help="records for the scaling runs")
+    p.add_argument("--spins", type=int, default=400, help="interpreter loop iterations per record (CPU per record)")
+    p.add_argument("--rounds", type=int, default=1, help="scaling runs per worker count, alternating (median)")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     # Kafka's own defaults for request threads (the test harness runs a smaller broker).
     with KafkaBroker(properties={"num.io.threads": 8, "num.network.threads": 3}) as broker:
+        if args.workers:
+            counts = [int(w) for w in args.workers.split(",")]
+            rows = await scaling(broker, args.workers_n, counts, args.spins, args.rounds)
+            report(f"CPU-bound exactly-once app ({args.spins} spins/record), streamlib run --workers N, "
+                   f"{args.workers_n:,} records, {PARTITIONS} partitions, {os.cpu_count()} cores", rows,
+                   baseline_name=rows[0].name, as_json=args.json)
+            return
         # Latency first: after the throughput runs the broker holds gigabytes more and its
         # garbage collector shows up in every contestant's tail.
         if not args.skip_latency:
