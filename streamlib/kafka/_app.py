@@ -55,6 +55,7 @@ from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._state.memory import MemoryStore
 from .._state.rocksdb import RocksDBStore
+from .._metrics.query import QueryableStore
 from .._state.store import StateStore
 from ..stage import AsyncLogic, Stage
 from ._assign import TaskAssignor
@@ -66,10 +67,12 @@ from ._changelog import (
     restore_store,
     table_of,
 )
+from .._metrics.registry import MetricsRegistry
 from ._consumer import _Listener
 from ._errors import CommitError, KafkaStreamError, TransactionError
 from ._lanes import Lane, LaneSet
 from ._logfilter import install as install_log_filter
+from ._operations import AppOperations, note_fetched
 from ._settings import ConsumerSettings, ProducerSettings
 from ._task import (
     AppMetrics,
@@ -96,6 +99,9 @@ class AppControl:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.metrics = AppMetrics()
+        #: The run's metrics by name (see docs/operations.md): ``registry.value(name, **labels)``.
+        self.registry = MetricsRegistry()
+        self.operations: AppOperations | None = None
         self._stop = asyncio.Event()
         self._done: asyncio.Future[None] = loop.create_future()
 
@@ -114,6 +120,23 @@ class AppControl:
     @property
     def is_stopped(self) -> bool:
         return self._done.done()
+
+    @property
+    def is_ready(self) -> bool:
+        """Joined the group, and every assigned partition is restored and processing (``/ready``)."""
+        return self.operations is not None and self.operations.is_ready()
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port serving ``/metrics``, ``/health``, ``/ready``, ``/state`` (once bound; None without one)."""
+        server = None if self.operations is None else self.operations.server
+        return None if server is None or server._server is None else server.port
+
+    def store(self, name: str, value_type: Any = None) -> QueryableStore[Any, Any]:
+        """Read-only queries of the state table ``name`` over this instance's open partitions."""
+        if self.operations is None:
+            raise RuntimeError("the app has not started yet: query its stores once run() returned")
+        return self.operations.store(name, value_type)
 
     def _finish(self, error: BaseException | None) -> None:
         if self._done.done():
@@ -166,6 +189,9 @@ class KafkaApp:
         watermarks: RecordTimeWatermarks | None = None,
         changelog_replication_factor: int | None = None,
         max_retries: int = 20,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        advertised_host: str | None = None,
     ) -> None:
         if not isinstance(application_id, str) or not _VALID_ID.match(application_id):
             raise ValueError(
@@ -202,7 +228,23 @@ class KafkaApp:
         self.watermarks = watermarks
         self.changelog_replication_factor = changelog_replication_factor
         self.max_retries = max_retries
+        if metrics_port is not None and (not isinstance(metrics_port, int) or not 0 <= metrics_port <= 65535):
+            raise ValueError(f"metrics_port must be an int from 0 to 65535 (0: any free port), got {metrics_port!r}")
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.advertised_host = advertised_host
+        self._control: AppControl | None = None
         self._stores: dict[str, StateStore] = {}
+
+    def store(self, name: str, value_type: Any = None) -> QueryableStore[Any, Any]:
+        """Read-only queries of the state table ``name`` (an operator's ``name=``) of the running app.
+
+        Reads this instance's open partitions: ``get(key)``, ``range(lo, hi)``, ``items()``,
+        ``fetch(key, time_from, time_to)`` for windows; values as of the last committed checkpoint.
+        """
+        if self._control is None:
+            raise RuntimeError(f"{self!r} is not running: call run() first, then query its stores")
+        return self._control.store(name, value_type)
 
     def runnable(self) -> RunnableGraph[AppControl]:
         """The app as a closed graph; ``.run()`` starts it and returns its :class:`AppControl`."""
@@ -269,6 +311,8 @@ class _AppRun(AsyncLogic):
         self._replication: int | None = app.changelog_replication_factor
         self._create_lock = asyncio.Lock()
         self.log_filter = install_log_filter() if self.exactly_once else None
+        self.operations = control.operations = AppOperations(self)
+        app._control = control
 
     # -- services used by the partition tasks ------------------------------------------
 
@@ -426,6 +470,7 @@ class _AppRun(AsyncLogic):
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         self._log_rebalance("partitions_assigned", partitions)
         self.control.metrics.assigned |= partitions
+        self.operations.joined = True
         tasks: dict[int, set[str]] = {}
         for tp in partitions:
             self.consumer.pause(tp)
@@ -456,6 +501,9 @@ class _AppRun(AsyncLogic):
         for tp in partitions:
             metrics.committed.pop(tp, None)
             metrics.end_offsets.pop(tp, None)
+            metrics.watermarks.pop(tp, None)
+            metrics.restore_remaining.pop(tp, None)
+            metrics.pending_times.pop(tp, None)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -467,7 +515,10 @@ class _AppRun(AsyncLogic):
             await self.admin.start()
             if len(self.topics) > 1:
                 await self._check_copartitioned()
-            self.consumer = self.consumer_settings.create_consumer(**_assignment(self.consumer_settings))
+            await self.operations.start()  # binds the port that the group assignment advertises
+            self.consumer = self.consumer_settings.create_consumer(
+                **self.operations.consumer_overrides(_assignment(self.consumer_settings))
+            )
             await self.consumer.start()
             self.consumer.subscribe(list(self.app.topics), listener=_Listener(self))
             await self._fetch_loop()
@@ -480,7 +531,10 @@ class _AppRun(AsyncLogic):
             try:
                 await self._shutdown(graceful=error is None and self.fatal is None)
             finally:
-                control._finish(error if error is not None else self.fatal)
+                try:
+                    await self.operations.stop()
+                finally:
+                    control._finish(error if error is not None else self.fatal)
 
     async def _fetch_loop(self) -> None:
         control = self.control
@@ -505,6 +559,7 @@ class _AppRun(AsyncLogic):
                     continue  # not open (yet): the partition is read again from its committed offset
                 records += len(raws)
                 lane.offer(raws, now)
+                note_fetched(metrics, tp, raws, self.watermark_bound_ms)
             metrics.fetched += records
             assigned = consumer.assignment()
             for tp in lanes:
@@ -714,8 +769,10 @@ class _TaskRunner:
             partition=n,
             kafka_checkpoint=checkpoint,
             store_header=app.store_header,
+            progress=lambda left: app.operations.restoring(self, left),
         )
         self._store = store
+        app.operations.restoring(self, 0)
         metrics = app.control.metrics
         if result.full:
             metrics.full_restores += 1
@@ -728,7 +785,7 @@ class _TaskRunner:
         task = PartitionTask(app, n, self.name, store, buffer, lanes, producer, offsets, dict(result.positions))
         blueprint = _task_graph(app, task)
         ctx = RunContext(app.ctx.loop, clock=app.ctx.clock, max_chunk=app.ctx.max_chunk,
-                         channel_capacity=app.ctx.channel_capacity)
+                         channel_capacity=app.ctx.channel_capacity, meters=app.control.registry.operators)
         sink_done, graph = blueprint._module.run(ctx, name=f"{app.application_id}:{app.task_key(n)}")
         self.task, self.graph, self.sink_done = task, graph, sink_done
         if task.claimed != set(lanes):

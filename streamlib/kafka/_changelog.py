@@ -134,11 +134,13 @@ async def restore_store(
     kafka_checkpoint: int | None,
     store_header: Callable[[str], bytes],
     timeout: float = 300.0,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[StateStore, RestoreResult]:
     """Bring ``store`` to Kafka's committed state; returns the store to use (a fresh one after a wipe).
 
     ``changelogs`` maps table name to changelog topic. ``make_store`` makes an
-    empty store when the local one cannot be reused.
+    empty store when the local one cannot be reused. ``progress(records_left)`` is
+    called as the replay goes (the ``restore-remaining-records`` metric).
     """
     usable = local_state_is_usable(store, kafka_checkpoint)
     last = store.last_checkpoint()
@@ -153,7 +155,7 @@ async def restore_store(
     records = 0
     if changelogs:
         records, positions = await _replay(store, consumer_kwargs, changelogs, partition, start_positions,
-                                           store_header, timeout)
+                                           store_header, timeout, progress)
     if records or not usable:
         base = last.id if last is not None else 0
         new_id = max(base, kafka_checkpoint or 0) + 1
@@ -184,6 +186,7 @@ async def _replay(
     start: dict[str, int],
     store_header: Callable[[str], bytes],
     timeout: float,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, dict[str, int]]:
     consumer = AIOKafkaConsumer(**{**consumer_kwargs, "group_id": None, "isolation_level": "read_committed",
                                    "enable_auto_commit": False, "auto_offset_reset": "earliest"})
@@ -203,6 +206,8 @@ async def _replay(
                 remaining.add(tp)
         records = 0
         deadline = time.monotonic() + timeout
+        if progress is not None:
+            progress(sum(ends[tp] - positions[tps[tp]] for tp in remaining))
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"restoring from {sorted(tp.topic for tp in remaining)} took over {timeout}s")
@@ -219,6 +224,8 @@ async def _replay(
                 positions[tps[tp]] = pos
                 if pos >= ends[tp]:
                     remaining.discard(tp)
+            if progress is not None:
+                progress(sum(max(0, ends[tp] - positions[tps[tp]]) for tp in remaining))
         return records, positions
     finally:
         await consumer.stop()

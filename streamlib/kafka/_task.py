@@ -54,12 +54,14 @@ from .._runtime.channel import Channel, wait_any
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Barrier, Failure, Signal, Watermark
 from .._state.checkpoint import RunCheckpoints, attach
+from .._metrics.registry import WindowedStat
 from .._state.store import StateStore
 from ..stage import AsyncLogic, Stage
 from ._changelog import META_CHANGELOG, META_KAFKA, STORE_HEADER, ChangelogBuffer
 from ._decode import DeadLetterRecord, RecordDecoder
 from ._errors import TransactionError
 from ._lanes import Lane
+from ._operations import note_committed
 from ._produce import RecordSender, delivery_error
 from ._settings import ConsumerSettings, ProducerSettings
 from ._wait import within
@@ -99,6 +101,16 @@ class AppMetrics:
     assigned: set[TopicPartition] = field(default_factory=set)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     end_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Milliseconds each checkpoint commit took (``commit-latency-avg/max``).
+    commit_latency: WindowedStat = field(default_factory=WindowedStat)
+    #: Milliseconds from input record times to the commit of their results (``record-e2e-latency-*``).
+    e2e_latency: WindowedStat = field(default_factory=WindowedStat)
+    #: Per partition (with ``watermarks=``): its watermark in epoch ms (``watermark-lag``).
+    watermarks: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Per assigned partition being restored: changelog records left to replay.
+    restore_remaining: dict[TopicPartition, int] = field(default_factory=dict)
+    #: Per partition: (end offset, first and last record time) of fetched batches not committed yet.
+    pending_times: dict[TopicPartition, Any] = field(default_factory=dict, repr=False)
 
     @property
     def lag(self) -> dict[TopicPartition, int]:
@@ -679,6 +691,7 @@ class _CommitSinkLogic(AsyncLogic):
                 start = clock.now()
                 await task.commit(item.checkpoint_id)
                 task.commit_times.append(clock.now() - start)
+                note_committed(task.app.metrics, clock.now() - start)
             elif item is END:
                 if not self.fut.done():
                     self.fut.set_result(None)
