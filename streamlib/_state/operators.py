@@ -357,17 +357,24 @@ class TimersLogic(StatefulMapLogic):
             event = self.ttl_event
             timers = self.timers
             recs = timers.recs
+            dirty = timers.dirty if self.tracking else None
             for e in chunk:
                 k = handle.key = key_of(e)
                 t = now if ts_of is None else ts_of(e)
-                rec = recs.get((k, None))
+                ident = (k, None)
+                rec = recs.get(ident)
                 if rec is None:
                     timers.set(k, None, event, t + ttl)
-                elif t >= rec.time:  # expired, its timer has not fired yet: the value is gone all the same
-                    self.forget(k)
-                    timers.set(k, None, event, t + ttl)
-                elif t + ttl > rec.time:
-                    timers.set(k, None, event, t + ttl)
+                else:
+                    if t >= rec.time:  # expired, its timer has not fired yet: the value is gone all the same
+                        self.forget(k)
+                    if t + ttl > rec.time:
+                        # KeyTimers.set moving a timer later, inlined: the heap entry stays where it is.
+                        timers.seq += 1
+                        rec.time = t + ttl
+                        rec.seq = timers.seq
+                        if dirty is not None:
+                            dirty.add(ident)
                 r = fn(e, handle)
                 if r is not None:
                     if many:

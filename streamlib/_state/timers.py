@@ -34,7 +34,7 @@ from collections.abc import Hashable, Iterator
 from heapq import heapify, heappop, heappush
 from typing import Any, Literal, NamedTuple
 
-from .codec import decode_key, encode, value_decoder
+from .codec import decode_key, encode, raw_encode, value_decoder
 from .operator_state import EXTRA_PREFIX
 from .store import Table
 
@@ -174,10 +174,17 @@ class KeyTimers:
         """The rows changed since the last call: puts of pending timers, deletes of gone ones."""
         recs = self.recs
         out: list[tuple[bytes, bytes | None]] = []
-        for ident in self.dirty:
-            row = TIMER_PREFIX + encode(list(ident), f"timer key of {what}")
-            rec = recs.get(ident)
-            out.append((row, None if rec is None else encode([rec.event, rec.time, rec.seq])))
+        try:
+            for ident in self.dirty:
+                rec = recs.get(ident)
+                out.append((
+                    TIMER_PREFIX + raw_encode(ident),
+                    None if rec is None else raw_encode((rec.event, rec.time, rec.seq)),
+                ))  # fmt: skip
+        except (TypeError, OverflowError):
+            for ident in self.dirty:
+                encode(list(ident), f"timer key of {what}")  # names the key
+            raise
         self.dirty = set()
         return out
 
