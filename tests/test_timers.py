@@ -423,3 +423,19 @@ async def test_many_timers_fire_in_time_order_then_setting_order() -> None:
     )
     expected = [t for _s, t in heapq.nsmallest(201, [(((i * 37) % 50, i), ((i * 37) % 50, k)) for i, k in enumerate(keys)])]
     assert got == expected + [(1_000, "end")]
+
+
+async def test_a_timer_the_watermark_already_passed_fires_with_the_next_watermark() -> None:
+    def fn(e: tuple[str, int], state: KeyState[str, int]) -> Any:
+        if e[0] == "late":
+            state.timer_at(5)  # the watermark is at 100 already
+        return ("in", e[0])
+
+    got = await (
+        source_from_chunks([[("a", 100)], [("late", 50)], [("b", 101)], [("c", 300)]])
+        .with_timestamps(lambda e: e[1], max_out_of_orderness=0)
+        .key_by(lambda e: e[0])
+        .stateful_map(fn, on_timer=lambda k, s, t: ("fired", k, t.time))
+        .run_with(Sink.collect())
+    )
+    assert got == [("in", "a"), ("in", "late"), ("in", "b"), ("fired", "late", 5), ("in", "c")]
