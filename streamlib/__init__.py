@@ -35,6 +35,7 @@ from ._runtime.clock import Clock, LoopClock
 from ._runtime.graph_run import RunningGraph
 from ._runtime.signals import Watermark
 from ._state import Checkpoint, Commit, MemoryStore, RocksDBStore, StateEncodingError, StateStore
+from ._metrics import MetricsRegistry, MetricsServer, QueryableStore
 from ._state import Table as StoreTable
 from ._state.operators import KeyState
 from ._table import Change, Table, TableView
@@ -91,11 +92,14 @@ __all__ = [
     "Merge",
     "MergePreferred",
     "MergeSorted",
+    "MetricsRegistry",
+    "MetricsServer",
     "NativeExtensionWarning",
     "Node",
     "OutPort",
     "Partition",
     "PullSourceLogic",
+    "QueryableStore",
     "QueueClosedError",
     "RestartFlow",
     "RestartSettings",
