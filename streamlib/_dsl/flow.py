@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .._join.windows import JoinWindows
     from .._ops.supervision import Decider, Directive
     from .._state.store import StateStore
+    from .._table.table import Table
     from .._time.results import LateRecord
     from .keyed import Keyed
     from .sink import Sink
@@ -697,6 +698,30 @@ class Flow(Generic[In, Out, Mat]):
     @overload
     def join(
         self,
+        other: Table[K, T],
+        *,
+        key: Callable[[Out], K] | str | int,
+        combine: Callable[[Out, T], R],
+        how: Literal["inner"] = "inner",
+        store: StateStore | None = None,
+        left_type: Any = None,
+        name: str | None = None,
+    ) -> Flow[In, R, Mat]: ...
+    @overload
+    def join(
+        self,
+        other: Table[K, T],
+        *,
+        key: Callable[[Out], K] | str | int,
+        combine: Callable[[Out, T | None], R],
+        how: Literal["left"],
+        store: StateStore | None = None,
+        left_type: Any = None,
+        name: str | None = None,
+    ) -> Flow[In, R, Mat]: ...
+    @overload
+    def join(
+        self,
         other: Source[T, Any],
         *,
         within: JoinWindows,
@@ -778,7 +803,7 @@ class Flow(Generic[In, Out, Mat]):
         right_type: Any = None,
         name: str | None = None,
     ) -> Any:
-        """Join this stream with the Source ``other``: pairs of equal keys whose event times lie within ``within``.
+        """Join this stream with the Source ``other`` (pairs of equal keys within ``within``) or a Table.
 
         A pair ``(a, b)`` joins when ``key_a(a) == key_b(b)`` (``key=`` for both)
         and ``b.ts - a.ts`` lies in ``[-within.before, within.after]``; both
@@ -797,15 +822,32 @@ class Flow(Generic[In, Out, Mat]):
         ``LateDataError``, ``"emit"`` emits it as a ``LateRecord``, a Sink gets
         the ``LateRecord`` s. Completes when both inputs completed.
 
+        With a ``Table`` as ``other``: the stream-table join (see docs/joins.md):
+        each element is joined with the table's value for ``key(element)``
+        (``how="inner"`` or ``"left"``); ``within``, ``key_a``, ``key_b``,
+        ``late`` and ``right_type`` are for two streams only.
+
         >>> orders.join(payments, key_a="order_id", key_b="order_id",
         ...             within=JoinWindows(before=0, after=timedelta(minutes=10)),
         ...             combine=lambda o, p: (o.order_id, p.amount))
         """
         from .._dsl.source import Source as _Source
         from .._join.dsl import join_streams
+        from .._table.table import Table as _Table
 
+        if isinstance(other, _Table):  # the stream-table join
+            if within is not None or key_a is not None or key_b is not None or late != "fail" or right_type is not None:
+                raise TypeError(
+                    "join(table, ...) takes key=, combine=, how='inner' or 'left', store=, left_type= and name=; "
+                    "within=, key_a=, key_b=, late= and right_type= are for joining two streams"
+                )
+            from .._table.join import join_table
+
+            return join_table(
+                self, other, key=key, combine=combine, how=how, store=store, element_type=left_type, name=name
+            )
         if not isinstance(other, _Source):
-            raise TypeError(f"join(other) needs a Source to join with, got {other!r}")
+            raise TypeError(f"join(other) needs a Source (a stream-stream join) or a Table, got {other!r}")
         return join_streams(
             self, other, key=key, key_a=key_a, key_b=key_b, within=within, combine=combine, how=how,
             store=store, late=late, late_mat=None, types=(left_type, right_type), name=name,
