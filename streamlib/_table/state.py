@@ -13,8 +13,9 @@ stateful operator.
   the latest goes into the history and leaves the latest alone. ``as_of(key,
   t)`` is the value of the last version at or before ``t``. A version is
   dropped once the next one is ``history_ms`` behind the watermark, so every
-  lookup at or after ``watermark - history_ms`` is answered exactly; a key
-  whose latest version is a tombstone that old is forgotten. Expiry is indexed
+  lookup at or after ``watermark - history_ms`` is answered exactly. A
+  tombstone is kept as a version (older updates stay history); a key whose
+  only version is a tombstone that old is forgotten. Expiry is indexed
   by time (a heap of distinct times and a dict time -> keys), so a watermark
   costs in proportion to the keys it touches.
 """
@@ -39,7 +40,7 @@ _TS = itemgetter(0)
 class TableState:
     """Latest value (or versions) per key, with store staging and version expiry."""
 
-    __slots__ = ("state", "data", "history", "heap", "by_expiry", "tracking", "dirty")
+    __slots__ = ("state", "data", "history", "heap", "by_expiry", "tracking")
 
     def __init__(
         self,
@@ -58,7 +59,6 @@ class TableState:
         self.heap: list[int] = []
         self.by_expiry: dict[int, list[Hashable]] = {}
         self.tracking = self.state.tracking
-        self.dirty = self.state.dirty
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -123,18 +123,21 @@ class TableState:
                 return (old, None)
             data[key] = value
             if self.tracking:
-                self.dirty.add(key)
+                self.state.dirty.add(key)
             return (old, value)
         return self._put_version(key, value, ts)
 
     def _put_version(self, key: Hashable, value: Any, ts: int | None) -> tuple[Any, Any] | None:
         assert ts is not None, "a versioned table needs event time"
         versions = self.data.get(key)
+        h: int = self.history  # type: ignore[assignment]
         if versions is None:
-            if value is None:
-                return None
+            # a tombstone is kept too: it says the key is deleted as of ts, so older updates stay history
             self.data[key] = [(ts, value)]
             self._dirty(key)
+            if value is None:
+                self._schedule(ts + h, key)
+                return None
             return (None, value)
         last_ts, last = versions[-1]
         if ts >= last_ts:
@@ -142,21 +145,16 @@ class TableState:
                 versions[-1] = (ts, value)
             else:
                 versions.append((ts, value))
-                self._schedule(ts + self.history, key)  # type: ignore[operator]
-            if value is None and len(versions) == 1:
-                del self.data[key]  # nothing before it: the key is simply absent
-                self.state.remove(key)
-            else:
-                if value is None:
-                    self._schedule(ts + self.history, key)  # type: ignore[operator]
-                self._dirty(key)
+                self._schedule(ts + h, key)
+            if value is None:
+                self._schedule(ts + h, key)
+            self._dirty(key)
             return None if last is None and value is None else (last, value)
         i = bisect_right(versions, ts, key=_TS)
         if i and versions[i - 1][0] == ts:
             versions[i - 1] = (ts, value)
         else:
             versions.insert(i, (ts, value))
-            h: int = self.history  # type: ignore[assignment]
             self._schedule(versions[i + 1][0] + h, key)
             if i:
                 self._schedule(ts + h, key)  # the version before it is superseded sooner now
@@ -165,7 +163,7 @@ class TableState:
 
     def _dirty(self, key: Hashable) -> None:
         if self.tracking:
-            self.dirty.add(key)
+            self.state.dirty.add(key)
 
     # -- expiry of versions -------------------------------------------------------
 
@@ -201,8 +199,8 @@ class TableState:
         i = bisect_right(versions, cutoff, key=_TS) - 1  # the version valid at the cutoff
         if i > 0:
             del versions[:i]
-        while versions and versions[0][1] is None:  # a leading tombstone is absence
-            del versions[0]
+        if len(versions) == 1 and versions[0][1] is None and versions[0][0] <= cutoff:
+            versions.clear()  # deleted longer ago than the history: forget the key
         if versions:
             self._dirty(key)
         else:
