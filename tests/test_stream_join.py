@@ -389,6 +389,10 @@ async def test_a_join_in_a_flow_takes_the_other_source_when_it_runs() -> None:
     from streamlib import Flow
 
     b = Source.from_iterable([("k", 5, "b1"), ("j", 7, "b2")]).with_timestamps(lambda e: e[1])
-    flow = Flow[Ev, Ev, None]().with_timestamps(lambda e: e[1]).join(b, key=0, within=JoinWindows(10, 10), combine=ids, how="outer")
+    flow = (
+        Flow[Ev, Ev, None]()
+        .with_timestamps(lambda e: e[1])
+        .join(b, key=0, within=JoinWindows(10, 10), combine=ids, how="outer")
+    )
     got = await Source.from_iterable([("k", 1, "a1"), ("x", 2, "a2")]).via(flow).run_with(Sink.collect())
     assert Counter(got) == Counter([("a1", "b1"), ("a2", None), (None, "b2")])

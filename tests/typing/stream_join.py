@@ -6,7 +6,7 @@ from typing import reveal_type
 
 import msgspec
 
-from streamlib import Flow, JoinWindows, LateRecord, Sink, Source
+from streamlib import Flow, JoinWindows, Sink, Source
 
 
 class Order(msgspec.Struct):
