@@ -113,12 +113,12 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         except msgspec.ValidationError as exc:
             message = str(exc)
             match = re.search(r"at `\$\.(\w+)`", message)
-            field = match.group(1) if match else None
             what = re.sub(r" - at `\$\.\w+`", "", message)
-            if field is None:
+            if match is None:
                 raise SettingsError(f"bad settings: {what}") from None
-            where = (sources or {}).get(field, field)
-            raise SettingsError(f"bad setting {where}: {what}{_allowed(field)}") from None
+            bad: str = match.group(1)
+            where = (sources or {}).get(bad, bad)
+            raise SettingsError(f"bad setting {where}: {what}{_allowed(bad)}") from None
 
     def validated(self) -> RunSettings:
         """These settings checked as :meth:`load` checks them (a struct built directly is not)."""

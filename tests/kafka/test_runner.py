@@ -199,3 +199,55 @@ def test_service_example_runs_and_checks_itself(kafka_broker: KafkaBroker) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "exited with code 0" in proc.stdout
     assert "Check against plain Python: same results" in proc.stdout
+
+
+def hanging(count: int) -> Any:
+    return lambda events: len([e for e in events if e.get("event") == "hanging"]) >= count
+
+
+@pytest.mark.time_limit(240)
+async def test_a_second_signal_or_the_deadline_aborts_and_the_next_run_is_still_exactly_once(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("run-abort"), unique("run-abort-in"), unique("run-abort-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    n = 4000
+    await produce_range(bootstrap, src, 0, n)
+    options = ("--bootstrap-servers", bootstrap, "--state-dir", str(tmp_path / "state"), "--instance-id", "abort-host")
+    env = env_for(app_id, src, dst, "exactly_once")
+    # In the first two runs processing never finishes, so neither can a stop.
+    hung = {**env, "RUNNER_JOB_HANG": "1"}
+    workers = Runner("runner_app:make_app", "--workers", "2", *options, env=hung, log_path=tmp_path / "workers.log")
+    single = Runner("runner_app:make_app", "--workers", "1", "--shutdown-timeout", "2", *options, env=hung,
+                    log_path=tmp_path / "single.log")
+    last = Runner("runner_app:make_app", "--workers", "2", *options, env=env, log_path=tmp_path / "last.log")
+    try:
+        await workers.start()
+        await workers.wait_for(hanging(PARTITIONS))
+        workers.signal(signal.SIGTERM)
+        # Both workers are stopping (the supervisor forwarded the signal) when the second one arrives.
+        await workers.wait_for(lambda events: len([e for e in events if "a second signal aborts" in e["message"]]) == 2)
+        workers.signal(signal.SIGTERM)
+        assert await workers.wait_exit(timeout=45) == 128 + signal.SIGTERM, workers.tail()
+        exits = sorted((e["worker_index"], e["code"]) for e in workers.events() if e.get("event") == "worker_exited")
+        assert exits == [(0, 128 + signal.SIGTERM), (1, 128 + signal.SIGTERM)], workers.tail()
+        assert len([e for e in workers.events() if "again: aborting without committing" in e["message"]]) == 2
+
+        await single.start()
+        await single.wait_for(hanging(PARTITIONS))
+        single.signal(signal.SIGTERM)
+        assert await single.wait_exit(timeout=45) == 124, single.tail()
+        assert any("did not finish within 2.0s" in e["message"] for e in single.events())
+        assert await progress(bootstrap, app_id, src) == 0
+
+        await last.start()
+        await wait_drained(bootstrap, app_id, src, PARTITIONS, timeout=120)
+        last.signal(signal.SIGTERM)
+        assert await last.wait_exit(timeout=60) == 0, last.tail()
+        await check_exactly_once(bootstrap, dst, n)
+    finally:
+        await workers.close()
+        await single.close()
+        await last.close()

@@ -2,13 +2,16 @@
 
 ``streamlib run runner_app:make_app`` (from this directory) with the topics and
 guarantee in ``RUNNER_JOB_APP_ID``, ``RUNNER_JOB_INPUT``, ``RUNNER_JOB_OUTPUT``
-and ``RUNNER_JOB_GUARANTEE``; servers and state directory come from the runner
+and ``RUNNER_JOB_GUARANTEE`` (``RUNNER_JOB_HANG=1``: processing a record never finishes, so
+a stop cannot finish either; each partition logs ``event: hanging`` when its first record hangs); servers and state directory come from the runner
 settings (``--bootstrap-servers``, ``--state-dir``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 from typing import Any
 
@@ -25,6 +28,7 @@ class Event(msgspec.Struct):
 
 def make_app(settings: RunSettings) -> KafkaApp:
     output = os.environ["RUNNER_JOB_OUTPUT"]
+    hang = os.environ.get("RUNNER_JOB_HANG") == "1"
 
     def topology(p: PartitionContext) -> Flow[Any, Any, Any]:
         def step(rec: Any, state: Any) -> ProducerRecord[bytes, bytes]:
@@ -34,7 +38,13 @@ def make_app(settings: RunSettings) -> KafkaApp:
             return ProducerRecord(output, json.dumps([rec.key.decode(), rec.value.n, count, total]).encode(),
                                   key=rec.key)
 
-        return Flow().key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
+        async def never(rec: Any) -> Any:
+            logging.getLogger("runner_job").info("%s-%d hangs", p.topic, p.partition, extra={"event": "hanging"})
+            await asyncio.Event().wait()
+            return rec
+
+        records: Flow[Any, Any, Any] = Flow().map_async(1, never) if hang else Flow()
+        return records.key_by(lambda r: r.key).stateful_map(step, store=p.store, name="counts")
 
     servers = settings.bootstrap_servers or "localhost:9092"
     return KafkaApp(
