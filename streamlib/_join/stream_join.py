@@ -32,7 +32,7 @@ exactly the open windows. End of stream closes every window.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from heapq import heappop, heappush
 from typing import Any, Literal
 
@@ -125,12 +125,9 @@ class StreamJoinLogic(BinaryLogic):
         self.seq = [0, 0]
         self.wm = NO_WATERMARK
         self.closed_below = NO_WATERMARK - self.grace  # elements below this are late
-        # with a store: entries buffered since the last barrier, stored entries whose flag
-        # changed, store keys of stored entries that closed
-        self.fresh: list[list[Any]] = []
+        # with a store: stored entries whose matched flag changed, keys of stored entries that closed
         self.rewrite: list[list[Any]] = []
         self.drops: list[int] = []
-        self.compact_at = 65_536
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -179,7 +176,7 @@ class StreamJoinLogic(BinaryLogic):
         last_close = self.last_close[side]
         combine = self.combine
         closed_below = self.closed_below
-        tracking, fresh, rewrite = self.tracking, self.fresh, self.rewrite
+        rewrite = self.rewrite
         seq = self.seq[side]
         left = side == 0
         late: list[tuple[Any, Hashable, int]] | None = None
@@ -215,16 +212,10 @@ class StreamJoinLogic(BinaryLogic):
                     fifo.append(entry)
                 else:
                     heappush(self.heap, (at, seq << 1 | side, entry))
-                if tracking:
-                    fresh.append(entry)
                 seq += 1
         finally:
             self.seq[side] = seq
             self.last_close[side] = last_close
-        if tracking and len(fresh) > self.compact_at:
-            # between barriers, forget entries that closed before reaching the store
-            self.fresh = [e for e in fresh if e[5] == _NEW]
-            self.compact_at = max(65_536, 2 * len(self.fresh))
         if late:
             self._late(side, late, out)
         if (fifo and fifo[0][1] + hi < closed_below) or (self.heap and self.heap[0][0] < closed_below):
@@ -296,26 +287,37 @@ class StreamJoinLogic(BinaryLogic):
             else:
                 entry[5] = _GONE_NEW
 
+    def _unstored(self) -> Iterator[list[Any]]:
+        """Open entries not in the store yet: each FIFO's tail since the last barrier, and the heap's."""
+        for fifo in self.fifos:
+            for entry in reversed(fifo):
+                if entry[5] != _NEW:
+                    break
+                yield entry
+        for _, _, entry in self.heap:
+            if entry[5] == _NEW:
+                yield entry
+
     def on_barrier(self, checkpoint_id: int) -> None:
         if not self.tracking:
             return
         rows: list[tuple[bytes, bytes | None]] = []
         add = rows.append
+        fresh = list(self._unstored())
         try:
-            for entry in self.fresh:
-                if entry[5] == _NEW:
-                    add((raw_encode(entry[0]), raw_encode(entry[:5])))
-                    entry[5] = _IN_STORE
+            for entry in fresh:
+                add((raw_encode(entry[0]), raw_encode(entry[:5])))
             for entry in self.rewrite:
                 if entry[5] == _IN_STORE:
                     add((raw_encode(entry[0]), raw_encode(entry[:5])))
         except (TypeError, OverflowError):
-            for entry in self.fresh:  # name the culprit
+            for entry in fresh:  # name the culprit
                 encode(entry[:5], f"buffered element of {self.stage_name}")
             raise
+        for entry in fresh:
+            entry[5] = _IN_STORE
         for sk in self.drops:
             add((raw_encode(sk), None))
-        self.fresh = []
         self.rewrite = []
         self.drops = []
         self.state.stage(checkpoint_id, {_WM_KEY: self.wm, _SEQ_KEY: self.seq}, rows=rows)
