@@ -192,7 +192,10 @@ class _ProducerFlowLogic(AsyncLogic):
         records: list[ProducerRecord[Any, Any]] = []
         entries: list[tuple[Any, int]] = []  # (element, index of its first record or -1)
         for element in chunk:
-            if isinstance(element, ProducerMessage):
+            if type(element) is ProducerRecord:
+                entries.append((element, len(records)))
+                records.append(element)
+            elif isinstance(element, ProducerMessage):
                 entries.append((element, len(records)))
                 records.extend(element.records)
             elif isinstance(element, (CommittableOffset, CommittableRecord)):
@@ -203,21 +206,38 @@ class _ProducerFlowLogic(AsyncLogic):
         slots: list[Slot] = []
         if records:
             await sender.send_batches(producer, records, slots)
+        append = pending.append
         for element, start in entries:
             if start < 0:
-                pending.append((element, None))
+                append((element, None))
             elif isinstance(element, ProducerMessage):
                 n = len(element.records)
-                pending.append((element, [(records[i], *slots[i]) for i in range(start, start + n)]))
+                append((element, [(records[i], *slots[i]) for i in range(start, start + n)]))
             else:
-                pending.append((element, (element, *slots[start])))
+                fut, index = slots[start]
+                append((element, (element, fut, index)))
 
     async def _emit_ready(self, out: Channel, pending: deque[_Pending], wait: bool) -> None:
         results: list[Any] = []
         max_chunk = self.max_chunk
-        while pending and (wait or _ready(pending[0])):
-            element, deliveries = pending.popleft()
-            results.append(await _result(element, deliveries))
+        while pending:
+            element, deliveries = pending[0]
+            if deliveries is None:
+                results.append(element)
+            elif type(deliveries) is tuple:
+                rec, fut, index = deliveries
+                if not fut.done():
+                    if not wait:
+                        break
+                    await asyncio.wait([fut])
+                results.append(_delivered(rec, fut, index))
+            else:
+                if not all(f.done() for _r, f, _i in deliveries):
+                    if not wait:
+                        break
+                    await asyncio.wait([f for _r, f, _i in deliveries])
+                results.append(ProducerMessageResult([_delivered(*d) for d in deliveries], element.passthrough))
+            pending.popleft()
             if len(results) >= max_chunk:
                 await out.put(results)
                 results = []
@@ -263,17 +283,10 @@ async def _wait_either(inlet: Channel, fut: Any) -> None:
             await asyncio.wait([reader])
 
 
-async def _result(element: Any, deliveries: Any) -> Any:
-    if deliveries is None:
-        return element
-    if isinstance(element, ProducerMessage):
-        return ProducerMessageResult([await _delivered(*d) for d in deliveries], element.passthrough)
-    return await _delivered(*deliveries)
-
-
-async def _delivered(rec: ProducerRecord[Any, Any], fut: Any, index: int) -> ProducerResult[Any, Any]:
-    try:
-        meta = await fut
-    except Exception as exc:
+def _delivered(rec: ProducerRecord[Any, Any], fut: Any, index: int) -> ProducerResult[Any, Any]:
+    """The result of a record whose batch's delivery ``fut`` is done (a ProduceError if it failed)."""
+    if fut.cancelled() or fut.exception() is not None:
+        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
         raise delivery_error(rec, exc) from exc
+    meta = fut.result()
     return ProducerResult(rec, meta.partition, record_offset(meta, index))
