@@ -25,11 +25,13 @@ position.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from ._pattern import ANY, NOT_FOLLOWED, NOT_NEXT, RELAXED, STRICT, Compiled
+from ._pattern import ANY, INFINITE, NOT_FOLLOWED, NOT_NEXT, RELAXED, STRICT, Compiled
 from ._results import Match, Timeout
+
+NO_LIMIT = -(2**63)
 
 
 class NFA:
@@ -71,6 +73,20 @@ class NFA:
                     cj = c.cond[j] if j < m else -1
                     plan.append((bit, j, 1, entry, cj, -1, tuple(c.crossed[(i, j)])))
             self.plans.append(plan)
+        # Counts beyond cap compare with the step's bounds like cap does.
+        self.cap = [c.lo[i] if c.hi[i] >= INFINITE else c.hi[i] for i in range(m)]
+        self.memo: dict[tuple[int, int, int, bool, int], tuple[tuple[Any, ...], int]] = {}
+        self.start_plan = [(j, c.cond[j], c.mask(j, 1), c.final[j] and 1 >= c.lo[j]) for j in c.starts]
+        # One start step with a condition on the event alone: a key without runs tests just that.
+        self.simple_start: Callable[[Any], Any] | None = None
+        if len(c.starts) == 1 and not c.ctx_conds[c.cond[c.starts[0]]]:
+            self.simple_start = c.conds[c.cond[c.starts[0]]]
+        # ... and when that start never completes a match alone, the new run is all there is to make.
+        self.inline_start: tuple[int, int] | None = None
+        if self.simple_start is not None and len(self.start_plan) == 1 and not self.start_plan[0][3]:
+            j0, _cj, nmask0, _fin = self.start_plan[0]
+            if nmask0:
+                self.inline_start = (j0, nmask0)
         self.skip = c.skip.kind
         self.skip_step = c.names.index(c.skip.name) if c.skip.kind == "skip_to_first" else -1
 
@@ -111,25 +127,65 @@ class NFA:
 
     # -- one event -----------------------------------------------------------------------
 
+    def transition(self, i: int, n: int, mask: int, fresh: bool, rb: int) -> tuple[tuple[Any, ...], int]:
+        """What a run at step ``i`` (count ``n``, open moves ``mask``) does with an event whose conditions are ``rb``.
+
+        Returns the takes, as ``(step, is_loop, moves of the new run, completes)``,
+        and the moves left open if the run ignores the event (0: it dies).
+        Depends on ``n`` only through comparisons with the step's bounds, so
+        the result is cached per ``(i, min(n, cap), mask, fresh, rb)``.
+        """
+        c = self.c
+        hi, lo, final, mask_of = c.hi, c.lo, c.final, c.mask
+        in_i = rb >> c.cond[i] & 1
+        greedy_block = c.greedy[i] and n < hi[i] and in_i
+        newmask = mask
+        takes: list[tuple[int, bool, int, bool]] = []
+        for bit, j, is_exit, contig, cj, cu, negs in self.plans[i]:
+            if not mask & bit:
+                continue
+            if not is_exit:
+                until_hit = cu >= 0 and rb >> cu & 1
+                if in_i and not until_hit:
+                    takes.append((i, True, mask_of(i, n + 1), final[i] and n + 1 >= lo[i]))
+                if contig == STRICT or (contig == RELAXED and in_i) or until_hit:
+                    newmask &= ~bit
+                continue
+            neg_hit = neg_next_hit = False
+            for kind, nc in negs:
+                if rb >> nc & 1:
+                    if kind == NOT_FOLLOWED:
+                        neg_hit = True
+                    elif fresh:
+                        neg_next_hit = True
+            in_j = cj >= 0 and rb >> cj & 1
+            if in_j and not greedy_block and not neg_next_hit:
+                takes.append((j, False, mask_of(j, 1), final[j] and 1 >= lo[j]))
+            if contig == STRICT or (contig == RELAXED and in_j) or greedy_block or neg_hit or neg_next_hit:
+                newmask &= ~bit
+        return tuple(takes), newmask
+
     def step(
-        self, key: Hashable, runs: list[list[Any]], ts: int, pos: int, x: Any, out: list[Any]
+        self, key: Hashable, runs: Sequence[list[Any]], ts: int, pos: int, x: Any, out: list[Any]
     ) -> list[list[Any]]:
         """Feed event ``x`` (time ``ts``, position ``pos``) to ``key``'s runs; return the runs alive after it."""
         c = self.c
-        if runs and self.within is not None:
-            w = self.within
-            if any(r[4] + w <= ts for r in runs):
-                runs = self.expire(key, runs, ts, out)
         bits = 0
         for b, f in self.plain:
             if f(x):
                 bits |= b
-        cond, hi, lo, final, mask_of = c.cond, c.hi, c.lo, c.final, c.mask
-        ctx_needed, conds = self.ctx_needed, self.conds
         alive: list[list[Any]] = []
         matches: list[list[Any]] | None = None
+        expired: list[list[Any]] | None = None
+        limit = ts - self.within if self.within is not None else NO_LIMIT
+        cap, memo, ctx_needed, conds = self.cap, self.memo, self.ctx_needed, self.conds
         for run in runs:
             i, n, mask, fresh, st, sp, taken = run
+            if st <= limit:
+                if expired is None:
+                    expired = []
+                expired.append(run)
+                continue
             rb = bits
             need = ctx_needed[i]
             if need:
@@ -137,76 +193,46 @@ class NFA:
                 for k in need:
                     if conds[k](x, ctx):
                         rb |= 1 << k
-            ci = cond[i]
-            in_i = rb >> ci & 1
-            greedy_block = c.greedy[i] and n < hi[i] and in_i
-            newmask = mask
-            for bit, j, is_exit, contig, cj, cu, negs in self.plans[i]:
-                if not mask & bit:
-                    continue
-                if not is_exit:
-                    # LOOP: take into step i again; ignoring keeps the loop open per inner contiguity.
-                    until_hit = cu >= 0 and rb >> cu & 1
-                    if in_i and not until_hit:
-                        nr = [i, n + 1, mask_of(i, n + 1), True, st, sp, taken + ((i, pos, x),)]
-                        if nr[2]:
-                            alive.append(nr)
-                        if final[i] and n + 1 >= lo[i]:
-                            if matches is None:
-                                matches = []
-                            matches.append(nr)
-                    if contig == STRICT or (contig == RELAXED and in_i) or until_hit:
-                        newmask &= ~bit
-                    continue
-                # EXIT to step j (or END when j == m).
-                neg_hit = False
-                neg_next_hit = False
-                for kind, nc in negs:
-                    if rb >> nc & 1:
-                        if kind == NOT_FOLLOWED:
-                            neg_hit = True
-                        elif fresh:
-                            neg_next_hit = True
-                if cj >= 0 and rb >> cj & 1 and not greedy_block and not neg_next_hit:
-                    nr = [j, 1, mask_of(j, 1), True, st, sp, taken + ((j, pos, x),)]
-                    if nr[2]:
-                        alive.append(nr)
-                    if final[j] and 1 >= lo[j]:
-                        if matches is None:
-                            matches = []
-                        matches.append(nr)
-                if (
-                    contig == STRICT
-                    or (contig == RELAXED and cj >= 0 and rb >> cj & 1)
-                    or greedy_block
-                    or neg_hit
-                    or neg_next_hit
-                ):
-                    newmask &= ~bit
-            if newmask:
-                if newmask != mask:
-                    run[2] = newmask
-                run[3] = False
-                alive.append(run)
-        # New runs starting at x.
-        if self.start_ctx:
-            ctx0 = self.ctx_of(())
-            sb = bits
-            for k in self.start_ctx:
-                if conds[k](x, ctx0):
-                    sb |= 1 << k
-        else:
-            sb = bits
-        for j in c.starts:
-            if sb >> cond[j] & 1:
-                nr = [j, 1, mask_of(j, 1), True, ts, pos, ((j, pos, x),)]
-                if nr[2]:
+            mk = (i, n if n < cap[i] else cap[i], mask, fresh, rb)
+            tr = memo.get(mk)
+            if tr is None:
+                if len(memo) > 100_000:
+                    memo.clear()
+                tr = memo[mk] = self.transition(i, mk[1], mask, fresh, rb)
+            takes, newmask = tr
+            for j, loop, nmask, fin in takes:
+                nr = [j, n + 1 if loop else 1, nmask, True, st, sp, taken + ((j, pos, x),)]
+                if nmask:
                     alive.append(nr)
-                if final[j] and 1 >= lo[j]:
+                if fin:
                     if matches is None:
                         matches = []
                     matches.append(nr)
-        if matches is not None:
+            if newmask:
+                if newmask != mask:
+                    run[2] = newmask
+                if fresh:
+                    run[3] = False
+                alive.append(run)
+        # New runs starting at x.
+        sb = bits
+        if self.start_ctx:
+            ctx0 = self.ctx_of(())
+            for k in self.start_ctx:
+                if conds[k](x, ctx0):
+                    sb |= 1 << k
+        for j, cj, nmask, fin in self.start_plan:
+            if sb >> cj & 1:
+                nr = [j, 1, nmask, True, ts, pos, ((j, pos, x),)]
+                if nmask:
+                    alive.append(nr)
+                if fin:
+                    if matches is None:
+                        matches = []
+                    matches.append(nr)
+        if expired is not None:
+            alive, matches = self.close(key, expired, alive, matches, out)
+        if matches:
             alive = self._emit_matches(key, matches, alive, out)
         return alive
 
@@ -245,10 +271,26 @@ class NFA:
         """
         w = self.within
         assert w is not None
-        gone = [r for r in runs if r[4] + w <= upto]
+        limit = upto - w
+        gone = [r for r in runs if r[4] <= limit]
         if not gone:
             return runs
-        left = [r for r in runs if r[4] + w > upto]
+        left = [r for r in runs if r[4] > limit]
+        left, _ = self.close(key, gone, left, None, out, confirm)
+        return left
+
+    def close(
+        self,
+        key: Hashable,
+        gone: list[list[Any]],
+        left: list[list[Any]],
+        matches: list[list[Any]] | None,
+        out: list[Any],
+        confirm: bool = True,
+    ) -> tuple[list[list[Any]], list[list[Any]] | None]:
+        """Emit what the runs ``gone`` (windows closed) amount to; prune ``left`` and ``matches`` by skip strategy."""
+        w = self.within
+        assert w is not None
         if len(gone) > 1:
             gone.sort(key=lambda r: (r[4], [p for _s, p, _e in r[6]]))
         c, end_bit = self.c, self.end_bit
@@ -266,7 +308,9 @@ class NFA:
                             if prune(other[5]):
                                 dead.add(id(other))
                         left = [a for a in left if not prune(a[5])]
+                        if matches:
+                            matches = [a for a in matches if not prune(a[5])]
             elif self.timeouts and not (c.final[i] and r[1] >= c.lo[i]):
                 events = self.result(key, r[6]).events
                 out.append(Timeout(key, events, r[4] + w))
-        return left
+        return left, matches

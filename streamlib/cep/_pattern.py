@@ -338,7 +338,13 @@ class Compiled:
         self.conds: list[Callable[..., Any]] = []
         self.ctx_conds: list[bool] = []
 
+        seen: dict[tuple[int, ...], int] = {}
+
         def cond_index(fns: tuple[Callable[..., Any], ...], what: str) -> int:
+            ident = tuple(id(f) for f in fns)
+            if ident in seen:  # the same function(s) on several steps: evaluated once per event
+                return seen[ident]
+            seen[ident] = len(self.conds)
             if not fns:
                 fn: Callable[..., Any] = _all_true
                 takes_ctx = False

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from heapq import heappop, heappush
+from operator import itemgetter
 from typing import Any, Literal
 
 import msgspec
@@ -110,6 +111,7 @@ class _MatchLogic(StageLogic):
         self.runs: dict[Hashable, list[list[Any]]] = self.state.data
         self.event_type = stage.event_type
         self.heap: list[tuple[int, int, Hashable]] = []
+        self.due: dict[Hashable, int] = {}
         self.seq = 0
         self.pos = 0
 
@@ -134,41 +136,69 @@ class _MatchLogic(StageLogic):
         pass
 
     def _schedule(self, at: int, key: Hashable) -> None:
+        # One live heap entry per key with runs, at or before its earliest window end.
+        self.due[key] = at
         self.seq += 1
         heappush(self.heap, (at, self.seq, key))
 
-    def _feed(self, k: Hashable, ts: int, e: Any, out: list[Any]) -> None:
-        runs = self.runs
-        before = runs.get(k)
-        pos = self.pos = self.pos + 1
-        alive = self.nfa.step(k, before or [], ts, pos, e, out)
-        if alive:
-            runs[k] = alive
-            if self.tracking:
-                self.state.dirty.add(k)
-            if self.within is not None and alive[-1][5] == pos:
-                self._schedule(ts + self.within, k)
-        elif before is not None:
-            del runs[k]
-            self.state.remove(k)
+    def _feed_all(self, items: list[tuple[int, Any]], out: list[Any]) -> None:
+        """Run each ``(ts, event)`` through its key's runs, in order."""
+        runs_of, key_of, step = self.runs, self.key_of, self.nfa.step
+        tracking, dirty, remove = self.tracking, self.state.dirty, self.state.remove
+        within, due = self.within, self.due
+        pos = self.pos
+        # A key without runs only needs the start conditions: most events of a quiet key stop here.
+        simple = self.nfa.simple_start
+        inline_start = self.nfa.inline_start
+        for ts, e in items:
+            pos += 1
+            k = key_of(e)
+            runs = runs_of.get(k)
+            if not runs:
+                if simple is not None:
+                    if not simple(e):
+                        continue
+                    if inline_start is not None:  # the event starts the key's only run
+                        j, nmask = inline_start
+                        runs_of[k] = [[j, 1, nmask, True, ts, pos, ((j, pos, e),)]]
+                        if tracking:
+                            dirty.add(k)
+                        if within is not None and k not in due:
+                            self._schedule(ts + within, k)
+                        continue
+                alive = step(k, (), ts, pos, e, out)
+            else:
+                alive = step(k, runs, ts, pos, e, out)
+            if alive:
+                runs_of[k] = alive
+                if tracking:
+                    dirty.add(k)
+                if within is not None and k not in due:
+                    self._schedule(min(r[4] for r in alive) + within, k)
+            elif runs is not None:
+                del runs_of[k]
+                remove(k)
+        self.pos = pos
 
     def _close(self, upto: int, out: list[Any], confirm: bool = True) -> None:
         """Close every window ending at or before ``upto``."""
-        heap = self.heap
-        runs = self.runs
+        heap, runs, due = self.heap, self.runs, self.due
         nfa = self.nfa
         while heap and heap[0][0] <= upto:
-            _, _, k = heappop(heap)
+            at, _, k = heappop(heap)
+            if due.get(k) != at:
+                continue
+            del due[k]
             rs = runs.get(k)
             if not rs:
                 continue
             left = nfa.expire(k, rs, upto, out, confirm)
-            if left is rs:
-                continue
             if left:
-                runs[k] = left
-                if self.tracking:
-                    self.state.dirty.add(k)
+                if left is not rs:
+                    runs[k] = left
+                    if self.tracking:
+                        self.state.dirty.add(k)
+                self._schedule(min(r[4] for r in left) + self.within, k)  # type: ignore[operator]
             else:
                 del runs[k]
                 self.state.remove(k)
@@ -205,26 +235,27 @@ class EventTimeMatchLogic(_MatchLogic):
         return {_POS: self.pos, _WM: self.wm, _BUF: self.buffer}
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
-        ts_of, wm, buf = self.ts_of, self.wm, self.buffer
-        hi = self.buf_max
-        for e in chunk:
-            ts = ts_of(e)
-            if type(ts) is not int:
-                raise TypeError(
-                    f"{self.stage_name}: the timestamp function returned {ts!r} ({type(ts).__name__}); event "
-                    "timestamps are int milliseconds since the epoch"
-                )
-            if ts < wm:
-                raise LateEventError(
-                    f"{self.stage_name}: event {e!r:.200} (timestamp {ts}) arrived after the watermark {wm} "
-                    "had passed it, so it cannot be matched in time order. Allow more disorder: "
-                    "with_timestamps(..., max_out_of_orderness=...), or match in processing time: "
-                    "match(..., time='processing')"
-                )
-            buf.append((ts, e))
-            if ts > hi:
-                hi = ts
-        self.buf_max = hi
+        if not chunk:
+            return []
+        tss = list(map(self.ts_of, chunk))
+        if set(map(type, tss)) != _INT:
+            bad = next(t for t in tss if type(t) is not int)
+            raise TypeError(
+                f"{self.stage_name}: the timestamp function returned {bad!r} ({type(bad).__name__}); event "
+                "timestamps are int milliseconds since the epoch"
+            )
+        if min(tss) < self.wm:
+            ts, e = next((t, e) for t, e in zip(tss, chunk) if t < self.wm)
+            raise LateEventError(
+                f"{self.stage_name}: event {e!r:.200} (timestamp {ts}) arrived after the watermark {self.wm} "
+                "had passed it, so it cannot be matched in time order. Allow more disorder: "
+                "with_timestamps(..., max_out_of_orderness=...), or match in processing time: "
+                "match(..., time='processing')"
+            )
+        self.buffer.extend(zip(tss, chunk))
+        hi = max(tss)
+        if hi > self.buf_max:
+            self.buf_max = hi
         return []
 
     def _release(self, upto: int, out: list[Any]) -> None:
@@ -241,10 +272,8 @@ class EventTimeMatchLogic(_MatchLogic):
                 return
             self.buffer = [p for p in buf if p[0] > upto]
         if len(ready) > 1:
-            ready.sort(key=_ts)
-        key_of, feed = self.key_of, self._feed
-        for ts, e in ready:
-            feed(key_of(e), ts, e, out)
+            ready.sort(key=_first)
+        self._feed_all(ready, out)
 
     def on_signal(self, signal: Signal) -> list[Any] | None:
         if type(signal) is Watermark:
@@ -268,8 +297,8 @@ class EventTimeMatchLogic(_MatchLogic):
         return out
 
 
-def _ts(p: tuple[int, Any]) -> int:
-    return p[0]
+_first = itemgetter(0)
+_INT = {int}
 
 
 class ProcessingTimeMatchLogic(_MatchLogic):
@@ -292,12 +321,10 @@ class ProcessingTimeMatchLogic(_MatchLogic):
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         out: list[Any] = []
-        key_of, feed = self.key_of, self._feed
         now = self._now_ms()
         if self.within is not None:
             self._close(now, out)
-        for e in chunk:
-            feed(key_of(e), now, e, out)
+        self._feed_all([(now, e) for e in chunk], out)
         self._rearm()
         return out
 
