@@ -6,7 +6,8 @@
   ``msgspec.Struct`` classes), :class:`BytesSerde`, :class:`StrSerde`, :class:`IntSerde`.
 * Sources: ``KafkaSource.plain / committable / partitioned``; sinks:
   ``KafkaSink.producer / committable``, ``KafkaFlow.producer``, ``Committer.sink``.
-* Exactly-once with state: :class:`KafkaApp`.
+* Exactly-once with state: :class:`KafkaApp` (several co-partitioned inputs per task);
+  :class:`GlobalTable` for lookups of a topic replicated on every instance.
 """
 
 from aiokafka.structs import TopicPartition
@@ -15,6 +16,7 @@ from ._app import AppControl, AppMetrics, KafkaApp
 from ._api import Committer, KafkaFlow, KafkaSink, KafkaSource
 from ._committer import CommitHandle, CommitterSettings
 from ._control import Control, SourceMetrics
+from ._global import GlobalTable
 from ._errors import CommitError, DeserializationError, KafkaStreamError, ProduceError, TransactionError
 from ._records import CommittableOffset, CommittableRecord, KafkaRecord, ProducerRecord, ProducerResult
 from ._serde import BytesSerde, IntSerde, JsonSerde, MsgPackSerde, Serde, StrSerde
@@ -37,6 +39,7 @@ __all__ = [
     "Control",
     "DeadLetter",
     "DeserializationError",
+    "GlobalTable",
     "IntSerde",
     "JsonSerde",
     "KafkaApp",

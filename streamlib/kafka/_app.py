@@ -69,6 +69,7 @@ from ._changelog import (
 )
 from .._metrics.registry import MetricsRegistry
 from ._consumer import _Listener
+from ._global import GlobalTable
 from ._errors import CommitError, KafkaStreamError, TransactionError
 from ._lanes import Lane, LaneSet
 from ._logfilter import install as install_log_filter
@@ -192,6 +193,7 @@ class KafkaApp:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         advertised_host: str | None = None,
+        global_tables: Sequence[GlobalTable[Any, Any]] = (),
     ) -> None:
         if not isinstance(application_id, str) or not _VALID_ID.match(application_id):
             raise ValueError(
@@ -234,6 +236,10 @@ class KafkaApp:
         self.metrics_host = metrics_host
         self.advertised_host = advertised_host
         self._control: AppControl | None = None
+        self.global_tables = tuple(global_tables)
+        for table in self.global_tables:
+            if not isinstance(table, GlobalTable):
+                raise TypeError(f"global_tables takes GlobalTable objects, got {table!r}")
         self._stores: dict[str, StateStore] = {}
 
     def store(self, name: str, value_type: Any = None) -> QueryableStore[Any, Any]:
@@ -310,6 +316,7 @@ class _AppRun(AsyncLogic):
         self._created: set[str] = set()
         self._replication: int | None = app.changelog_replication_factor
         self._create_lock = asyncio.Lock()
+        self._started_tables: list[GlobalTable[Any, Any]] = []
         self.log_filter = install_log_filter() if self.exactly_once else None
         self.operations = control.operations = AppOperations(self)
         app._control = control
@@ -515,6 +522,10 @@ class _AppRun(AsyncLogic):
             await self.admin.start()
             if len(self.topics) > 1:
                 await self._check_copartitioned()
+            for table in self.app.global_tables:  # restored before anything is processed
+                if not table.running:
+                    self._started_tables.append(table)
+                    await table.start()
             await self.operations.start()  # binds the port that the group assignment advertises
             self.consumer = self.consumer_settings.create_consumer(
                 **self.operations.consumer_overrides(_assignment(self.consumer_settings))
@@ -547,7 +558,11 @@ class _AppRun(AsyncLogic):
         metrics = control.metrics
         ends = metrics.end_offsets
         committed_only = self.consumer_settings.isolation_level == "read_committed"
+        tables = self.app.global_tables
         while not stop.is_set():
+            for table in tables:
+                if table.error is not None:
+                    self.set_fatal(table.error)
             batches = await self.lanes.poll(consumer, poll_ms, max_chunk)
             if not batches:
                 continue
@@ -581,8 +596,13 @@ class _AppRun(AsyncLogic):
                 if consumer is not None:
                     await consumer.stop()
             finally:
-                if admin is not None:
-                    await admin.close()
+                try:
+                    if admin is not None:
+                        await admin.close()
+                finally:
+                    tables, self._started_tables = self._started_tables, []
+                    for table in tables:
+                        await table.stop()
 
 
 def _end_offset(consumer: Any, tp: TopicPartition, committed_only: bool) -> int | None:

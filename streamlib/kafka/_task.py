@@ -24,7 +24,7 @@ of each of them (Kafka Streams' task model). Its sub-stream is::
   the state staged at a barrier never includes effects of records after it,
   wherever the stateful operators are in the sub-stream. A topology joining
   several inputs aligns their barriers (a join, ``Merge``) before the sink.
-* The user's topology: any flow (or source) ending in :class:`ProducerRecord`\ s;
+* The user's topology: any flow (or source) ending in :class:`ProducerRecord` records;
   its stateful operators use ``context.store``.
 * :class:`CommitSinkStage` produces output records. At ``Barrier(id)`` it
   commits: under exactly-once, the changelog writes of checkpoint ``id`` (from
@@ -342,6 +342,16 @@ class PartitionTask:
             self.sent.append((rec, await sender.send(self.producer, rec)))
         except IllegalOperation as exc:
             raise self._unusable(exc) from exc
+
+    async def send_chunk(self, sender: RecordSender, elements: list[Any]) -> None:
+        """Produce a chunk's outputs as record batches (one or more per partition, in order)."""
+        records = [sender.as_record(e) for e in elements]
+        await self.ensure_txn()
+        try:
+            batches = await sender.send_batches(self.producer, records)
+        except IllegalOperation as exc:
+            raise self._unusable(exc) from exc
+        self.sent.extend([(rec, fut) for rec, fut, _n, _p in batches])
 
     def _unusable(self, exc: BaseException) -> TransactionError:
         """The producer refuses to work (it was fenced or failed): say so, with the reason."""
@@ -685,8 +695,8 @@ class _CommitSinkLogic(AsyncLogic):
         while True:
             item = await inlet.get()
             if type(item) is list:
-                for element in item:
-                    await task.send(sender, element)
+                if item:
+                    await task.send_chunk(sender, item)
             elif isinstance(item, Barrier):
                 start = clock.now()
                 await task.commit(item.checkpoint_id)

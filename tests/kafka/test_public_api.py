@@ -27,6 +27,7 @@ KAFKA = [
     "Control",
     "DeadLetter",
     "DeserializationError",
+    "GlobalTable",
     "IntSerde",
     "JsonSerde",
     "KafkaApp",
