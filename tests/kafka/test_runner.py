@@ -109,6 +109,41 @@ async def test_sigterm_during_processing_commits_what_was_read_and_exits_0(
         await second.close()
 
 
+@pytest.mark.time_limit(180)
+async def test_streamlib_run_in_a_script_takes_settings_from_the_environment_and_returns_on_sigterm(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    import sys
+
+    from ._runner_procs import JOBS, REPO
+
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("run-lib"), unique("run-lib-in"), unique("run-lib-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    n = 5000
+    await produce_range(bootstrap, src, 0, n)
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env_for(app_id, src, dst, "at_least_once"),
+           "STREAMLIB_BOOTSTRAP_SERVERS": bootstrap, "STREAMLIB_STATE_DIR": str(tmp_path / "state"),
+           "STREAMLIB_LOG_FORMAT": "json"}
+    with open(tmp_path / "script.log", "wb") as err:
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(JOBS / "run_in_process.py"), cwd=JOBS, env=env,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=err)
+    try:
+        await wait_drained(bootstrap, app_id, src, PARTITIONS)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        log = (tmp_path / "script.log").read_text()
+        assert proc.returncode == 0, log[-3000:]
+        assert b"streamlib.run returned" in out
+        assert '"message":"stopped cleanly' in log and f"state in {tmp_path / 'state'}" in log
+        await check_exactly_once(bootstrap, dst, n)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 @pytest.mark.time_limit(300)
 async def test_workers_split_partitions_and_a_killed_worker_comes_back_without_a_rebalance(
     kafka_broker: KafkaBroker, tmp_path: Path
