@@ -376,6 +376,8 @@ async def scaling(broker: KafkaBroker, n: int, counts: list[int], spins: int, ro
         rows.append(Result(f"--workers {w}", n, n / best["rate"],
                            {"wall s (start to all committed)": round(best["wall"], 2),
                             "app CPU share": f"{best['app_share']:.0%}",
+                            "records per app CPU s": round(best["rate"] / max(best["app_share"] * (os.cpu_count() or 1),
+                                                                              1e-9)),
                             "broker CPU share": f"{best['broker_share']:.0%}",
                             "machine busy": f"{best['machine_busy']:.0%}"}))
     return rows
