@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .._ops.supervision import Decider, Directive
     from .._state.store import StateStore
     from .._table.table import Table
+    from .._table.view import TableView
     from .._time.results import LateRecord
     from .keyed import Keyed
     from .sink import Sink
@@ -698,7 +699,7 @@ class Flow(Generic[In, Out, Mat]):
     @overload
     def join(
         self,
-        other: Table[K, T],
+        other: Table[K, T] | TableView[K, T],
         *,
         key: Callable[[Out], K] | str | int,
         combine: Callable[[Out, T], R],
@@ -710,7 +711,7 @@ class Flow(Generic[In, Out, Mat]):
     @overload
     def join(
         self,
-        other: Table[K, T],
+        other: Table[K, T] | TableView[K, T],
         *,
         key: Callable[[Out], K] | str | int,
         combine: Callable[[Out, T | None], R],
@@ -825,7 +826,10 @@ class Flow(Generic[In, Out, Mat]):
         With a ``Table`` as ``other``: the stream-table join (see docs/joins.md):
         each element is joined with the table's value for ``key(element)``
         (``how="inner"`` or ``"left"``); ``within``, ``key_a``, ``key_b``,
-        ``late`` and ``right_type`` are for two streams only.
+        ``late`` and ``right_type`` are for two streams only. With a table read
+        elsewhere (a ``TableView`` such as ``streamlib.kafka.GlobalTable``): each
+        element is joined with the value the table holds when it passes (a
+        lookup, no state here).
 
         >>> orders.join(payments, key_a="order_id", key_b="order_id",
         ...             within=JoinWindows(before=0, after=timedelta(minutes=10)),
@@ -835,12 +839,30 @@ class Flow(Generic[In, Out, Mat]):
         from .._join.dsl import join_streams
         from .._table.table import Table as _Table
 
+        from .._table.view import TableView as _View
+
+        if isinstance(other, (_Table, _View)) and (
+            within is not None or key_a is not None or key_b is not None or late != "fail" or right_type is not None
+        ):
+            raise TypeError(
+                "join(table, ...) takes key=, combine=, how='inner' or 'left', store=, left_type= and name=; "
+                "within=, key_a=, key_b=, late= and right_type= are for joining two streams"
+            )
+        if isinstance(other, _View):  # a lookup in a table kept elsewhere (a GlobalTable)
+            from .._dsl.fields import extractor
+
+            if how not in ("inner", "left") or key is None:
+                raise ValueError(f"joining a table view takes key= and how='inner' or 'left', got how={how!r}")
+            key_of, get = extractor(key, "join(key=)"), other.get
+            if how == "left":
+                return self.map(lambda e: combine(e, get(key_of(e))))
+
+            def _pair(e: Any) -> tuple[Any, ...]:
+                value = get(key_of(e))
+                return () if value is None else (combine(e, value),)
+
+            return self.map_concat(_pair)
         if isinstance(other, _Table):  # the stream-table join
-            if within is not None or key_a is not None or key_b is not None or late != "fail" or right_type is not None:
-                raise TypeError(
-                    "join(table, ...) takes key=, combine=, how='inner' or 'left', store=, left_type= and name=; "
-                    "within=, key_a=, key_b=, late= and right_type= are for joining two streams"
-                )
             from .._table.join import join_table
 
             return join_table(
