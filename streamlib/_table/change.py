@@ -26,3 +26,11 @@ class Change(msgspec.Struct, Generic[K, V], frozen=True):
     old: V | None
     new: V | None
     timestamp: int | None = None
+
+
+class HistoryChange(Change[K, V], frozen=True):
+    """Internal: an update of a versioned table older than the key's latest version.
+
+    It changes the history, not the latest value, so ``to_stream()`` leaves it
+    out; stream-table joins take it to answer lookups as of an earlier time.
+    """

@@ -40,7 +40,7 @@ from .._state.operator_state import OperatorState
 from .._state.store import StateStore
 from .._time.watermarks import NO_WATERMARK
 from ..stage import AsyncLogic
-from .change import Change
+from .change import Change, HistoryChange
 from .state import TableState
 from .table import Table
 from .view import TableView
@@ -404,6 +404,8 @@ class TableJoinLogic(BinaryLogic):
             return
         wm, push = self.wm, self.pending.push
         for c in chunk:
+            if type(c) is HistoryChange:
+                continue  # a versioned input's history: the join reads latest values
             if c.timestamp < wm:
                 self._apply(side, c.key, c.new, c.timestamp, out)  # late: applied on arrival
             else:

@@ -2,7 +2,10 @@
 
 ``TableStage`` keeps a :class:`TableState` (latest value per key, or versions)
 and emits one :class:`Change` per change of a key's latest value, in arrival
-order, after applying it. An update whose value is None deletes the key; a
+order, after applying it. A versioned table also emits a ``HistoryChange`` for
+every update that leaves the latest value as it was (older than the key's
+latest version, or a delete of a deleted key): ``to_stream()`` leaves those
+out; joins record them as versions for lookups as of an earlier time. An update whose value is None deletes the key; a
 delete of an absent key changes nothing and emits nothing. In aggregate mode the
 value is ``add(acc, element)`` of the key's current accumulator (``initial``
 for a new key). Watermarks expire versions (versioned tables) and pass on;
@@ -21,8 +24,8 @@ from .._runtime.signals import Barrier, Signal, Watermark
 from .._state.checkpoint import StatefulStage
 from .._state.store import StateStore
 from ..stage import StageLogic
-from .change import Change
-from .state import TableState
+from .change import Change, HistoryChange
+from .state import HISTORY, TableState
 from .view import StateView
 
 
@@ -75,6 +78,7 @@ class TableLogic(StageLogic):
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         key_of, value_of, ts_of, put = self.key_of, self.value_of, self.ts_of, self.table.put
+        versioned = self.table.history is not None
         out: list[Any] = []
         emit = out.append
         if self.aggregate is not None:
@@ -93,8 +97,12 @@ class TableLogic(StageLogic):
         for e in chunk:
             k = key_of(e)
             ts = None if ts_of is None else ts_of(e)
-            r = put(k, e if value_of is None else value_of(e), ts)
-            if r is not None:
+            v = e if value_of is None else value_of(e)
+            r = put(k, v, ts)
+            if r is None or r is HISTORY:
+                if versioned:  # every version reaches joins, which look values up as of a time
+                    emit(HistoryChange(k, None, v, ts))
+            else:
                 emit(Change(k, r[0], r[1], ts))
         return out
 

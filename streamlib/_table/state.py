@@ -32,8 +32,8 @@ from .._runtime.context import RunContext
 from .._state.operator_state import OperatorState
 from .._state.store import StateStore
 
-#: ``put`` returns this when the latest value did not change.
-NO_CHANGE: Any = None
+#: ``put`` returns this for an update that went into a versioned table's history only.
+HISTORY: tuple[Any, Any] = (None, None)
 _TS = itemgetter(0)
 
 
@@ -111,7 +111,11 @@ class TableState:
     # -- writes ---------------------------------------------------------------------
 
     def put(self, key: Hashable, value: Any, ts: int | None) -> tuple[Any, Any] | None:
-        """Apply one update (``value`` None deletes); ``(old, new)`` of the latest value, or None if unchanged."""
+        """Apply one update (``value`` None deletes); ``(old, new)`` of the latest value, or None if unchanged.
+
+        A versioned table returns :data:`HISTORY` (the same object every time)
+        for an update older than the key's latest version.
+        """
         data = self.data
         if self.history is None:
             old = data.get(key)
@@ -159,7 +163,7 @@ class TableState:
             if i:
                 self._schedule(ts + h, key)  # the version before it is superseded sooner now
         self._dirty(key)
-        return None
+        return HISTORY
 
     def _dirty(self, key: Hashable) -> None:
         if self.tracking:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from .change import Change
+from .change import Change, HistoryChange
 from .view import FilteredView, MappedView, TableView
 
 if TYPE_CHECKING:
@@ -202,7 +202,12 @@ class Table(Generic[K, V]):
 
         >>> await table.to_stream().map(lambda c: (c.key, c.new)).run_with(Sink.collect())
         """
-        return self._source.map_materialized_value(lambda m: m[0])
+        return self._changes().map_materialized_value(lambda m: m[0])
+
+    def _changes(self) -> Source[Change[K, V], tuple[Any, TableView[K, V]]]:
+        if self.history_ms is None:
+            return self._source
+        return self._source.filter(lambda c: type(c) is not HistoryChange)
 
     def to_stream_mat(self, combine: Callable[[Any, TableView[K, V]], M3]) -> Source[Change[K, V], M3]:
         """``to_stream()``, with the materialized value ``combine(upstream value, view)``.
@@ -213,7 +218,7 @@ class Table(Generic[K, V]):
         >>> view, done = table.to_stream_mat(Keep.right).to_mat(Sink.ignore(), Keep.both).run()
         >>> await done; view.get("alice")
         """
-        return self._source.map_materialized_value(lambda m: combine(m[0], m[1]))
+        return self._changes().map_materialized_value(lambda m: combine(m[0], m[1]))
 
     # -- derived tables -------------------------------------------------------------------
 
@@ -235,7 +240,8 @@ class Table(Generic[K, V]):
             raise TypeError(f"Table.map_values(f) needs a function of the value, got {f!r}")
 
         def change(c: Change[Any, Any]) -> Change[Any, Any]:
-            return Change(c.key, None if c.old is None else f(c.old), None if c.new is None else f(c.new), c.timestamp)
+            old = None if c.old is None else f(c.old)
+            return type(c)(c.key, old, None if c.new is None else f(c.new), c.timestamp)
 
         return self._derived(self._source.map(change), lambda v: MappedView(v, f), f"{self.name}.map_values", None)  # type: ignore[no-any-return]
 
@@ -254,6 +260,8 @@ class Table(Generic[K, V]):
         def change(c: Change[Any, Any]) -> Change[Any, Any] | None:
             old = c.old if c.old is not None and p(c.old) else None
             new = c.new if c.new is not None and p(c.new) else None
+            if type(c) is HistoryChange:
+                return HistoryChange(c.key, None, new, c.timestamp)  # filtered out: a tombstone version
             if old is None and new is None:
                 return None
             return Change(c.key, old, new, c.timestamp)
