@@ -10,7 +10,7 @@ It runs in event time (``with_timestamps``, no disorder) after a
 
 1. Latency: a producer wakes every millisecond and offers events one at a time
    with ``offer_nowait`` (as ``bench_latency.py --trickle`` does), at 2,000/s
-   and at 100,000/s, over 10,000 users (a third of the events from 50 of them,
+   and at 100,000/s, over 10,000 users (half of the events from 50 of them,
    so alerts come often); each event carries the
    ``perf_counter_ns`` taken just before its offer, and the alert sink records
    ``now - sent_ns`` of the event that completed the match. p50/p99/max in us.
@@ -25,7 +25,7 @@ It runs in event time (``with_timestamps``, no disorder) after a
    stay near the users active in the last minute instead of growing with all
    users seen.
 
-    python benchmarks/bench_cep.py [--seconds 2] [--events 1000000] [--state-events 1000000] [--json]
+    python benchmarks/bench_cep.py [--seconds 3] [--events 1000000] [--state-events 1000000] [--json]
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ async def latency(rate: int, seconds: float) -> dict[str, float]:
         await asyncio.sleep(max(0.0, start + (w + 1) / 1000 - time.monotonic()))
         for _ in range(per_wake):
             i += 1
-            # A third of the events come from 50 users hammering the login, so alerts come regularly.
-            user = rnd.randrange(50) if rnd.random() < 0.33 else rnd.randrange(USERS)
+            # Half of the events come from 50 users hammering the login, so alerts come regularly.
+            user = rnd.randrange(50) if rnd.random() < 0.5 else rnd.randrange(USERS)
             kind = kind_of(rnd.random())
             if not offer((user, i, kind, now_ns())):
                 raise RuntimeError("the queue refused an event: the pipeline fell behind")
@@ -229,7 +229,7 @@ async def state_rows(n: int) -> dict[str, Any]:
 
 async def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--state-events", type=int, default=1_000_000)
     ap.add_argument("--json", action="store_true")
