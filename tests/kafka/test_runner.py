@@ -286,3 +286,40 @@ async def test_a_second_signal_or_the_deadline_aborts_and_the_next_run_is_still_
         await workers.close()
         await single.close()
         await last.close()
+
+
+@pytest.mark.time_limit(120)
+async def test_workers_stop_cleanly_when_their_supervisor_is_killed(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("run-orphan"), unique("run-orphan-in"), unique("run-orphan-out")
+    await kafka_broker.acreate_topic(src, PARTITIONS)
+    await kafka_broker.acreate_topic(dst, PARTITIONS)
+    runner = Runner("runner_app:make_app", "--workers", "2", "--bootstrap-servers", bootstrap,
+                    "--state-dir", str(tmp_path / "state"), env=env_for(app_id, src, dst, "exactly_once"),
+                    log_path=tmp_path / "runner.log")
+    try:
+        await runner.start()
+        await runner.wait_for(lambda events: len({e["pid"] for e in events if e.get("event") == "partitions_assigned"
+                                                  and e["partitions"]}) == 2, timeout=90)
+        pids = [e["worker_pid"] for e in runner.events() if e.get("event") == "worker_started"]
+        runner.signal(signal.SIGKILL)
+        assert await runner.wait_exit() == -signal.SIGKILL
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while any(_state(pid) not in ("Z", "gone") for pid in pids):
+            assert loop.time() < deadline, runner.tail()
+            await asyncio.sleep(0.1)
+        messages = [(e["pid"], e["message"]) for e in runner.events() if e["pid"] in pids]
+        for pid in pids:
+            assert any(m.startswith("the supervising process is gone: stopping") for p, m in messages if p == pid)
+            assert any(m.startswith("stopped cleanly") for p, m in messages if p == pid)
+    finally:
+        await runner.close()
+
+
+def _state(pid: int) -> str:
+    """The process state letter from /proc (Z: exited, not reaped yet), or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
