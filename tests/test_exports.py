@@ -8,6 +8,7 @@ import types
 import pytest
 
 import streamlib
+import streamlib.cep
 import streamlib.testing
 
 STREAMLIB = [
@@ -110,10 +111,22 @@ TESTING = [
     "split_at",
 ]
 
-MODULES = [(streamlib, STREAMLIB), (streamlib.testing, TESTING)]
+CEP = [
+    "LateEventError",
+    "Match",
+    "Pattern",
+    "SkipStrategy",
+    "Timeout",
+    "no_skip",
+    "skip_past_last_event",
+    "skip_to_first",
+    "skip_to_next",
+]
+
+MODULES = [(streamlib, STREAMLIB), (streamlib.testing, TESTING), (streamlib.cep, CEP)]
 
 
-@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing"])
+@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing", "streamlib.cep"])
 def test_all_is_exactly_the_expected_sorted_names(module: types.ModuleType, expected: list[str]) -> None:
     assert expected == sorted(set(expected)), "keep the expected list sorted and free of duplicates"
     assert module.__all__ == sorted(module.__all__), "keep __all__ sorted"
@@ -122,7 +135,7 @@ def test_all_is_exactly_the_expected_sorted_names(module: types.ModuleType, expe
     assert (missing, extra) == ([], []), "update __all__ or this test"
 
 
-@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing"])
+@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing", "streamlib.cep"])
 def test_every_exported_name_is_importable(module: types.ModuleType, expected: list[str]) -> None:
     fresh = importlib.import_module(module.__name__)
     for name in fresh.__all__:
@@ -132,7 +145,7 @@ def test_every_exported_name_is_importable(module: types.ModuleType, expected: l
     assert set(fresh.__all__) <= set(namespace)
 
 
-@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing"])
+@pytest.mark.parametrize(("module", "expected"), MODULES, ids=["streamlib", "streamlib.testing", "streamlib.cep"])
 def test_no_public_class_or_function_is_left_out_of_all(module: types.ModuleType, expected: list[str]) -> None:
     """A public class or function defined in the package and reachable from the module is exported."""
     unexported = [

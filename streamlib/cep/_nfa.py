@@ -64,7 +64,7 @@ class NFA:
         # Per step and move: a compact plan. (bit, target, take_conds..., ignore rules)
         self.plans: list[list[tuple[Any, ...]]] = []
         for i in range(m):
-            plan = []
+            plan: list[tuple[Any, ...]] = []
             for bit, j in c.moves[i]:
                 if j == i:
                     plan.append((bit, j, 0, c.inner[i], c.cond[i], c.until[i], ()))
@@ -88,7 +88,7 @@ class NFA:
             if nmask0:
                 self.inline_start = (j0, nmask0)
         self.skip = c.skip.kind
-        self.skip_step = c.names.index(c.skip.name) if c.skip.kind == "skip_to_first" else -1
+        self.skip_step = c.names.index(c.skip.name) if c.skip.name is not None else -1
 
     # -- helpers -----------------------------------------------------------------------
 

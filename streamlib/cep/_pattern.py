@@ -195,17 +195,17 @@ class Pattern(Generic[T]):
                 raise ValueError(f"times({lo!r}, {hi!r}): counts are positive ints (use optional() for zero)")
         if hi < lo:
             raise ValueError(f"times({lo}, {hi}): the upper bound is below the lower one")
-        return self._quantify(lambda s: (setattr(s, "lo", lo), setattr(s, "hi", hi)), "times")
+        return self._quantify(lambda s: _bounds(s, lo, hi), "times")
 
     def one_or_more(self) -> Pattern[T]:
         """The last step takes one event or more (each count is a match of its own)."""
-        return self._quantify(lambda s: (setattr(s, "lo", 1), setattr(s, "hi", INFINITE)), "one_or_more")
+        return self._quantify(lambda s: _bounds(s, 1, INFINITE), "one_or_more")
 
     def times_or_more(self, lo: int) -> Pattern[T]:
         """The last step takes ``lo`` events or more."""
         if not isinstance(lo, int) or isinstance(lo, bool) or lo < 1:
             raise ValueError(f"times_or_more({lo!r}): the count is a positive int")
-        return self._quantify(lambda s: (setattr(s, "lo", lo), setattr(s, "hi", INFINITE)), "times_or_more")
+        return self._quantify(lambda s: _bounds(s, lo, INFINITE), "times_or_more")
 
     def _quantify(self, fn: Callable[[_Step], Any], what: str) -> Pattern[T]:
         if self._steps[-1].negative:
@@ -282,6 +282,11 @@ class Pattern(Generic[T]):
     def compile(self) -> Compiled:
         """Check the pattern and build its NFA tables (done once per ``match`` stage)."""
         return Compiled(self)
+
+
+def _bounds(s: _Step, lo: int, hi: int) -> None:
+    s.lo = lo
+    s.hi = hi
 
 
 def _new_step(name: str, contiguity: int, before: tuple[_Step, ...]) -> _Step:
