@@ -24,12 +24,20 @@ payments) of CPU time: the process's CPU seconds, all threads (RocksDB's
 included), so other work on a shared machine weighs less than on a wall clock.
 The ratio column is against the loop of the same round.
 
+Stream-table join: ``--events`` purchases ``(order_id, ts, customer_id)`` joined
+(inner) with a table of 10,000 customers ``(customer_id, ts, name)``; one
+purchase in eleven names no customer and is dropped. The baseline loads the
+customers into a dict and looks each purchase up; streamlib builds
+``customers.key_by(0).to_table(value=2)`` and runs ``purchases.join(table,
+key=2, combine=enrich)``, with no store and with ``RocksDBStore`` (both inputs
+checkpointed every ``--checkpoint-every``). ``--only windowed|table`` runs one.
+
 ``--rows``: an endless orders/payments stream (``--rows-events`` of each,
 2,000,000) through a 10-minute join with RocksDB, checkpointed every 100,000;
 prints the rows in the join's table at every second checkpoint: flat, bounded by
 the open windows, not by history.
 
-    python benchmarks/bench_joins.py [--events N] [--repeat R] [--rows] [--json]
+    python benchmarks/bench_joins.py [--events N] [--repeat R] [--only windowed|table] [--rows] [--json]
 """
 
 from __future__ import annotations
@@ -198,7 +206,82 @@ def windowed(n: int, repeat: int, every: int) -> dict[str, Any]:
     return {k: {"events_per_s": r, "ratio": q} for k, (r, q) in rows.items()}
 
 
-# -- the stream-table join goes here (same layout: a dict-loop baseline, streamlib with RocksDB) --
+# -- stream-table join ------------------------------------------------------------------
+
+CUSTOMERS = 10_000
+
+Customer = tuple[int, int, str]  # (customer_id, ts, name)
+Purchase = tuple[int, int, int]  # (order_id, ts, customer_id)
+
+
+def make_purchases(n: int, seed: int = 3) -> tuple[list[Customer], list[Purchase]]:
+    rnd = random.Random(seed)
+    customers = [(c, 0, f"customer-{c}") for c in range(CUSTOMERS)]
+    purchases = [(i, 1 + i * STEP, rnd.randrange(CUSTOMERS + CUSTOMERS // 10)) for i in range(n)]
+    return customers, purchases  # one purchase in eleven has no customer: dropped by the inner join
+
+
+def enrich(p: Purchase, name: str) -> tuple[int, str]:
+    return (p[0], name)
+
+
+def dict_enrich(customers: list[Customer], purchases: list[Purchase]) -> list[tuple[int, str]]:
+    """The customers into a dict (latest name per id), then each purchase looked up in it."""
+    table: dict[int, str] = {}
+    for c, _ts, name in customers:
+        table[c] = name
+    out: list[tuple[int, str]] = []
+    append, get = out.append, table.get
+    for p in purchases:
+        name = get(p[2])
+        if name is not None:
+            append(enrich(p, name))
+    return out
+
+
+async def streamlib_enrich(customers: list[Customer], purchases: list[Purchase], store: Any, every: int) -> list[Any]:
+    c = Source.from_iterable(customers)
+    p = Source.from_iterable(purchases)
+    if store is not None:
+        c = c.checkpointed(store, every=every, name="customers")
+        p = p.checkpointed(store, every=every, name="purchases")
+    table = c.with_timestamps(1).key_by(0).to_table(value=2, name="customers")
+    joined = p.with_timestamps(1).join(table, key=2, combine=enrich, name="enrich")
+    return await joined.run_with(Sink.collect())
+
+
+def stream_table(n: int, repeat: int, every: int) -> dict[str, Any]:
+    customers, purchases = make_purchases(n)
+    expected = sorted(dict_enrich(customers, purchases))
+    gc.freeze()
+    labels = ("dict loop", "streamlib, no store", "streamlib, RocksDB")
+    rates: dict[str, list[float]] = {k: [] for k in labels}
+    ratios: dict[str, list[float]] = {k: [] for k in labels}
+    for _ in range(repeat):
+        base, got = timed(lambda: dict_enrich(customers, purchases))
+        del got
+        round_rates = {"dict loop": n / base}
+        for label, use_store in (("streamlib, no store", False), ("streamlib, RocksDB", True)):
+            tmp = tempfile.mkdtemp(prefix="bench_joins_table_")
+            try:
+                store = RocksDBStore(os.path.join(tmp, "db"), sync=False) if use_store else None
+                secs, got = timed(lambda: asyncio.run(streamlib_enrich(customers, purchases, store, every)))
+                if sorted(got) != expected:
+                    raise AssertionError(f"{label}: results differ from the dict loop")
+                del got
+                round_rates[label] = n / secs
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        for k, v in round_rates.items():
+            rates[k].append(v)
+            ratios[k].append(v / round_rates["dict loop"])
+    gc.unfreeze()
+    rows = {k: (statistics.median(rates[k]), statistics.median(ratios[k])) for k in labels}
+    print(f"\nStream-table join: {n:,} purchases x {CUSTOMERS:,} customers (inner), {repeat} round(s), median")
+    print(f"{'contestant':<24}{'events/s':>14}{'x dict loop':>14}")
+    for k, (rate, ratio) in rows.items():
+        print(f"{k:<24}{rate:>14,.0f}{ratio:>14.2f}")
+    return {k: {"events_per_s": r, "ratio": q} for k, (r, q) in rows.items()}
 
 
 # -- bounded state -------------------------------------------------------------------
@@ -253,9 +336,14 @@ def main() -> None:
     ap.add_argument("--checkpoint-every", type=int, default=100_000)
     ap.add_argument("--rows", action="store_true", help="also print store rows over an endless join stream")
     ap.add_argument("--rows-events", type=int, default=2_000_000)
+    ap.add_argument("--only", choices=["windowed", "table"], help="run one of the two join benchmarks")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    result: dict[str, Any] = {"windowed": windowed(args.events, args.repeat, args.checkpoint_every)}
+    result: dict[str, Any] = {}
+    if args.only in (None, "windowed"):
+        result["windowed"] = windowed(args.events, args.repeat, args.checkpoint_every)
+    if args.only in (None, "table"):
+        result["stream_table"] = stream_table(args.events, args.repeat, args.checkpoint_every)
     if args.rows:
         samples = asyncio.run(rows_over_time(args.rows_events, args.checkpoint_every))
         print(f"\nRows in the join's RocksDB table, endless stream ({args.rows_events:,} orders and payments)")

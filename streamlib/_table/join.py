@@ -27,7 +27,9 @@ Without event time on either input, everything is handled on arrival.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
+from bisect import bisect_left
 from heapq import heappop, heappush
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -35,7 +37,7 @@ import msgspec
 from .._dsl.module import Module
 from .._ops.binary import BinaryDriver, BinaryLogic, BinaryStage, with_other
 from .._runtime.context import RunContext
-from .._state.codec import freeze
+from .._state.codec import encode, freeze, raw_encode
 from .._state.operator_state import OperatorState
 from .._state.store import StateStore
 from .._time.watermarks import NO_WATERMARK
@@ -47,61 +49,141 @@ from .view import TableView
 
 _TABLE = 0
 _STREAM = 1
+_TS = itemgetter(0)
+
+
+class _Buffer:
+    """One side's waiting items ``(ts, seq, payload)``: a sorted run (in-order arrivals) plus a heap (the rest)."""
+
+    __slots__ = ("run", "start", "stray")
+
+    def __init__(self) -> None:
+        self.run: list[tuple[int, int, Any]] = []
+        self.start = 0
+        self.stray: list[tuple[int, int, Any]] = []
+
+    def push(self, item: tuple[int, int, Any]) -> None:
+        run = self.run
+        if len(run) == self.start or item[0] >= run[-1][0]:
+            run.append(item)
+        else:
+            heappush(self.stray, item)
+
+    def head(self) -> tuple[int, int, Any] | None:
+        """The first item in ``(ts, seq)`` order, None when empty."""
+        r = self.run[self.start] if self.start < len(self.run) else None
+        if not self.stray:
+            return r
+        s = self.stray[0]
+        if r is None or s[0] < r[0] or (s[0] == r[0] and s[1] < r[1]):
+            return s
+        return r
+
+    def pop(self) -> tuple[int, int, Any]:
+        item = self.head()
+        assert item is not None
+        if self.stray and item is self.stray[0]:
+            heappop(self.stray)
+        else:
+            self._advance(self.start + 1)
+        return item
+
+    def drain_below(self, limit: int | None) -> list[tuple[int, int, Any]]:
+        """Remove and return every item with ``ts < limit`` (all for None), in no particular order."""
+        run = self.run
+        i = len(run) if limit is None else bisect_left(run, limit, lo=self.start, key=_TS)
+        out = run[self.start : i]
+        self._advance(i)
+        stray = self.stray
+        while stray and (limit is None or stray[0][0] < limit):
+            out.append(heappop(stray))
+        return out
+
+    def _advance(self, i: int) -> None:
+        self.start = i
+        if i == len(self.run):
+            self.run = []
+            self.start = 0
+        elif i > 4096 and i * 2 > len(self.run):
+            del self.run[:i]
+            self.start = 0
+
+    def items(self) -> Iterator[tuple[int, int, Any]]:
+        yield from self.run[self.start :]
+        yield from self.stray
+
+    def __bool__(self) -> bool:
+        return self.start < len(self.run) or bool(self.stray)
 
 
 class Pending:
-    """Items waiting for the watermark: one heap per side of ``(ts, seq, payload)``, mirrored to the store."""
+    """Items waiting for the watermark, one :class:`_Buffer` per side, written to the store at barriers.
 
-    __slots__ = ("state", "heaps", "seq", "tracking", "decode")
+    Nothing is tracked per item: a barrier writes the items that arrived since
+    the last one and deletes those released since (a diff of sequence numbers),
+    so the cost of persistence is proportional to what waits, not to the stream.
+    """
+
+    __slots__ = ("state", "sides", "seq", "persisted", "decode")
 
     def __init__(
         self, store: StateStore | None, ctx: RunContext, name: str, decode: tuple[Callable[[Any], Any], Callable[[Any], Any]]
     ) -> None:
         self.state = OperatorState(store, ctx, name)
-        self.heaps: tuple[list[Any], list[Any]] = ([], [])
+        self.sides = (_Buffer(), _Buffer())
         self.seq = 0
-        self.tracking = self.state.tracking
+        self.persisted: set[int] = set()
         self.decode = decode  # each side's restored payload (builtins) -> the payload
 
     def load(self) -> None:
         self.state.load()
-        for seq, (side, ts, raw) in self.state.data.items():
-            payload = self.decode[side](raw)
-            self.state.data[seq] = (side, ts, payload)
-            heappush(self.heaps[side], (ts, seq, payload))
-            self.seq = max(self.seq, int(seq))  # type: ignore[call-overload]
+        restored = sorted((int(seq), row) for seq, row in self.state.data.items())  # type: ignore[call-overload]
+        self.state.data.clear()
+        self.state.persisted.clear()
+        for seq, (side, ts, raw) in restored:
+            self.sides[side].push((ts, seq, self.decode[side](raw)))
+            self.persisted.add(seq)
+            self.seq = seq
+        # restored items are in seq order, so a side's run stays sorted by arrival within equal timestamps
 
     def push(self, side: int, ts: int, payload: Any) -> None:
         self.seq += 1
-        heappush(self.heaps[side], (ts, self.seq, payload))
-        if self.tracking:
-            self.state.data[self.seq] = (side, ts, payload)
-            self.state.dirty.add(self.seq)
-
-    def min_ts(self, side: int) -> int | None:
-        heap = self.heaps[side]
-        return heap[0][0] if heap else None
+        self.sides[side].push((ts, self.seq, payload))
 
     def release(self, upto: int | None) -> Iterator[tuple[int, int, Any]]:
         """Pop ``(side, ts, payload)`` with ``ts < upto`` (everything for None), by ``(ts, side, seq)``."""
-        a, b = self.heaps
-        data, tracking = self.state.data, self.tracking
-        while a or b:
-            if a and (not b or (a[0][0], 0, a[0][1]) <= (b[0][0], 1, b[0][1])):
-                side, heap = 0, a
+        a, b = self.sides
+        while True:
+            ha, hb = a.head(), b.head()
+            if ha is not None and (hb is None or ha[0] < hb[0] or (ha[0] == hb[0])):
+                side, item = 0, ha
+            elif hb is not None:
+                side, item = 1, hb
             else:
-                side, heap = 1, b
-            ts, seq, payload = heap[0]
-            if upto is not None and ts >= upto:
                 return
-            heappop(heap)
-            if tracking:
-                del data[seq]
-                self.state.remove(seq)
-            yield side, ts, payload
+            if upto is not None and item[0] >= upto:
+                return
+            (a if side == 0 else b).pop()
+            yield side, item[0], item[2]
 
     def stage(self, checkpoint_id: int) -> None:
-        self.state.stage(checkpoint_id)
+        if self.state.run is None:
+            return
+        persisted = self.persisted
+        current: set[int] = set()
+        rows: list[tuple[bytes, bytes | None]] = []
+        for side in (0, 1):
+            for ts, seq, payload in self.sides[side].items():
+                current.add(seq)
+                if seq not in persisted:
+                    try:
+                        rows.append((raw_encode(seq), raw_encode((side, ts, payload))))
+                    except (TypeError, OverflowError):
+                        encode(payload, f"a waiting element of {self.state.stage_name}")  # names the culprit
+                        raise
+        rows.extend((raw_encode(seq), None) for seq in persisted - current)
+        self.persisted = current
+        self.state.stage(checkpoint_id, rows=rows)
 
 
 def row_decoder(value_type: Any) -> Callable[[Any], tuple[Any, Any]]:
@@ -179,7 +261,7 @@ class StreamTableJoinLogic(BinaryLogic):
     def on_chunk(self, side: int, chunk: list[Any], out: list[Any]) -> None:
         if side == 1:
             self._changes(chunk)
-        elif self.ts_of is None or (self.table_ended and not self.pending.heaps[_TABLE] and not self.versioned):
+        elif self.ts_of is None or (self.table_ended and not self.pending.sides[_TABLE] and not self.versioned):
             self._join_latest(chunk, out)
         else:
             self._elements(chunk, out)
@@ -212,29 +294,65 @@ class StreamTableJoinLogic(BinaryLogic):
                 emit(combine(e, get(key_of(e))))
 
     def _elements(self, chunk: list[Any], out: list[Any]) -> None:
-        ts_of, wm, ended, push, one = self.ts_of, self.wm, self.table_ended, self.pending.push, self._join_one
-        tmin = self.pending.min_ts(_TABLE)
+        ts_of, wm, ended, pending = self.ts_of, self.wm, self.table_ended, self.pending
+        head = pending.sides[_TABLE].head()
+        tmin = None if head is None else head[0]
+        now: list[tuple[int, int, Any]] = []
+        wait = pending.sides[_STREAM]
+        run, seq = wait.run, pending.seq
+        last = run[-1][0] if len(run) > wait.start else None
         for e in chunk:
             t: int = ts_of(e)  # type: ignore[misc]
             if t < wm or (ended and (tmin is None or tmin > t)):
-                one(e, t, out)
+                now.append((t, 0, e))
             else:
-                push(_STREAM, t, e)
+                seq += 1
+                if last is None or t >= last:
+                    run.append((t, seq, e))  # in order: the sorted run (_Buffer.push, inlined)
+                    last = t
+                else:
+                    heappush(wait.stray, (t, seq, e))
+        pending.seq = seq
+        if now:
+            self._join_items(now, out)
 
-    def _join_one(self, e: Any, t: int, out: list[Any]) -> None:
-        k = self.key_of(e)
-        v = self.table.as_of(k, t) if self.versioned else self.table.get(k)
-        if v is None and self.inner:
+    def _join_items(self, items: list[tuple[int, int, Any]], out: list[Any]) -> None:
+        """Join ``(ts, seq, element)`` items with the table as it is now (as of each ts, when versioned)."""
+        key_of, combine, emit, inner = self.key_of, self.combine, out.append, self.inner
+        if self.versioned:
+            as_of = self.table.as_of
+            for t, _seq, e in items:
+                v = as_of(key_of(e), t)
+                if v is not None or not inner:
+                    emit(combine(e, v))
             return
-        out.append(self.combine(e, v))
+        get = self.table.data.get
+        if inner:
+            for _t, _seq, e in items:
+                v = get(key_of(e))
+                if v is not None:
+                    emit(combine(e, v))
+        else:
+            for _t, _seq, e in items:
+                emit(combine(e, get(key_of(e))))
 
     def _release(self, upto: int | None, out: list[Any]) -> None:
-        put, one = self.table.put, self._join_one
-        for side, ts, payload in self.pending.release(upto):
-            if side == _TABLE:
-                put(payload[0], payload[1], ts)
-            else:
-                one(payload, ts, out)
+        """Table changes and elements with ``ts < upto`` (all for None) in event-time order, table first at a tie.
+
+        Elements do not change the table, so those before the next waiting
+        change are joined together, in one pass.
+        """
+        tbuf, sbuf, put = self.pending.sides[_TABLE], self.pending.sides[_STREAM], self.table.put
+        while True:
+            head = tbuf.head()
+            change_due = head is not None and (upto is None or head[0] < upto)
+            items = sbuf.drain_below(head[0] if change_due else upto)  # type: ignore[index]
+            if items:
+                self._join_items(items, out)
+            if not change_due:
+                return
+            ts, _seq, (key, value) = tbuf.pop()
+            put(key, value, ts)
 
     def on_watermark(self, time_ms: int, out: list[Any]) -> None:
         self.wm = time_ms
