@@ -52,7 +52,7 @@ def table_of(
 ) -> Table[Any, Any]:
     """A :class:`Table` over ``source`` (a Source) with one :class:`TableStage` appended."""
     from .._dsl.keep import Keep
-    from .._dsl.keyed import default_store, then_checked, timestamp_of
+    from .._dsl.keyed import default_store, timestamp_of
     from .._dsl.module import Module
     from .._dsl.source import Source
     from .stage import TableStage
@@ -243,7 +243,8 @@ class Table(Generic[K, V]):
             old = None if c.old is None else f(c.old)
             return type(c)(c.key, old, None if c.new is None else f(c.new), c.timestamp)
 
-        return self._derived(self._source.map(change), lambda v: MappedView(v, f), f"{self.name}.map_values", None)  # type: ignore[no-any-return]
+        mapped = self._source.map(change)
+        return self._derived(mapped, lambda v: MappedView(v, f), f"{self.name}.map_values", None)  # type: ignore[no-any-return]
 
     def filter(self, p: Callable[[V], object]) -> Table[K, V]:
         """The table of the rows whose value satisfies ``p``; a row that stops satisfying it is deleted.
@@ -266,7 +267,8 @@ class Table(Generic[K, V]):
                 return None
             return Change(c.key, old, new, c.timestamp)
 
-        return self._derived(self._source.collect(change), lambda v: FilteredView(v, p), f"{self.name}.filter", self.value_type)  # type: ignore[no-any-return]
+        kept = self._source.collect(change)
+        return self._derived(kept, lambda v: FilteredView(v, p), f"{self.name}.filter", self.value_type)  # type: ignore[no-any-return]
 
     # -- table-table join ------------------------------------------------------------------
 
