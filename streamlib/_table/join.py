@@ -27,7 +27,7 @@ Without event time on either input, everything is handled on arrival.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from heapq import heappop, heappush
 from operator import itemgetter
 from typing import Any
@@ -119,12 +119,15 @@ class _Buffer:
 class Pending:
     """Items waiting for the watermark, one :class:`_Buffer` per side, written to the store at barriers.
 
-    Nothing is tracked per item: a barrier writes the items that arrived since
-    the last one and deletes those released since (a diff of sequence numbers),
-    so the cost of persistence is proportional to what waits, not to the stream.
+    Nothing is tracked per item. Items are grouped by *epoch*, the checkpoint
+    interval they arrived in (a range of sequence numbers); one row per epoch
+    holds that epoch's items still waiting. A barrier writes the new epoch's
+    row, rewrites the rows of epochs that lost items to the watermark since,
+    and deletes the rows of epochs with none left, so persistence costs one
+    encode per epoch, in proportion to what waits, not to the stream.
     """
 
-    __slots__ = ("state", "sides", "seq", "persisted", "decode")
+    __slots__ = ("state", "sides", "seq", "epochs", "counts", "decode")
 
     def __init__(
         self, store: StateStore | None, ctx: RunContext, name: str, decode: tuple[Callable[[Any], Any], Callable[[Any], Any]]
@@ -132,19 +135,25 @@ class Pending:
         self.state = OperatorState(store, ctx, name)
         self.sides = (_Buffer(), _Buffer())
         self.seq = 0
-        self.persisted: set[int] = set()
+        self.epochs: list[int] = [1]  # the first sequence number of each epoch with items in the store, and the open one
+        self.counts: dict[int, int] = {}  # epoch -> items its row holds
         self.decode = decode  # each side's restored payload (builtins) -> the payload
 
     def load(self) -> None:
         self.state.load()
-        restored = sorted((int(seq), row) for seq, row in self.state.data.items())  # type: ignore[call-overload]
+        restored: list[tuple[int, Any]] = sorted((int(e), rows) for e, rows in self.state.data.items())  # type: ignore[call-overload]
         self.state.data.clear()
         self.state.persisted.clear()
-        for seq, (side, ts, raw) in restored:
+        items: list[Any] = []
+        for epoch, rows in restored:
+            self.counts[epoch] = len(rows)
+            self.epochs.append(epoch)
+            items.extend(rows)
+        items.sort(key=lambda r: r[2])  # by sequence number: a side's run stays in arrival order
+        for side, ts, seq, raw in items:
             self.sides[side].push((ts, seq, self.decode[side](raw)))
-            self.persisted.add(seq)
-            self.seq = seq
-        # restored items are in seq order, so a side's run stays sorted by arrival within equal timestamps
+            self.seq = max(self.seq, seq)
+        self.epochs = sorted(set(self.epochs[1:])) + [self.seq + 1]
 
     def push(self, side: int, ts: int, payload: Any) -> None:
         self.seq += 1
@@ -169,20 +178,30 @@ class Pending:
     def stage(self, checkpoint_id: int) -> None:
         if self.state.run is None:
             return
-        persisted = self.persisted
-        current: set[int] = set()
-        rows: list[tuple[bytes, bytes | None]] = []
+        epochs = self.epochs
+        groups: dict[int, list[tuple[int, int, int, Any]]] = {}
         for side in (0, 1):
             for ts, seq, payload in self.sides[side].items():
-                current.add(seq)
-                if seq not in persisted:
-                    try:
-                        rows.append((raw_encode(seq), raw_encode((side, ts, payload))))
-                    except (TypeError, OverflowError):
-                        encode(payload, f"a waiting element of {self.state.stage_name}")  # names the culprit
-                        raise
-        rows.extend((raw_encode(seq), None) for seq in persisted - current)
-        self.persisted = current
+                epoch = epochs[bisect_right(epochs, seq) - 1]
+                group = groups.get(epoch)
+                if group is None:
+                    group = groups[epoch] = []
+                group.append((side, ts, seq, payload))
+        counts = self.counts
+        rows: list[tuple[bytes, bytes | None]] = []
+        for epoch, group in groups.items():
+            if counts.get(epoch) != len(group):
+                try:
+                    rows.append((raw_encode(epoch), raw_encode(group)))
+                except (TypeError, OverflowError):
+                    for item in group:  # name the culprit
+                        encode(item[3], f"a waiting element of {self.state.stage_name}")
+                    raise
+                counts[epoch] = len(group)
+        for epoch in [e for e in counts if e not in groups]:
+            rows.append((raw_encode(epoch), None))
+            del counts[epoch]
+        self.epochs = sorted(counts) + [self.seq + 1]  # the next epoch starts after the last item so far
         self.state.stage(checkpoint_id, rows=rows)
 
 
