@@ -346,3 +346,14 @@ async def test_a_table_table_join_restarted_from_its_checkpoint_ends_with_the_mo
         assert view.to_dict() == want
         assert set(first) | set(second) == set(want_changes)
         store.close()
+
+
+async def test_a_flow_joins_a_table_when_it_is_attached_to_a_source() -> None:
+    from streamlib import Flow
+
+    table = Source.from_iterable([("a", 1, 0), ("b", 2, 0)]).with_timestamps(lambda u: u[2], bounded=True).key_by(0).to_table(value=1)
+    enrich = Flow[tuple[str, int], tuple[str, int], None]().with_timestamps(lambda e: e[1], bounded=True).join(
+        table, key=0, combine=lambda e, v: (e[0], v), how="left"
+    )
+    got = await Source.from_iterable([("a", 5), ("c", 6), ("b", 7)]).via(enrich).run_with(Sink.collect())
+    assert sorted(got, key=str) == [("a", 1), ("b", 2), ("c", None)]
