@@ -1,24 +1,27 @@
 """``KafkaApp``: a consume-transform-produce application, exactly-once, with state on Kafka.
 
 One app run owns one consumer (group id = application id, ``read_committed``),
-an admin client, and per assigned input partition a :class:`_PartitionRunner`.
-The consumer feeds the partitions' lanes (``_lanes.py``); each runner runs its
-partition's sub-stream (``_task.py``) as a graph of its own, owned by the app
-run: when the app run ends, every partition graph, producer and store it
-opened is closed.
+an admin client, and per assigned task a :class:`_TaskRunner`. Task n is
+partition n of every input topic (they are co-partitioned; the group assigns
+whole tasks, ``_assign.py``, and inputs with different partition counts fail
+the start). The consumer feeds the partitions' lanes (``_lanes.py``); each
+runner runs its task's sub-stream (``_task.py``) as a graph of its own, owned by
+the app run: when the app run ends, every task graph, producer and store it
+opened is closed. Global tables (``_global.py``) are restored before the
+consumer joins the group.
 
-Opening a partition (on assignment, and again after a failure):
+Opening a task (on assignment, and again after a failure):
 
 1. create its producer; under exactly-once it is transactional with id
-   ``{application_id}-{topic}-{partition}``, and starting it fences any other
-   producer with that id (a zombie of a previous owner) and aborts or completes
-   its open transaction;
-2. read the committed offset of the partition and the checkpoint id committed
-   with it (commit metadata);
-3. restore the partition's store from its changelogs (``_changelog.py``),
+   ``{application_id}-{topic}-{n}`` (one input) or ``{application_id}-task-{n}``,
+   and starting it fences any other producer with that id (a zombie of a
+   previous owner) and aborts or completes its open transaction;
+2. read the committed offsets of its partitions and the checkpoint id committed
+   with them (commit metadata);
+3. restore the task's store from its changelogs (``_changelog.py``),
    reusing the local store when it is not ahead of Kafka;
-4. build the sub-stream from the topology, register the lane, seek the consumer
-   to the committed offset and resume fetching.
+4. build the sub-stream from the topology, register the lanes, seek the
+   consumer to the committed offsets and resume fetching.
 
 Revocation (and ``stop()``): the lane ends; its source commits what it read (a
 last checkpoint), the runner cancels the sub-stream, closes the producer. A
@@ -90,7 +93,7 @@ from ._watermarks import RecordTimeWatermarks
 log = logging.getLogger("streamlib.kafka")
 
 ProcessingGuarantee = Literal["exactly_once", "at_least_once"]
-Topology = Callable[[PartitionContext], Flow[Any, Any, Any]]
+Topology = Callable[[PartitionContext], "Flow[Any, Any, Any] | Source[Any, Any]"]
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -157,7 +160,10 @@ class KafkaApp:
 
     ``topology(partition)`` returns the :class:`Flow` from :class:`KafkaRecord` to
     :class:`ProducerRecord` (or bare values, with ``output_topic``) run for each
-    assigned input partition; its stateful operators use ``partition.store``,
+    assigned task: partition n of every input topic (the inputs are co-partitioned;
+    a Flow gets the records of all of them, a topology returning a :class:`Source`
+    builds it from ``partition.source(topic)``, e.g. a join). Its stateful
+    operators use ``partition.store``,
     whose tables are mirrored to compacted changelog topics and restored on
     assignment. With ``processing_guarantee="exactly_once"`` the outputs, the
     changelog writes and the consumed offsets of each ``checkpoint_interval``

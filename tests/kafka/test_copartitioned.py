@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -312,3 +315,15 @@ async def test_join_with_table_is_exactly_once_through_sigkills_and_a_second_ins
     assert {row[0]: row for row in rows} == _model()
     assert not await open_transactions(bootstrap, [out])
     assert kills >= 5
+
+
+def test_enrich_orders_example_runs_and_checks_itself(kafka_broker: KafkaBroker) -> None:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, str(root / "examples" / "enrich_orders.py"), "--bootstrap", kafka_broker.bootstrap_servers,
+         "--orders", "1500"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Check against plain Python: same results" in proc.stdout
