@@ -183,6 +183,26 @@ class PartitionContext:
         self._taken.add(topic)
         return self._sources[topic]
 
+    def table(self, topic: str, *, value_type: Any = None, name: str | None = None,
+              event_time: bool = False, idle_timeout: float | None = None) -> Any:
+        """This task's partition of input ``topic`` (compacted, co-partitioned) as a ``Table``: the latest
+        value per record key, a null value deleting it.
+
+        Its rows live in this task's store (changelogged as table ``name``, by default the
+        topic's name; ``value_type`` decodes restored values). The topic is read from the app's
+        committed offset, from its beginning on the first start (``auto_offset_reset="earliest"``,
+        the default). ``event_time=True``: the records' time is the table's event time, with
+        watermarks that advance while the topic is quiet for ``idle_timeout`` seconds, so that a
+        stream-table join ordered by event time is not held back by a table that rarely changes.
+        """
+        from .._table.table import Table
+
+        source = self.source(topic)
+        if event_time:
+            source = source.with_timestamps(lambda r: r.timestamp, idle_timeout=idle_timeout)
+        return Table.from_source(source, key=lambda r: r.key, value=lambda r: r.value, store=self.store,
+                                 value_type=value_type, name=name or topic)
+
 
 @dataclass
 class PartitionTask:

@@ -168,6 +168,56 @@ async def test_a_source_topology_must_read_every_input(kafka_broker: KafkaBroker
         await control.wait_stopped()
 
 
+async def test_a_co_partitioned_table_from_a_compacted_topic_joins_the_stream(
+    kafka_broker: KafkaBroker, tmp_path: Path
+) -> None:
+    """``p.table(topic)``: the task's partition of a compacted topic as a Table in the task's store, the
+    right side of a stream-table join ordered by record time; restored after a restart."""
+    bootstrap = kafka_broker.bootstrap_servers
+    customers, orders, out = unique("ct-customers"), unique("ct-orders"), unique("ct-out")
+    for topic in (customers, orders, out):
+        await kafka_broker.acreate_topic(topic, PARTITIONS)
+    producer_ = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer_.start()
+    try:
+        async def send(topic: str, key: str, value: str | None, ts: int) -> None:
+            await (await producer_.send(topic, None if value is None else value.encode(), key=key.encode(),
+                                        partition=int(key[1:]) % PARTITIONS, timestamp_ms=ts))
+
+        for c in range(9):  # c0..c8 named at time 1000; c4 renamed at 5000; c8 deleted at 5000
+            await send(customers, f"c{c}", f"name{c}", 1000)
+        await send(customers, "c4", "renamed", 5000)
+        await send(customers, "c8", None, 5000)
+        for i in range(40):  # orders at 2000.. (before the changes) and 6000.. (after them)
+            await send(orders, f"c{i % 9}", f"o{i}", (2000 if i < 20 else 6000) + i)
+    finally:
+        await producer_.stop()
+
+    def topology(p: PartitionContext) -> Source[Any, None]:
+        table = p.table(customers, event_time=True, idle_timeout=0.1)
+        stream = p.source(orders).with_timestamps(lambda r: r.timestamp, idle_timeout=0.1)
+        return stream.join(table, key=lambda r: r.key, how="left",
+                           combine=lambda r, name: ProducerRecord(out, f"{r.value}:{name}", key=r.key))
+
+    consumer, producer = _settings(bootstrap)
+    app = KafkaApp(unique("ct-app"), consumer=consumer, producer=producer, topics=[customers, orders],
+                   topology=topology, state_dir=tmp_path / "state", checkpoint_interval=0.05)
+    control = app.run()
+    try:  # orders wait in the join until the table's watermark passes them: wait for all 40 results
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while len(await read_topic(bootstrap, out)) < 40:
+            assert loop.time() < deadline and not control.is_stopped, "not all orders joined"
+            await asyncio.sleep(0.2)
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    names = {f"c{c}": f"name{c}" for c in range(9)}
+    later = {**names, "c4": "renamed", "c8": None}
+    want = sorted(f"o{i}:{(names if i < 20 else later)[f'c{i % 9}']}" for i in range(40))
+    assert sorted(r.value.decode() for r in await read_topic(bootstrap, out)) == want
+
+
 async def test_global_table_restores_follows_and_serves_lookups_in_an_app(
     kafka_broker: KafkaBroker, tmp_path: Path
 ) -> None:
