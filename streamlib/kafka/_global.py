@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from aiokafka.structs import TopicPartition
 

@@ -2,9 +2,10 @@
 
 Partition n of every input is one task with one store: state is shared across
 the inputs, one transaction commits the offsets of all of them. The crash test
-joins orders with payments (a stateful merge of both inputs keyed by order id)
-and with a customer table, while the app is SIGKILLed and a second instance
-joins and leaves; the read_committed output must equal the batch model.
+joins orders with payments (a stream-stream join within 10 minutes, its
+buffers in the task's store) and with a customer ``GlobalTable``, while the app
+is SIGKILLed and a second instance joins and leaves; the read_committed output
+must equal the batch model.
 """
 
 from __future__ import annotations
@@ -274,39 +275,47 @@ async def test_a_missing_global_table_topic_fails_the_app_clearly(kafka_broker: 
 ORDERS = 6000
 CUSTOMERS = 40
 CRASH_PARTITIONS = 4
+MINUTE = 60_000
+BASE = 1_700_000_000_000
 
 
-def _order(i: int) -> tuple[str, str, int]:
-    return f"o{i}", json.dumps({"customer": f"c{i % CUSTOMERS}", "amount": i % 97 + 1}), i % CRASH_PARTITIONS
+def _delay(i: int) -> int:
+    """Payment ``i`` comes 0 to 15 minutes after order ``i`` (within the 10-minute window or not)."""
+    return (i * 37 % 15) * MINUTE + i % 1000
 
 
-def _payment(i: int) -> tuple[str, str, int]:
-    return f"o{i}", json.dumps({"paid": (i % 97 + 1) * (1 if i % 5 else 2)}), i % CRASH_PARTITIONS
+def _events() -> list[tuple[str, str, str, int]]:
+    """(topic tag, order id, value, record time) of every order and payment, in record-time order.
+    Orders divisible by 7 are never paid; every tenth customer is not in the table."""
+    events = []
+    for i in range(ORDERS):
+        ts = BASE + i * 1000
+        order = {"id": f"o{i}", "customer": f"c{i % CUSTOMERS}", "amount": i % 97 + 1, "ts": ts}
+        events.append(("orders", f"o{i}", json.dumps(order), ts))
+        if i % 7:
+            paid = {"order": f"o{i}", "paid": (i % 97 + 1) * (1 if i % 5 else 2), "ts": ts + _delay(i)}
+            events.append(("payments", f"o{i}", json.dumps(paid), ts + _delay(i)))
+    return sorted(events, key=lambda e: e[3])
 
 
 def _model() -> dict[str, list[Any]]:
-    """Order id -> the joined row: every order with a payment (orders divisible by 7 are never paid)."""
-    return {f"o{i}": [f"o{i}", f"name-{i % CUSTOMERS}", i % 97 + 1, (i % 97 + 1) * (1 if i % 5 else 2)]
-            for i in range(ORDERS) if i % 7}
+    """Order id -> the joined row: each order with its payment if that came within 10 minutes."""
+    return {f"o{i}": [f"o{i}", f"name-{i % CUSTOMERS}" if i % CUSTOMERS % 10 else None, i % 97 + 1,
+                      (i % 97 + 1) * (1 if i % 5 else 2)]
+            for i in range(ORDERS) if i % 7 and _delay(i) <= 10 * MINUTE}
 
 
-async def _produce_mixed(bootstrap: str, orders: str, payments: str, rate: float) -> None:
-    """Orders and their payments interleaved (a payment before its order now and then), at ``rate`` per second."""
-    rng = random.Random(7)
-    events: list[tuple[str, tuple[str, str, int]]] = []
-    for i in range(ORDERS):
-        pair = [(orders, _order(i))] + ([(payments, _payment(i))] if i % 7 else [])
-        if rng.random() < 0.3:
-            pair.reverse()
-        events.extend(pair)
+async def _produce_events(bootstrap: str, topics: dict[str, str], rate: float) -> None:
+    """The events at ``rate`` per second, each order id to partition ``id % CRASH_PARTITIONS`` of both topics."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
         futs = []
-        for j, (topic, (key, value, partition)) in enumerate(events):
-            futs.append(await producer.send(topic, value.encode(), key=key.encode(), partition=partition))
+        for j, (tag, key, value, ts) in enumerate(_events()):
+            futs.append(await producer.send(topics[tag], value.encode(), key=key.encode(),
+                                            partition=int(key[1:]) % CRASH_PARTITIONS, timestamp_ms=ts))
             if j % 100 == 99:
                 ahead = start + (j + 1) / rate - loop.time()
                 if ahead > 0:
@@ -325,11 +334,11 @@ async def test_join_with_table_is_exactly_once_through_sigkills_and_a_second_ins
     for topic in (orders, payments, out):
         await kafka_broker.acreate_topic(topic, CRASH_PARTITIONS)
     await kafka_broker.acreate_topic(customers, 2)
-    await _produce(bootstrap, customers, [(f"c{c}", f"name-{c}", c % 2) for c in range(CUSTOMERS)])
+    await _produce(bootstrap, customers, [(f"c{c}", f"name-{c}", c % 2) for c in range(CUSTOMERS) if c % 10])
     args = (bootstrap, app_id, orders, payments, customers, out, str(tmp_path / "state"))
     first = Job("join_app.py", *args, log_dir=tmp_path)
     second = Job("join_app.py", *args[:-1], str(tmp_path / "state2"), log_dir=tmp_path)
-    producing = asyncio.ensure_future(_produce_mixed(bootstrap, orders, payments, rate=300))
+    producing = asyncio.ensure_future(_produce_events(bootstrap, {"orders": orders, "payments": payments}, rate=300))
     rng = random.Random()
     kills = 0
     try:

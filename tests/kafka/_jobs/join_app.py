@@ -1,11 +1,12 @@
 """A KafkaApp over two co-partitioned topics and a global table, run as a subprocess by the crash test.
 
-Orders (key: order id, value ``{"customer", "amount"}``) and payments (key:
-order id, value ``{"paid"}``) are merged per task and joined by order id in a
-``stateful_map`` (whichever comes first waits in the task's store); a complete
-pair is enriched with the customer's name from a ``GlobalTable`` and emitted as
-JSON ``[order id, customer name, amount, paid]``. Prints a JSON status line
-every 0.2 s; SIGTERM stops it gracefully.
+Orders (key: order id, value ``{"id", "customer", "amount", "ts"}``) and payments
+(key: order id, value ``{"order", "paid", "ts"}``), both with record time ``ts``,
+are joined per task in a stream-stream join (inner, a payment 0 to 10 minutes
+after its order; both buffers in the task's store, changelogged), then with the
+customer names of a ``GlobalTable`` (left), and emitted as JSON
+``[order id, customer name, amount, paid]``. Prints a JSON status line every
+0.2 s; SIGTERM stops it gracefully.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import json
 import logging
 import signal
 import sys
+from datetime import timedelta
 from typing import Any
 
-from streamlib import Flow, GraphBuilder, Merge, Source
+import msgspec
+
+from streamlib import JoinWindows, Source
 from streamlib.kafka import (
     ConsumerSettings,
     GlobalTable,
@@ -30,12 +34,17 @@ from streamlib.kafka import (
 )
 
 
-def merged(*sources: Source[Any, Any]) -> Source[Any, None]:
-    b = GraphBuilder()
-    merge = b.add(Merge(len(sources)))
-    for i, src in enumerate(sources):
-        b.add(src) >> merge.inp(i)
-    return b.to_source(merge.out(0))
+class Order(msgspec.Struct):
+    id: str
+    customer: str
+    amount: int
+    ts: int
+
+
+class Payment(msgspec.Struct):
+    order: str
+    paid: int
+    ts: int
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -44,21 +53,17 @@ async def main(args: argparse.Namespace) -> int:
     producer = ProducerSettings(args.bootstrap, key_serde=StrSerde(), value_serde=StrSerde(), linger_ms=2)
     customers: GlobalTable[str, str] = GlobalTable(args.customers, consumer)
 
-    def join(rec: Any, state: Any) -> ProducerRecord[str, str] | None:
-        pending = state.get({})
-        pending[rec.topic] = json.loads(rec.value)
-        if len(pending) < 2:
-            state.set(pending)
-            return None
-        state.delete()
-        order, payment = pending[args.orders], pending[args.payments]
-        row = [rec.key, customers.get(order["customer"]), order["amount"], payment["paid"]]
-        return ProducerRecord(args.output, json.dumps(row), key=rec.key)
-
     def topology(p: PartitionContext) -> Source[Any, None]:
-        return (merged(p.source(args.orders), p.source(args.payments))
-                .key_by(lambda r: r.key).stateful_map(join, store=p.store, name="pairs")
-                .filter(lambda r: r is not None))
+        orders = p.source(args.orders).map(lambda r: msgspec.json.decode(r.value, type=Order))
+        payments = p.source(args.payments).map(lambda r: msgspec.json.decode(r.value, type=Payment))
+        pairs = orders.with_timestamps("ts").join(
+            payments.with_timestamps("ts"), key_a="id", key_b="order",
+            within=JoinWindows(before=0, after=timedelta(minutes=10)), combine=lambda o, pay: (o, pay),
+            store=p.store, left_type=Order, right_type=Payment, name="pairs",
+        )
+        return pairs.join(customers, key=lambda pair: pair[0].customer, how="left", combine=lambda pair, name: (
+            ProducerRecord(args.output, json.dumps([pair[0].id, name, pair[0].amount, pair[1].paid]), key=pair[0].id)
+        ))
 
     app = KafkaApp(args.app_id, consumer=consumer, producer=producer, topics=[args.orders, args.payments],
                    topology=topology, checkpoint_interval=0.1, state_dir=args.state_dir, global_tables=[customers])
