@@ -42,7 +42,7 @@ _HASH_CACHE_LIMIT = 1 << 16
 class RecordSender:
     """Sends records with the settings' serdes; ``default_topic`` turns bare values into records."""
 
-    __slots__ = ("key_ser", "value_ser", "default_topic", "stage_name", "_hashes")
+    __slots__ = ("key_ser", "value_ser", "default_topic", "stage_name", "_hashes", "_last", "_last_producer")
 
     def __init__(self, settings: ProducerSettings, default_topic: str | None, stage_name: str) -> None:
         self.key_ser = None if type(settings.key_serde) is BytesSerde else settings.key_serde.serialize
@@ -50,6 +50,10 @@ class RecordSender:
         self.default_topic = default_topic
         self.stage_name = stage_name
         self._hashes: dict[bytes, int] = {}  # serialized key -> its positive murmur2 hash
+        # Per partition, the last batch submitted and its delivery future: records of the next
+        # chunk join it while the producer's sender has not taken it yet (it lingers linger_ms).
+        self._last: dict[tuple[str, int], tuple[Any, asyncio.Future[Any]]] = {}
+        self._last_producer: Any = None
 
     def as_record(self, element: Any) -> ProducerRecord[Any, Any]:
         if isinstance(element, ProducerRecord):
@@ -81,10 +85,11 @@ class RecordSender:
     ) -> list[SentBatch]:
         """Hand ``records`` to the producer as record batches, one or more per topic partition.
 
-        Returns the submitted batches in submission order; when ``slots`` is given, appends
-        to it, per record in input order, its batch's future and its index in that batch.
-        Waits (backpressure) while a partition's previous batch is not yet taken by the
-        producer's sender. A record that cannot be serialized, partitioned or encoded
+        Returns the submitted batches in submission order (a record that joined a batch
+        submitted earlier, still open in the producer, is returned as a part of that batch);
+        when ``slots`` is given, appends to it, per record in input order, its batch's future
+        and its index in that batch. Waits (backpressure) while a partition's previous batch
+        is not yet taken by the producer's sender. A record that cannot be serialized, partitioned or encoded
         raises :class:`ProduceError` naming it, before any batch of the chunk is submitted.
         """
         key_ser = self.key_ser
@@ -96,8 +101,15 @@ class RecordSender:
         limit = producer._max_request_size  # type: ignore[attr-defined]
         topics: dict[str, tuple[list[int], Any]] = {}  # topic -> (all partitions, partitions set)
         sticky: dict[str, int] = {}
-        open_batches: dict[tuple[str, int], list[Any]] = {}  # (topic, partition) -> [open builder, its size]
-        order: list[tuple[tuple[str, int], Any, ProducerRecord[Any, Any]]] = []  # builders in creation order
+        if self._last_producer is not producer:
+            self._last = {}
+            self._last_producer = producer
+        last = self._last
+        # (topic, partition) -> [builder, records of this call in it]
+        open_batches: dict[tuple[str, int], list[Any]] = {}
+        counts: dict[int, int] = {}  # id(builder) -> records of this call in it
+        # builders in creation order: (tp, builder, its first record of this call, its future if submitted)
+        order: list[tuple[tuple[str, int], Any, ProducerRecord[Any, Any], Any]] = []
         for rec in records:
             topic = rec.topic
             try:
@@ -156,36 +168,50 @@ class RecordSender:
                         )
                 entry = open_batches.get(tp)
                 if entry is None:
-                    builder = producer.create_batch()
+                    previous = last.get(tp)
+                    if previous is not None and _queued(producer, tp, previous[0]):
+                        builder = previous[0]  # submitted, not yet taken by the sender: join it
+                        order.append((tp, builder, rec, previous[1]))
+                    else:
+                        builder = producer.create_batch()
+                        order.append((tp, builder, rec, None))
                     entry = open_batches[tp] = [builder, 0]
-                    order.append((tp, builder, rec))
                 builder = entry[0]
+                index = builder.record_count()
                 if builder.append(timestamp=rec.timestamp_ms, key=key, value=value, headers=headers) is None:
                     builder = producer.create_batch()
                     entry[0], entry[1] = builder, 0
-                    order.append((tp, builder, rec))
+                    order.append((tp, builder, rec, None))
+                    index = 0
                     if builder.append(timestamp=rec.timestamp_ms, key=key, value=value, headers=headers) is None:
                         raise ValueError("the record does not fit in an empty batch")
             except (AssertionError, TypeError, ValueError, KafkaError) as exc:
                 raise ProduceError(f"cannot send a record to topic {topic!r}: {exc!r}; record: {rec!r:.300}") from exc
             if slots is not None:
-                slots.append((builder, entry[1]))  # the builder stands in for its future until submitted
+                slots.append((builder, index))  # the builder stands in for its future until submitted
             entry[1] += 1
+            counts[id(builder)] = entry[1]
         sent: list[SentBatch] = []
         futures: dict[int, asyncio.Future[Any]] = {}
         send_batch = producer.send_batch
         try:
-            for (topic, partition), builder, first in order:
-                builder.close()
-                try:
-                    fut = await send_batch(builder, topic, partition=partition)
-                except KafkaError as exc:
-                    raise ProduceError(
-                        f"cannot send a batch of {builder.record_count()} records to {topic}-{partition}: "
-                        f"{exc!r}; its first record: {first!r:.300}"
-                    ) from exc
+            for tp, builder, first, fut in order:
+                topic, partition = tp
+                if fut is None:
+                    # Left open: the next chunk's records for this partition may join it until
+                    # the sender takes it (after linger_ms, or at once when it is full).
+                    try:
+                        fut = await send_batch(builder, topic, partition=partition)
+                    except KafkaError as exc:
+                        raise ProduceError(
+                            f"cannot send a batch of {builder.record_count()} records to {topic}-{partition}: "
+                            f"{exc!r}; its first record: {first!r:.300}"
+                        ) from exc
+                    last[tp] = (builder, fut)
                 futures[id(builder)] = fut
-                sent.append((first, fut, builder.record_count(), partition))
+                n = counts.get(id(builder), 0)  # none when a batch joined was full already
+                if n:
+                    sent.append((first, fut, n, partition))
         except BaseException:
             # The caller never sees these batches: whatever becomes of them is reported by this error.
             for batch in sent:
@@ -197,6 +223,20 @@ class RecordSender:
                 builder, index = slots[i]
                 slots[i] = (futures[id(builder)], index)
         return sent
+
+
+def _queued(producer: Any, tp: tuple[str, int], builder: Any) -> bool:
+    """``builder`` is still the last batch of ``tp`` waiting in the producer (not taken by its sender).
+
+    Only then may records join it: once the sender has taken a batch it numbers the next
+    batch's records after this one's count (idempotent and transactional producers), so a
+    record added between that and the batch's encoding would share a sequence number with
+    the next batch, and the broker would drop the later one as a duplicate.
+    """
+    if builder.closed():
+        return False
+    queued = producer._message_accumulator._batches.get(tp)  # keyed by TopicPartition, a tuple
+    return bool(queued) and queued[-1]._builder is builder
 
 
 def _seen(fut: asyncio.Future[Any]) -> None:
