@@ -275,3 +275,27 @@ async def test_a_record_too_large_for_a_request_fails_the_stream_naming_it(kafka
     records = [ProducerRecord(topic, b"small"), ProducerRecord(topic, b"y" * 20_000, key=b"the-big-one")]
     with pytest.raises(ProduceError, match=r"larger than max_request_size \(10000 bytes\).*record: ProducerRecord\(topic=.*yyyy"):
         await Source.from_iterable(records).run_with(KafkaSink.producer(settings_))
+
+
+async def test_small_chunks_joining_lingering_batches_keep_order_and_offsets(kafka_broker: KafkaBroker) -> None:
+    topic = unique("linger")
+    await kafka_broker.acreate_topic(topic, 3)
+    # Chunks of 7 records and a 50 ms linger: most chunks join the batch the previous one left open.
+    settings_ = ProducerSettings(kafka_broker.bootstrap_servers, key_serde=StrSerde(), value_serde=StrSerde(),
+                                 linger_ms=50)
+    n = 700
+    results: list[ProducerResult[Any, Any]] = await (
+        Source.from_iterable(range(n))
+        .map(lambda i: ProducerRecord(topic, str(i), key=f"k{i % 11}", passthrough=i))
+        .via(KafkaFlow.producer(settings_))
+        .to_mat(Sink.collect(), Keep.right)
+        .run(max_chunk=7)
+    )
+    assert [r.passthrough for r in results] == list(range(n))
+    got = await read_topic(kafka_broker.bootstrap_servers, topic)
+    for p in range(3):
+        mine = [r for r in results if r.partition == p]
+        assert [r.offset for r in mine] == list(range(len(mine)))
+        assert [int(r.value) for r in got if r.partition == p] == [r.passthrough for r in mine]
+        assert all(r.partition == java_partition(f"k{r.passthrough % 11}".encode(), 3) for r in mine)
+    assert len(got) == n
