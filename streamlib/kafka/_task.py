@@ -422,13 +422,23 @@ class PartitionTask:
         futures = self.checkpoint_sent
         try:
             await self._send_checkpoint(changelog, dead, futures)
+            # Every record of the transaction delivered before it commits: aiokafka's
+            # commit_transaction does not wait for batches still lingering or being retried,
+            # which the broker then refuses after the commit marker (lost, with the offsets
+            # committed). A failed delivery fails the checkpoint before anything commits.
+            await self.producer.flush()
+            for rec, fut in self.sent:
+                if fut.exception() is not None:
+                    raise delivery_error(rec, fut.exception())  # type: ignore[arg-type]
+            for _table, topic, fut in futures:
+                error = fut.exception()
+                if error is not None:
+                    raise TransactionError(f"writing to {topic} failed: {error!r}") from error
             if app.exactly_once:
                 if offsets:
                     await self.producer.send_offsets_to_transaction(offsets, app.application_id)
                 await self.producer.commit_transaction()
                 self.in_txn = False
-            else:
-                await self.producer.flush()
         except IllegalOperation as exc:
             raise self._unusable(exc) from exc
         except KafkaError as exc:
@@ -436,15 +446,9 @@ class PartitionTask:
                 f"committing checkpoint {checkpoint_id} of {self.name} "
                 f"(application {app.application_id!r}) failed: {exc!r}"
             ) from exc
-        sent, self.sent = self.sent, []
+        self.sent = []
         self.checkpoint_sent = []
-        for rec, fut in sent:
-            if fut.exception() is not None:
-                raise delivery_error(rec, fut.exception())  # type: ignore[arg-type]
-        for table, topic, fut in futures:
-            error = fut.exception()
-            if error is not None:
-                raise TransactionError(f"writing to {topic} failed: {error!r}") from error
+        for table, _topic, fut in futures:
             if table:
                 meta = fut.result()
                 if meta.offset + 1 > self.changelog_positions.get(table, 0):

@@ -141,6 +141,29 @@ async def test_two_topics_form_one_task_per_partition_with_shared_state(
     assert not await open_transactions(bootstrap, [out])
 
 
+async def test_an_input_without_records_does_not_hold_back_checkpoints(kafka_broker: KafkaBroker) -> None:
+    """The task's barrier trigger wakes the source of the empty input: its barriers reach the merge and
+    every checkpoint of the other input commits."""
+    bootstrap = kafka_broker.bootstrap_servers
+    busy, empty, out = unique("idle-busy"), unique("idle-empty"), unique("idle-out")
+    for topic in (busy, empty, out):
+        await kafka_broker.acreate_topic(topic, PARTITIONS)
+    await _produce(bootstrap, busy, _rows("v", 90, 9))
+
+    def topology(p: PartitionContext) -> Source[Any, None]:
+        counting = Flow().key_by(lambda r: r.key).stateful_map(
+            lambda r, state: (state.set(state.get(0) + 1), ProducerRecord(out, str(state.get()), key=r.key))[1],
+            store=p.store, name="counts")
+        return _merged(p.source(busy), p.source(empty)).via(counting)
+
+    consumer, producer = _settings(bootstrap)
+    app = KafkaApp(unique("idle-app"), consumer=consumer, producer=producer, topics=[busy, empty],
+                   topology=topology, checkpoint_interval=0.05)
+    control = await _run_until_drained(app, bootstrap, [busy])
+    assert control.metrics.commits >= 1
+    assert sorted(int(r.value) for r in await read_topic(bootstrap, out)) == sorted(list(range(1, 11)) * 9)
+
+
 async def test_inputs_with_different_partition_counts_fail_at_start(kafka_broker: KafkaBroker) -> None:
     bootstrap = kafka_broker.bootstrap_servers
     a, b = unique("co-three"), unique("co-two")
