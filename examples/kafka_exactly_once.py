@@ -164,7 +164,24 @@ async def main(bootstrap: str, n: int, prefix: str, state_dir: str) -> bool:
     for t in top:
         print(f"  {t.customer}: {t.orders} orders, {t.cents / 100:,.2f}")
     print("Check against plain Python: " + ("same results" if ok else "MISMATCH"))
+    for line in differences(expected, committed)[:10]:
+        print("  " + line)
     return ok
+
+
+def differences(expected: dict[str, list[Total]], committed: dict[str, list[Total]]) -> list[str]:
+    """What differs, customer by customer: missing, duplicated or reordered totals."""
+    out = []
+    for customer in sorted(set(expected) | set(committed)):
+        want, got = expected.get(customer, []), committed.get(customer, [])
+        if want == got:
+            continue
+        counts = [t.orders for t in got]
+        dup = sorted({c for c in counts if counts.count(c) > 1})
+        missing = sorted({t.orders for t in want} - set(counts))
+        out.append(f"{customer}: {len(want)} totals expected, {len(got)} committed; duplicated order counts "
+                   f"{dup[:5]}, missing {missing[:5]}, in order: {counts == sorted(counts)}")
+    return out
 
 
 @contextmanager
