@@ -318,6 +318,7 @@ class _AppRun(AsyncLogic):
         self.consumer: Any = None
         self.admin: Any = None
         self.fatal: BaseException | None = None
+        self.shutting_down = False  # set once the run closes its tasks: no new task starts after that
         self._created: set[str] = set()
         self._replication: int | None = app.changelog_replication_factor
         self._create_lock = asyncio.Lock()
@@ -480,12 +481,15 @@ class _AppRun(AsyncLogic):
                  extra={"event": event, "partitions": names, "generation": generation})
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        consumer = self.consumer
+        if self.shutting_down or consumer is None:
+            return  # an assignment completing while the consumer leaves the group: nothing to start
         self._log_rebalance("partitions_assigned", partitions)
         self.control.metrics.assigned |= partitions
         self.operations.joined = True
         tasks: dict[int, set[str]] = {}
         for tp in partitions:
-            self.consumer.pause(tp)
+            consumer.pause(tp)
             tasks.setdefault(tp.partition, set()).add(tp.topic)
         for n, topics in sorted(tasks.items()):
             if n in self.runners:
@@ -589,6 +593,7 @@ class _AppRun(AsyncLogic):
                         ends[tp] = end
 
     async def _shutdown(self, graceful: bool) -> None:
+        self.shutting_down = True
         runners = list(self.runners.values())
         self.runners.clear()
         try:

@@ -83,11 +83,13 @@ async def aget(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     return await asyncio.to_thread(get, port, path)
 
 
-async def until(predicate: Any, what: str, timeout: float = 60) -> None:
+async def until(predicate: Any, what: str, timeout: float = 60, state: Any = None) -> None:
+    """Poll ``predicate`` until true; on timeout, the failure shows ``state()`` (what was seen last)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await predicate():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}" + ("" if state is None else f"; last seen: {state()}"))
         await asyncio.sleep(0.05)
 
 
@@ -218,7 +220,14 @@ async def test_a_key_owned_by_another_instance_is_answered_with_its_address(kafk
             sa, sb = ca.metrics.assigned, cb.metrics.assigned
             return bool(sa) and bool(sb) and not (sa & sb) and len(sa | sb) == 4 and ca.is_ready and cb.is_ready
 
-        await until(split, "the two instances to share the partitions")
+        def seen() -> str:
+            return "; ".join(
+                f"{name}: assigned {sorted(f'{tp.topic}-{tp.partition}' for tp in c.metrics.assigned)}, "
+                f"ready {c.operations.ready_details() if c.operations else None}"
+                for name, c in (("a", ca), ("b", cb))
+            )
+
+        await until(split, "the two instances to share the partitions", state=seen)
         keys = [KEYS[i % len(KEYS)] for i in range(500)]
         await produce(bootstrap, src, keys)
         ends = await end_offsets(bootstrap, src)
