@@ -121,7 +121,7 @@ class KafkaSink:
         ``CommittableOffset`` / ``CommittableRecord`` (nothing to produce, just commit).
         At-least-once end to end. Commits in batches (``CommitterSettings``).
         """
-        flow: Flow[Any, Any, None] = Flow(Module.of(ProducerFlowStage(settings, topic)))
+        flow: Flow[Any, Any, None] = Flow(Module.of(ProducerFlowStage(settings, topic, results=False)))
         return flow.to_mat(Committer.sink(committer), Keep.right)
 
 

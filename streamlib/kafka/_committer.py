@@ -32,7 +32,7 @@ from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage, fail_future
-from ._records import CommitHandle, CommittableOffset, CommittableRecord, ProducerResult
+from ._records import CommitHandle, CommittableOffset, CommittableRecord, ProducerRecord, ProducerResult
 from ._wait import get_within
 
 __all__ = ["CommitHandle", "CommitterSettings", "CommitterStage", "offset_of"]
@@ -98,21 +98,45 @@ class _CommitterLogic(AsyncLogic):
         self.error: BaseException | None = None
 
     def _add(self, chunk: list[Any]) -> None:
-        pending = self.pending
+        # Records of one partition come in runs (a source emits a chunk per partition):
+        # keep the run's highest offset and note it once per run, not once per element.
+        handle: CommitHandle | None = None
+        topic = ""
+        partition = -1
+        best = -1
         for x in chunk:
-            off = offset_of(x)
-            handle = off.handle
-            per = pending.get(handle)
-            if per is None:
-                per = pending[handle] = {}
-                if handle not in self.handles:
-                    self.handles.add(handle)
-                    handle.register(self)
-            tp = TopicPartition(off.topic, off.partition)
-            nxt = off.offset + 1
-            if nxt > per.get(tp, -1):
-                per[tp] = nxt
+            off = x
+            t = type(x)
+            if t is not CommittableOffset:
+                if t is ProducerRecord:
+                    off = x.passthrough
+                    if type(off) is not CommittableOffset:
+                        off = offset_of(x)
+                else:
+                    off = offset_of(x)
+            if off.partition == partition and off.handle is handle and off.topic == topic:
+                if off.offset > best:
+                    best = off.offset
+                continue
+            if handle is not None:
+                self._note(handle, topic, partition, best)
+            handle, topic, partition, best = off.handle, off.topic, off.partition, off.offset
+        if handle is not None:
+            self._note(handle, topic, partition, best)
         self.count += len(chunk)
+
+    def _note(self, handle: CommitHandle, topic: str, partition: int, offset: int) -> None:
+        """``offset`` of ``topic``-``partition`` was processed: commit ``offset + 1`` (or more) next."""
+        per = self.pending.get(handle)
+        if per is None:
+            per = self.pending[handle] = {}
+            if handle not in self.handles:
+                self.handles.add(handle)
+                handle.register(self)
+        tp = TopicPartition(topic, partition)
+        nxt = offset + 1
+        if nxt > per.get(tp, -1):
+            per[tp] = nxt
 
     def _start_commits(self) -> None:
         """Start a commit for every handle with pending offsets and no commit in flight."""

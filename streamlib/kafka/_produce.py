@@ -37,6 +37,8 @@ SentBatch = tuple[ProducerRecord[Any, Any], "asyncio.Future[Any]", int, int]
 Slot = tuple["asyncio.Future[Any]", int]
 
 _HASH_CACHE_LIMIT = 1 << 16
+#: Headers of a record without any (aiokafka's batch builder takes a list; it only reads it).
+_NO_HEADERS: list[tuple[str, bytes]] = []
 
 
 class RecordSender:
@@ -123,11 +125,15 @@ class RecordSender:
                 raise ProduceError(f"a record needs a key or a value (both are None); record: {rec!r:.300}")
             known = topics.get(topic)
             if known is None:
-                try:
-                    await producer.client._wait_on_metadata(topic)
-                except KafkaError as exc:
-                    raise ProduceError(f"cannot send a record to topic {topic!r}: {exc!r}; record: {rec!r:.300}") from exc
                 parts = metadata.partitions_for_topic(topic)
+                if parts is None:
+                    try:
+                        await producer.client._wait_on_metadata(topic)
+                    except KafkaError as exc:
+                        raise ProduceError(
+                            f"cannot send a record to topic {topic!r}: {exc!r}; record: {rec!r:.300}"
+                        ) from exc
+                    parts = metadata.partitions_for_topic(topic)
                 known = topics[topic] = (sorted(parts), parts)
             partition = rec.partition
             if partition is None:
@@ -157,7 +163,7 @@ class RecordSender:
                     f"cannot send a record to topic {topic!r}: it has no partition {partition} "
                     f"(partitions {known[0]}); record: {rec!r:.300}"
                 )
-            headers = list(rec.headers) if rec.headers else []
+            headers = list(rec.headers) if rec.headers else _NO_HEADERS
             tp = (topic, partition)
             try:
                 size = (0 if key is None else len(key)) + (0 if value is None else len(value))
@@ -177,8 +183,10 @@ class RecordSender:
                         order.append((tp, builder, rec, None))
                     entry = open_batches[tp] = [builder, 0]
                 builder = entry[0]
-                index = builder.record_count()
+                if slots is not None:
+                    index = builder.record_count()
                 if builder.append(timestamp=rec.timestamp_ms, key=key, value=value, headers=headers) is None:
+                    counts[id(builder)] = entry[1]
                     builder = producer.create_batch()
                     entry[0], entry[1] = builder, 0
                     order.append((tp, builder, rec, None))
@@ -190,7 +198,8 @@ class RecordSender:
             if slots is not None:
                 slots.append((builder, index))  # the builder stands in for its future until submitted
             entry[1] += 1
-            counts[id(builder)] = entry[1]
+        for builder, n in open_batches.values():
+            counts[id(builder)] = n
         sent: list[SentBatch] = []
         futures: dict[int, asyncio.Future[Any]] = {}
         send_batch = producer.send_batch

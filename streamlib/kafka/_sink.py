@@ -13,7 +13,11 @@ The sink completes its future once every record is acknowledged; a delivery
 failure fails the stream with a :class:`ProduceError` naming the topic. The
 flow emits, in input order, a :class:`ProducerResult` per record (or a
 :class:`ProducerMessageResult` per :class:`ProducerMessage`) once delivered,
-carrying the ``passthrough`` on to, typically, a committer.
+carrying the ``passthrough`` on to, typically, a committer. It tracks deliveries
+per input chunk (the chunk's batches), so a chunk's results go out together once
+all its records are delivered. Behind ``KafkaSink.committable`` the flow emits the
+input elements themselves instead (``results=False``): the committer needs only
+their pass-throughs, so no result object is built per record.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .._runtime.channel import Channel
 from .._runtime.context import RunContext
 from .._runtime.signals import END, Failure
 from ..stage import AsyncLogic, Stage, fail_future
-from ._produce import RecordSender, SentBatch, Slot, delivery_error, record_offset
+from ._produce import RecordSender, SentBatch, Slot, delivery_error
 from ._records import CommittableOffset, CommittableRecord, ProducerRecord, ProducerResult
 from ._settings import ProducerSettings
 
@@ -122,24 +126,47 @@ class ProducerFlowStage(Stage):
     inputs = 1
     outputs = 1
 
-    def __init__(self, settings: ProducerSettings, topic: str | None) -> None:
+    def __init__(self, settings: ProducerSettings, topic: str | None, *, results: bool = True) -> None:
         self.settings = settings
         self.topic = topic
+        #: False: emit the input elements themselves once their records are delivered (what a
+        #: committer behind the flow needs: their pass-throughs), not a result per record.
+        self.results = results
         self.name = f"kafka_producer_flow({topic})" if topic else "kafka_producer_flow"
 
     def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, None]:
         return _ProducerFlowLogic(self, ctx), None
 
 
-# (element, its deliveries): None (nothing produced), a (record, batch future, index) for
-# one record, or a list of them for a ProducerMessage.
-_Pending = tuple[Any, Any]
+class _Pending:
+    """One input chunk in flight: its elements, the batches of its records, and how to build its results."""
+
+    __slots__ = ("chunk", "sent", "records", "entries", "produced", "slots")
+
+    def __init__(self, chunk: list[Any], sent: list[SentBatch], records: int,
+                 entries: list[tuple[Any, int]] | None = None, produced: list[ProducerRecord[Any, Any]] | None = None,
+                 slots: list[Slot] | None = None) -> None:
+        self.chunk = chunk
+        self.sent = sent
+        self.records = records
+        #: Results mode: (element, index of its first record or -1), per element.
+        self.entries = entries
+        self.produced = produced
+        self.slots = slots
+
+    def head_future(self) -> Any:
+        """A delivery future of this chunk not done yet, or None."""
+        for batch in self.sent:
+            if not batch[1].done():
+                return batch[1]
+        return None
 
 
 class _ProducerFlowLogic(AsyncLogic):
     def __init__(self, stage: ProducerFlowStage, ctx: RunContext) -> None:
         self.stage = stage
         self.max_chunk = ctx.max_chunk
+        self.in_flight = 0  # records of the chunks in ``pending``
 
     async def run(self, inlets: Sequence[Channel], outlets: Sequence[Channel]) -> None:
         (inlet,) = inlets
@@ -155,16 +182,19 @@ class _ProducerFlowLogic(AsyncLogic):
                 item = inlet.get_nowait()
                 if item is None:
                     if pending:
-                        if not _ready(pending[0]):
-                            await _wait_either(inlet, _head_future(pending[0]))
-                        if _ready(pending[0]):
+                        head = pending[0].head_future()
+                        if head is not None:
+                            await _wait_either(inlet, head)
+                        if pending[0].head_future() is None:
                             await self._emit_ready(out, pending, wait=False)
                         continue
                     item = await inlet.get()
                 if type(item) is list:
                     await self._send(producer, sender, item, pending)
-                    while len(pending) > max_in_flight:
-                        await _head_future(pending[0])
+                    while self.in_flight > max_in_flight:
+                        head = pending[0].head_future()
+                        if head is not None:
+                            await asyncio.wait([head])
                         await self._emit_ready(out, pending, wait=False)
                     await self._emit_ready(out, pending, wait=False)
                 elif item is END:
@@ -182,14 +212,27 @@ class _ProducerFlowLogic(AsyncLogic):
                     await out.put(item)
         finally:
             for entry in pending:
-                for fut in _futures(entry):
+                for batch in entry.sent:
+                    fut = batch[1]
                     if fut.done() and not fut.cancelled():
                         fut.exception()
             await producer.stop()
 
     async def _send(self, producer: Any, sender: RecordSender, chunk: list[Any], pending: deque[_Pending]) -> None:
-        """Produce the chunk's records as batches; append one pending entry per element, in order."""
+        """Produce the chunk's records as batches; append its pending entry."""
         records: list[ProducerRecord[Any, Any]] = []
+        if not self.stage.results:
+            for element in chunk:
+                if type(element) is ProducerRecord:
+                    records.append(element)
+                elif isinstance(element, ProducerMessage):
+                    records.extend(element.records)
+                elif not isinstance(element, (CommittableOffset, CommittableRecord)):
+                    records.append(sender.as_record(element))
+            sent = await sender.send_batches(producer, records) if records else []
+            pending.append(_Pending(chunk, sent, len(records)))
+            self.in_flight += len(records)
+            return
         entries: list[tuple[Any, int]] = []  # (element, index of its first record or -1)
         for element in chunk:
             if type(element) is ProducerRecord:
@@ -204,72 +247,65 @@ class _ProducerFlowLogic(AsyncLogic):
                 entries.append((sender.as_record(element), len(records)))
                 records.append(entries[-1][0])
         slots: list[Slot] = []
-        if records:
-            await sender.send_batches(producer, records, slots)
-        append = pending.append
-        for element, start in entries:
-            if start < 0:
-                append((element, None))
-            elif isinstance(element, ProducerMessage):
-                n = len(element.records)
-                append((element, [(records[i], *slots[i]) for i in range(start, start + n)]))
-            else:
-                fut, index = slots[start]
-                append((element, (element, fut, index)))
+        sent = await sender.send_batches(producer, records, slots) if records else []
+        pending.append(_Pending(chunk, sent, len(records), entries, records, slots))
+        self.in_flight += len(records)
 
     async def _emit_ready(self, out: Channel, pending: deque[_Pending], wait: bool) -> None:
+        """Emit, in input order, the outputs of the chunks whose records are all delivered."""
         results: list[Any] = []
         max_chunk = self.max_chunk
         while pending:
-            element, deliveries = pending[0]
-            if deliveries is None:
-                results.append(element)
-            elif type(deliveries) is tuple:
-                rec, fut, index = deliveries
-                if not fut.done():
-                    if not wait:
-                        break
-                    await asyncio.wait([fut])
-                results.append(_delivered(rec, fut, index))
-            else:
-                if not all(f.done() for _r, f, _i in deliveries):
-                    if not wait:
-                        break
-                    await asyncio.wait([f for _r, f, _i in deliveries])
-                results.append(ProducerMessageResult([_delivered(*d) for d in deliveries], element.passthrough))
+            entry = pending[0]
+            head = entry.head_future()
+            if head is not None:
+                if not wait:
+                    break
+                await asyncio.wait([batch[1] for batch in entry.sent])
+            for rec, fut, _n, partition in entry.sent:
+                if fut.cancelled() or fut.exception() is not None:
+                    exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+                    raise delivery_error(rec, exc, partition) from exc  # type: ignore[arg-type]
+            items = entry.chunk if entry.entries is None else _results(entry)
             pending.popleft()
-            if len(results) >= max_chunk:
+            self.in_flight -= entry.records
+            if results and len(results) + len(items) > max_chunk:
                 await out.put(results)
                 results = []
+            results.extend(items)
         if results:
             await out.put(results)
 
 
-def _futures(entry: _Pending) -> list[Any]:
-    deliveries = entry[1]
-    if deliveries is None:
-        return []
-    if isinstance(deliveries, list):
-        return [f for _r, f, _i in deliveries]
-    return [deliveries[1]]
+def _results(entry: _Pending) -> list[Any]:
+    """The results of a delivered chunk: a ProducerResult per record, a ProducerMessageResult per message."""
+    assert entry.entries is not None and entry.produced is not None and entry.slots is not None
+    produced, slots = entry.produced, entry.slots
+    metas: dict[Any, tuple[int, int]] = {}  # batch future -> (partition, offset of its first record or -1)
+    for _rec, fut, _n, _partition in entry.sent:
+        meta = fut.result()
+        base = meta.offset if meta.offset is not None and meta.offset >= 0 else -1
+        metas[fut] = (meta.partition, base)
+    out: list[Any] = []
+    append = out.append
+    for element, start in entry.entries:
+        if start < 0:
+            append(element)
+        elif isinstance(element, ProducerMessage):
+            n = len(element.records)
+            append(ProducerMessageResult([_result(produced[i], metas, *slots[i]) for i in range(start, start + n)],
+                                         element.passthrough))
+        else:
+            fut, index = slots[start]
+            partition, base = metas[fut]
+            append(ProducerResult(element, partition, base + index if base >= 0 else -1))
+    return out
 
 
-def _ready(entry: _Pending) -> bool:
-    deliveries = entry[1]
-    if deliveries is None:
-        return True
-    if isinstance(deliveries, list):
-        return all(f.done() for _r, f, _i in deliveries)
-    return bool(deliveries[1].done())
-
-
-def _head_future(entry: _Pending) -> Any:
-    for f in _futures(entry):
-        if not f.done():
-            return f
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    done.set_result(None)
-    return done
+def _result(rec: ProducerRecord[Any, Any], metas: dict[Any, tuple[int, int]], fut: Any, index: int
+            ) -> ProducerResult[Any, Any]:
+    partition, base = metas[fut]
+    return ProducerResult(rec, partition, base + index if base >= 0 else -1)
 
 
 async def _wait_either(inlet: Channel, fut: Any) -> None:
@@ -281,12 +317,3 @@ async def _wait_either(inlet: Channel, fut: Any) -> None:
         if not reader.done():
             reader.cancel()
             await asyncio.wait([reader])
-
-
-def _delivered(rec: ProducerRecord[Any, Any], fut: Any, index: int) -> ProducerResult[Any, Any]:
-    """The result of a record whose batch's delivery ``fut`` is done (a ProduceError if it failed)."""
-    if fut.cancelled() or fut.exception() is not None:
-        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-        raise delivery_error(rec, exc) from exc
-    meta = fut.result()
-    return ProducerResult(rec, meta.partition, record_offset(meta, index))
