@@ -171,6 +171,24 @@ async def test_a_stream_table_join_restarted_from_its_checkpoint_loses_and_inven
         store.close()
 
 
+async def test_a_table_read_to_its_end_does_not_hold_the_stream_until_the_stream_checkpoints() -> None:
+    """The table's source ends right after its last barrier; the stream's first barrier is far away."""
+    from streamlib.testing import TestSink, TestSource
+
+    store = MemoryStore()
+    customers = Source.from_iterable([("c1", "Ann", 0), ("c2", "Bob", 0)]).checkpointed(store, every=100, name="t")
+    table = customers.with_timestamps(2).key_by(0).to_table(value=1)
+    stream = TestSource.probe(capacity=10).checkpointed(store, every=1000, replayable=False, name="s")
+    joined = stream.with_timestamps(2).join(table, key=1, combine=_pair)
+    src, sink = joined.to_mat(TestSink.probe(), Keep.both).run()
+    sink.request(2)
+    await src.send_chunk([(1, "c2", 10), (2, "c1", 20), (3, "c9", 30)])  # the watermark passes 10 and 20
+    assert [await sink.expect_next(), await sink.expect_next()] == [(1, "Bob"), (2, "Ann")]
+    src.send_complete()
+    await sink.expect_complete()
+    store.close()
+
+
 def test_stream_table_join_errors_name_the_fix() -> None:
     timed = Source.from_iterable([(1, "a", 0)]).with_timestamps(lambda e: e[2])
     untimed_table = Source.from_iterable([("a", 1)]).key_by(0).to_table(value=1)

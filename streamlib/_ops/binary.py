@@ -15,7 +15,12 @@ the events they need:
   stops reading that input until ``Barrier(id)`` arrived on the other one (or
   the other input ended). Then the state holds exactly the elements before the
   barrier on both inputs; the operator stages it and the barrier is forwarded
-  once. Barriers with different ids on the two inputs fail the stream.
+  once. Barriers with different ids on the two inputs fail the stream. A held
+  input is read one item ahead: a watermark or the end of that input right
+  after its barrier is handled at once (they carry no elements), so an input
+  whose last barrier comes just before its end (a finished ``checkpointed``
+  source, a table that was read completely) does not hold the other input's
+  elements back until the other reaches that barrier.
 * ``on_input_end(side, out)``, then ``on_finish(out)`` once both ended.
 * ``on_failure(error)`` (an input failed, a callback raised, the run was
   cancelled or aborted) and ``on_cancel()`` (downstream cancelled).
@@ -157,6 +162,11 @@ class BinaryDriver(AsyncLogic):
         marks: list[int | None] = [None, None]
         emitted: int | None = None
         waiting: list[int | None] = [None, None]  # the barrier id an input is held at
+        # The item read after a held input's barrier, kept until the barrier is aligned. A held input
+        # is read one item ahead: a watermark or its end is handled at once (neither carries
+        # state: an input that only ends after its barrier must not hold the other's elements
+        # back until the other reaches that barrier), a failure is raised, anything else waits here.
+        ahead: list[Any] = [None, None]
         turn = 0
 
         async def forward_watermark() -> None:
@@ -180,11 +190,14 @@ class BinaryDriver(AsyncLogic):
                 return
             if out.cancelled:
                 raise DownstreamCancelled(out.name)
-            readable = [i for i in (turn, 1 - turn) if not ended[i] and waiting[i] is None]
+            readable = [i for i in (turn, 1 - turn) if not ended[i] and (waiting[i] is None or ahead[i] is None)]
             side = -1
             item: list[Any] | Signal | None = None
             for i in readable:
-                item = inlets[i].get_nowait()
+                if ahead[i] is not None:  # its barrier is aligned now: the item read ahead comes first
+                    item, ahead[i] = ahead[i], None
+                else:
+                    item = inlets[i].get_nowait()
                 if item is not None:
                     side = i
                     break
@@ -193,6 +206,9 @@ class BinaryDriver(AsyncLogic):
                 continue
             turn = 1 - side
             other = 1 - side
+            if waiting[side] is not None and not (type(item) is Watermark or item is END or isinstance(item, Failure)):
+                ahead[side] = item  # after the barrier: waits for the other input to reach it
+                continue
             if type(item) is list:
                 await self._emit(out, logic.on_chunk, side, item)
             elif type(item) is Watermark:

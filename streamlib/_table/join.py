@@ -359,7 +359,8 @@ class StreamTableJoinLogic(BinaryLogic):
         """Table changes and elements with ``ts < upto`` (all for None) in event-time order, table first at a tie.
 
         Elements do not change the table, so those before the next waiting
-        change are joined together, in one pass.
+        change are joined together, in one pass; likewise the changes up to
+        the next waiting element are applied together.
         """
         tbuf, sbuf, put = self.pending.sides[_TABLE], self.pending.sides[_STREAM], self.table.put
         while True:
@@ -370,8 +371,10 @@ class StreamTableJoinLogic(BinaryLogic):
                 self._join_items(items, out)
             if not change_due:
                 return
-            ts, _seq, (key, value) = tbuf.pop()
-            put(key, value, ts)
+            nxt = sbuf.head()  # changes at or before the next element's time come before it
+            limit = upto if nxt is None else nxt[0] + 1 if upto is None else min(upto, nxt[0] + 1)
+            for ts, _seq, (key, value) in sorted(tbuf.drain_below(limit)):  # by (ts, seq): seq is unique
+                put(key, value, ts)
 
     def on_watermark(self, time_ms: int, out: list[Any]) -> None:
         self.wm = time_ms
