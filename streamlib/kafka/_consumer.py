@@ -18,6 +18,7 @@ from aiokafka.structs import TopicPartition
 
 from ._decode import DeadLetterRecord
 from ._errors import ProduceError
+from ._produce import RecordSender
 from ._settings import ConsumerSettings, DeadLetter
 
 if TYPE_CHECKING:
@@ -137,26 +138,21 @@ class ConsumerRun:
 
 
 async def send_dead_letters(producer: AIOKafkaProducer, dead: list[DeadLetterRecord]) -> None:
-    """Send ``dead`` (in order) through ``producer`` and wait for every delivery."""
-    futures = []
-    for d in dead:
-        rec = d.to_producer_record()
-        try:
-            fut = await producer.send(rec.topic, rec.value, key=rec.key, timestamp_ms=rec.timestamp_ms,
-                                      headers=list(rec.headers))
-        except Exception as exc:
-            raise ProduceError(
-                f"cannot send record {d.raw.topic}-{d.raw.partition}@{d.raw.offset} "
-                f"to dead-letter topic {rec.topic!r}: {exc!r}"
-            ) from exc
-        futures.append((d, fut))
-    for d, fut in futures:
+    """Send ``dead`` (in order, as record batches like every producer) and wait for every delivery."""
+    records = [d.to_producer_record() for d in dead]
+    of = {id(rec): d for rec, d in zip(records, dead)}
+    try:
+        sent = await RecordSender.plain("dead letters").send_batches(producer, records)
+    except ProduceError as exc:
+        raise ProduceError(f"cannot send dead letters to {records[0].topic!r}: {exc}") from exc
+    for rec, fut, n, partition in sent:
         try:
             await fut
         except Exception as exc:
+            d = of[id(rec)]
             raise ProduceError(
-                f"dead-letter topic {d.topic!r} did not take record "
-                f"{d.raw.topic}-{d.raw.partition}@{d.raw.offset}: {exc!r}"
+                f"dead-letter topic {d.topic!r} (partition {partition}) did not take a batch of {n} dead letters, "
+                f"the first for record {d.raw.topic}-{d.raw.partition}@{d.raw.offset}: {exc!r}"
             ) from exc
 
 

@@ -46,9 +46,12 @@ class RecordSender:
 
     __slots__ = ("key_ser", "value_ser", "default_topic", "stage_name", "_hashes", "_last", "_last_producer")
 
-    def __init__(self, settings: ProducerSettings, default_topic: str | None, stage_name: str) -> None:
-        self.key_ser = None if type(settings.key_serde) is BytesSerde else settings.key_serde.serialize
-        self.value_ser = None if type(settings.value_serde) is BytesSerde else settings.value_serde.serialize
+    def __init__(self, settings: ProducerSettings | None, default_topic: str | None, stage_name: str) -> None:
+        if settings is None:  # keys and values are bytes already
+            self.key_ser = self.value_ser = None
+        else:
+            self.key_ser = None if type(settings.key_serde) is BytesSerde else settings.key_serde.serialize
+            self.value_ser = None if type(settings.value_serde) is BytesSerde else settings.value_serde.serialize
         self.default_topic = default_topic
         self.stage_name = stage_name
         self._hashes: dict[bytes, int] = {}  # serialized key -> its positive murmur2 hash
@@ -56,6 +59,11 @@ class RecordSender:
         # chunk join it while the producer's sender has not taken it yet (it lingers linger_ms).
         self._last: dict[tuple[str, int], tuple[Any, asyncio.Future[Any]]] = {}
         self._last_producer: Any = None
+
+    @classmethod
+    def plain(cls, what: str) -> RecordSender:
+        """A sender of records whose keys and values are bytes already (changelogs, dead letters)."""
+        return cls(None, None, what)
 
     def as_record(self, element: Any) -> ProducerRecord[Any, Any]:
         if isinstance(element, ProducerRecord):

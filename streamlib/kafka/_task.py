@@ -62,7 +62,8 @@ from ._decode import DeadLetterRecord, RecordDecoder
 from ._errors import TransactionError
 from ._lanes import Lane
 from ._operations import note_committed
-from ._produce import RecordSender, delivery_error
+from ._produce import RecordSender, Slot, delivery_error, record_offset
+from ._records import ProducerRecord
 from ._settings import ConsumerSettings, ProducerSettings
 from ._wait import within
 
@@ -421,7 +422,7 @@ class PartitionTask:
         offsets = {tp: (position, str(checkpoint_id)) for tp, position in positions.items()}
         futures = self.checkpoint_sent
         try:
-            await self._send_checkpoint(changelog, dead, futures)
+            ends, logged = await self._send_checkpoint(changelog, dead, futures)
             # Every record of the transaction delivered before it commits: aiokafka's
             # commit_transaction does not wait for batches still lingering or being retried,
             # which the broker then refuses after the commit marker (lost, with the offsets
@@ -448,11 +449,10 @@ class PartitionTask:
             ) from exc
         self.sent = []
         self.checkpoint_sent = []
-        for table, _topic, fut in futures:
-            if table:
-                meta = fut.result()
-                if meta.offset + 1 > self.changelog_positions.get(table, 0):
-                    self.changelog_positions[table] = meta.offset + 1
+        for table, (fut, index) in ends.items():
+            end = record_offset(fut.result(), index) + 1
+            if end > self.changelog_positions.get(table, 0):
+                self.changelog_positions[table] = end
         if not app.exactly_once and offsets:
             await app.commit_offsets(offsets)
         self.commits += 1
@@ -460,30 +460,42 @@ class PartitionTask:
         metrics.commits += 1
         metrics.records += records
         metrics.committed.update(positions)
-        metrics.changelog_records += sum(1 for f in futures if f[0])
+        metrics.changelog_records += logged
         metrics.dead_lettered += len(dead)
         self._committed(checkpoint_id)
 
     async def _send_checkpoint(
         self, changelog: list[tuple[int, dict[str, Any]]], dead: list[DeadLetterRecord],
         futures: list[tuple[str, str, Any]],
-    ) -> None:
-        """Hand the checkpoint's changelog writes and dead letters to the producer (futures go to ``futures``)."""
+    ) -> tuple[dict[str, Slot], int]:
+        """Hand the checkpoint's changelog writes and dead letters to the producer as record batches.
+
+        Each batch's future goes to ``futures`` as (table, or "" for dead letters, topic, future).
+        Returns, per table, where its last record went (batch future, index), and how many
+        changelog records were sent.
+        """
         app = self.app
         await self.ensure_txn()
-        send = self.producer.send
         partition = self.partition
+        records: list[ProducerRecord[Any, Any]] = []
+        last: dict[str, int] = {}  # table -> index of its last record in ``records``
+        tables: dict[str, str] = {}  # changelog topic -> table
         for _cid, writes in changelog:
             for table, batch in writes.items():
                 topic = await app.changelog_topic(table)
+                tables[topic] = table
                 header = [(STORE_HEADER, app.store_header(table))]
-                for key, value in batch:
-                    futures.append((table, topic, await send(topic, value, key=key, partition=partition,
-                                                             headers=header)))
-        for d in dead:
-            rec = d.to_producer_record()
-            futures.append(("", rec.topic, await send(rec.topic, rec.value, key=rec.key,
-                                                       timestamp_ms=rec.timestamp_ms, headers=list(rec.headers))))
+                records.extend([ProducerRecord(topic, value, key, partition, headers=header) for key, value in batch])
+                if batch:
+                    last[table] = len(records) - 1
+        logged = len(records)
+        records.extend([d.to_producer_record() for d in dead])
+        if not records:
+            return {}, 0
+        slots: list[Slot] = []
+        for rec, fut, _n, _partition in await RecordSender.plain(self.name).send_batches(self.producer, records, slots):
+            futures.append((tables.get(rec.topic, ""), rec.topic, fut))
+        return {table: slots[i] for table, i in last.items()}, logged
 
 
 def _producer_error(producer: Any) -> BaseException | None:
