@@ -53,12 +53,16 @@ contestant waits for a commit interval at the end. Then its output is read
 consumed, K2 exactly, K3 every (key, window) count equal to the expected one,
 no window twice. A contestant whose check fails is marked in the table.
 
+``--rounds N`` runs every contestant N times per workload, one round after the
+other (so load from elsewhere hits them alike); the table shows each one's
+median run and the rate of every round.
+
 ``--profile`` runs every contestant under cProfile and prints, per contestant,
 its own time per package (µs per record) and its costliest functions; the
 rates are then lower (Python code more so than C).
 
     python benchmarks/bench_kafka_peers.py [--n 1000000] [--workloads K1,K2,K3] [--only streamlib,quix]
-                                           [--profile] [--json]
+                                           [--rounds 3] [--profile] [--json]
 """
 
 from __future__ import annotations
@@ -634,6 +638,22 @@ async def contestant(broker: Any, admin: Any, python: str, name: str, worker: st
                                      "check": verdict})
 
 
+def median_row(results: list[Any]) -> Any:
+    """One contestant's row over its rounds: the median time, every round's rate, any failed check."""
+    from _common import Result
+
+    done = sorted((r for r in results if r.seconds is not None), key=lambda r: r.seconds)
+    if not done:
+        return results[0]
+    row = done[(len(done) - 1) // 2]
+    if len(results) == 1:
+        return row
+    failed = [r.extra["check"] for r in done if r.extra["check"] != "ok"]
+    extra = dict(row.extra, check=failed[0] if failed else "ok")
+    extra["k/s per round"] = " / ".join(f"{r.rate / 1e3:.0f}" if r.rate else "-" for r in results)
+    return Result(row.name, row.events, row.seconds, extra)
+
+
 CATEGORIES = [  # (category, substrings of a profile entry's file or name), the first match wins
     ("aiokafka (client)", ("aiokafka",)),
     ("librdkafka client (confluent_kafka)", ("confluent_kafka", "cimpl")),
@@ -682,6 +702,8 @@ async def main() -> None:
                    help="comma-separated worker names: confluent,aiokafka,aiokafka-batch,streamlib,quix,faust")
     p.add_argument("--venv", default=DEFAULT_VENV, help="the peers' virtualenv (created when missing)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a contestant may take")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every contestant this many times per workload, interleaved; the table shows the median")
     p.add_argument("--profile", action="store_true",
                    help="run each contestant under cProfile and print where its time goes (rates are then lower)")
     args = p.parse_args()
@@ -707,14 +729,18 @@ async def main() -> None:
         await admin.start()
         try:
             for workload in workloads:
-                rows = []
-                for name, interp, worker, supports, extra in CONTESTANTS:
-                    if workload not in supports or (only and worker not in only):
-                        continue
-                    python = peers_python if interp == "peers" else sys.executable
-                    rows.append(await contestant(broker, admin, python, name, worker, workload, dict(common, **extra),
-                                                 peers_python, workdir, args.timeout, args.profile))
-                report(f"{WORKLOADS[workload]}: {n:,} records of ~100 B, {PARTITIONS} partitions", rows,
+                runs: dict[str, list[Any]] = {}
+                for _round in range(args.rounds):  # interleaved: every contestant once per round
+                    for name, interp, worker, supports, extra in CONTESTANTS:
+                        if workload not in supports or (only and worker not in only):
+                            continue
+                        python = peers_python if interp == "peers" else sys.executable
+                        runs.setdefault(name, []).append(
+                            await contestant(broker, admin, python, name, worker, workload, dict(common, **extra),
+                                             peers_python, workdir, args.timeout, args.profile))
+                rows = [median_row(results) for results in runs.values()]
+                rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+                report(f"{WORKLOADS[workload]}: {n:,} records of ~100 B, {PARTITIONS} partitions{rounds}", rows,
                        baseline_name="Quix Streams", as_json=args.json)
         finally:
             await admin.close()
