@@ -61,6 +61,7 @@ from .._metrics.query import QueryableStore
 from .._state.store import StateStore
 from ..stage import AsyncLogic, Stage
 from ._assign import TaskAssignor
+from ._standby import StandbyTasks
 from ._changelog import (
     ChangelogBuffer,
     changelog_prefix,
@@ -171,6 +172,9 @@ class KafkaApp:
     partitions (and their state) between them. Dead letters (``DeadLetter`` policy)
     go through the partition's own producer, inside its transactions. In-memory
     stores (no ``state_dir``) live in this object, so run one instance of it at a time.
+    With ``num_standby_replicas=k`` each task's store is also kept warm by k other
+    instances tailing its changelogs, so a task that fails over to one of them
+    restores only the last records (see docs/operations.md).
 
     >>> def topology(p):
     ...     return Flow().key_by(lambda r: r.key).stateful_map(count, store=p.store).map(to_record)
@@ -199,6 +203,7 @@ class KafkaApp:
         metrics_host: str = "0.0.0.0",
         advertised_host: str | None = None,
         global_tables: Sequence[GlobalTable[Any, Any]] = (),
+        num_standby_replicas: int = 0,
     ) -> None:
         if not isinstance(application_id, str) or not _VALID_ID.match(application_id):
             raise ValueError(
@@ -223,6 +228,12 @@ class KafkaApp:
             )
         if not checkpoint_interval > 0:
             raise ValueError(f"checkpoint_interval must be positive, got {checkpoint_interval!r}")
+        if type(num_standby_replicas) is not int or num_standby_replicas < 0:
+            raise ValueError(f"num_standby_replicas must be an int >= 0 (warm copies of each task's state kept by "
+                             f"other instances; 0: none), got {num_standby_replicas!r}")
+        if num_standby_replicas and "partition_assignment_strategy" in consumer.properties:
+            raise ValueError("num_standby_replicas needs the app's own task assignor to place the standbys: remove "
+                             "partition_assignment_strategy from the consumer properties")
         self.application_id = application_id
         self.consumer = consumer
         self.producer = producer
@@ -242,6 +253,7 @@ class KafkaApp:
         self.advertised_host = advertised_host
         self._control: AppControl | None = None
         self.global_tables = tuple(global_tables)
+        self.num_standby_replicas = num_standby_replicas
         for table in self.global_tables:
             if not isinstance(table, GlobalTable):
                 raise TypeError(f"global_tables takes GlobalTable objects, got {table!r}")
@@ -325,6 +337,7 @@ class _AppRun(AsyncLogic):
         self._started_tables: list[GlobalTable[Any, Any]] = []
         self.log_filter = install_log_filter() if self.exactly_once else None
         self.operations = control.operations = AppOperations(self)
+        self.standbys = StandbyTasks(self) if app.num_standby_replicas else None
         app._control = control
 
     # -- services used by the partition tasks ------------------------------------------
@@ -491,6 +504,11 @@ class _AppRun(AsyncLogic):
         for tp in partitions:
             consumer.pause(tp)
             tasks.setdefault(tp.partition, set()).add(tp.topic)
+        if self.standbys is not None:
+            # A standby of a task now active here stops (a last local checkpoint) before the task opens.
+            await self.standbys.update(set(tasks) | set(self.runners))
+            if self.shutting_down:
+                return
         for n, topics in sorted(tasks.items()):
             if n in self.runners:
                 continue
@@ -537,7 +555,8 @@ class _AppRun(AsyncLogic):
                     await table.start()
             await self.operations.start()  # binds the port that the group assignment advertises
             self.consumer = self.consumer_settings.create_consumer(
-                **self.operations.consumer_overrides(_assignment(self.consumer_settings))
+                **self.operations.consumer_overrides(_assignment(self.consumer_settings, TaskAssignor(
+                    self.app.num_standby_replicas, None if self.standbys is None else self.standbys.on_assignment)))
             )
             await self.consumer.start()
             self.consumer.subscribe(list(self.app.topics), listener=_Listener(self))
@@ -598,6 +617,8 @@ class _AppRun(AsyncLogic):
         self.runners.clear()
         try:
             await asyncio.gather(*(r.close(graceful=graceful) for r in runners), return_exceptions=True)
+            if self.standbys is not None:
+                await self.standbys.stop()
         finally:
             self.lanes.end_all()
             consumer, self.consumer = self.consumer, None
@@ -628,11 +649,11 @@ def _end_offset(consumer: Any, tp: TopicPartition, committed_only: bool) -> int 
     return consumer.highwater(tp)  # type: ignore[no-any-return]
 
 
-def _assignment(settings: ConsumerSettings) -> dict[str, Any]:
+def _assignment(settings: ConsumerSettings, tasks: TaskAssignor) -> dict[str, Any]:
     """The group assignors: whole tasks to one member (round robin also, for instances of older versions)."""
     if "partition_assignment_strategy" in settings.properties:
         return {}
-    return {"partition_assignment_strategy": (TaskAssignor, RoundRobinPartitionAssignor)}
+    return {"partition_assignment_strategy": (tasks, RoundRobinPartitionAssignor)}
 
 
 def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
@@ -800,6 +821,7 @@ class _TaskRunner:
             kafka_checkpoint=checkpoint,
             store_header=app.store_header,
             progress=lambda left: app.operations.restoring(self, left),
+            name=self.name,
         )
         self._store = store
         app.operations.restoring(self, 0)

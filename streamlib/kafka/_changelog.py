@@ -124,6 +124,61 @@ def local_state_is_usable(store: StateStore, kafka_checkpoint: int | None) -> bo
     return kafka_checkpoint is not None and int(local) <= kafka_checkpoint
 
 
+def local_start(
+    store: StateStore, make_store: Callable[[], StateStore], kafka_checkpoint: int | None
+) -> tuple[StateStore, dict[str, int], bool]:
+    """Where replaying the changelogs into ``store`` starts: ``(store, positions, usable)``.
+
+    A local store at or behind Kafka's committed checkpoint is kept, with the changelog
+    positions of its last checkpoint; any other is replaced by ``make_store()`` (empty,
+    positions ``{}``: from the beginning). Restores and standby replicas both start here.
+    """
+    if local_state_is_usable(store, kafka_checkpoint):
+        last = store.last_checkpoint()
+        assert last is not None
+        return store, dict(last.meta.get(META_CHANGELOG, {})), True
+    last = store.last_checkpoint()
+    if last is not None:
+        log.info("local state (checkpoint %s) is ahead of Kafka's (%s) or unknown: rebuilding from changelogs",
+                 last.meta.get(META_KAFKA), kafka_checkpoint)
+    return make_store(), {}, False
+
+
+def checkpoint_replayed(store: StateStore, kafka_checkpoint: int | None, positions: dict[str, int]) -> int:
+    """Commit what was replayed into ``store`` as a local checkpoint; returns its id.
+
+    Its meta says the state is that of Kafka checkpoint ``kafka_checkpoint`` (or a
+    later one) and how far each changelog was read: a later restore replays only
+    what follows. The store's changelog hook does not see it (nothing to send).
+    """
+    last = store.last_checkpoint()
+    new_id = max(last.id if last is not None else 0, kafka_checkpoint or 0) + 1
+    buffer = _buffer_of(store)
+    if buffer is not None:
+        buffer.suspended = True
+    try:
+        store.checkpoint(new_id, {META_KAFKA: kafka_checkpoint, META_CHANGELOG: dict(positions)})
+    finally:
+        if buffer is not None:
+            buffer.suspended = False
+    return new_id
+
+
+def apply_records(store: StateStore, table: str, records: list[Any], header: bytes) -> int:
+    """Write changelog ``records`` of ``table`` (those with this app's ``header``) into ``store``."""
+    batch = [(r.key, r.value) for r in records if _header(r) == header]
+    if batch:
+        store.table(table).write(batch)
+    return len(batch)
+
+
+def changelog_consumer(consumer_kwargs: dict[str, Any]) -> AIOKafkaConsumer:
+    """A (not started) consumer of changelogs: no group, committed records only, from the earliest
+    offset when a position is gone (compacted away)."""
+    return AIOKafkaConsumer(**{**consumer_kwargs, "group_id": None, "isolation_level": "read_committed",
+                               "enable_auto_commit": False, "auto_offset_reset": "earliest"})
+
+
 async def restore_store(
     store: StateStore,
     *,
@@ -135,38 +190,27 @@ async def restore_store(
     store_header: Callable[[str], bytes],
     timeout: float = 300.0,
     progress: Callable[[int], None] | None = None,
+    name: str = "",
 ) -> tuple[StateStore, RestoreResult]:
     """Bring ``store`` to Kafka's committed state; returns the store to use (a fresh one after a wipe).
 
     ``changelogs`` maps table name to changelog topic. ``make_store`` makes an
     empty store when the local one cannot be reused. ``progress(records_left)`` is
-    called as the replay goes (the ``restore-remaining-records`` metric).
+    called as the replay goes (the ``restore-remaining-records`` metric); the
+    replay logs its start, its progress every few seconds and its end, naming the
+    task ``name``. A store kept warm by a standby replica is a local store like
+    any other: only what follows its last checkpoint is replayed.
     """
-    usable = local_state_is_usable(store, kafka_checkpoint)
+    store, start_positions, usable = local_start(store, make_store, kafka_checkpoint)
     last = store.last_checkpoint()
-    if not usable:
-        if last is not None:
-            log.info("local state (checkpoint %s) is ahead of Kafka's (%s) or unknown: rebuilding from changelogs",
-                     last.meta.get(META_KAFKA), kafka_checkpoint)
-        store = make_store()
-        last = store.last_checkpoint()
-    start_positions: dict[str, int] = dict(last.meta.get(META_CHANGELOG, {})) if (usable and last) else {}
     positions = dict(start_positions)
     records = 0
     if changelogs:
         records, positions = await _replay(store, consumer_kwargs, changelogs, partition, start_positions,
-                                           store_header, timeout, progress)
+                                           store_header, timeout, progress, name or f"task {partition}",
+                                           "its local checkpoint" if usable else "an empty store")
     if records or not usable:
-        base = last.id if last is not None else 0
-        new_id = max(base, kafka_checkpoint or 0) + 1
-        buffer = _buffer_of(store)
-        if buffer is not None:
-            buffer.suspended = True
-        try:
-            store.checkpoint(new_id, {META_KAFKA: kafka_checkpoint, META_CHANGELOG: positions})
-        finally:
-            if buffer is not None:
-                buffer.suspended = False
+        new_id = checkpoint_replayed(store, kafka_checkpoint, positions)
         return store, RestoreResult(not usable, records, positions, new_id)
     return store, RestoreResult(False, 0, positions, last.id if last else None)
 
@@ -187,9 +231,10 @@ async def _replay(
     store_header: Callable[[str], bytes],
     timeout: float,
     progress: Callable[[int], None] | None = None,
+    name: str = "",
+    origin: str = "",
 ) -> tuple[int, dict[str, int]]:
-    consumer = AIOKafkaConsumer(**{**consumer_kwargs, "group_id": None, "isolation_level": "read_committed",
-                                   "enable_auto_commit": False, "auto_offset_reset": "earliest"})
+    consumer = changelog_consumer(consumer_kwargs)
     try:
         await consumer.start()  # inside: a partition closed while this starts still closes it
         tps = {TopicPartition(topic, partition): table for table, topic in changelogs.items()}
@@ -205,30 +250,41 @@ async def _replay(
             if pos < ends[tp]:
                 remaining.add(tp)
         records = 0
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        total = sum(ends[tp] - positions[tps[tp]] for tp in remaining)
         if progress is not None:
-            progress(sum(ends[tp] - positions[tps[tp]] for tp in remaining))
+            progress(total)
+        if total:
+            log.info("restoring %s: up to %d changelog records to replay from %s", name, total, origin)
+        report = started + _REPORT_EVERY
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"restoring from {sorted(tp.topic for tp in remaining)} took over {timeout}s")
             batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=10_000)
             for tp, recs in batches.items():
                 table = tps[tp]
-                expected = store_header(table)
-                batch = [(r.key, r.value) for r in recs if _header(r) == expected]
-                if batch:
-                    store.table(table).write(batch)
-                    records += len(batch)
+                records += apply_records(store, table, recs, store_header(table))
             for tp in list(remaining):
                 pos = await consumer.position(tp)
                 positions[tps[tp]] = pos
                 if pos >= ends[tp]:
                     remaining.discard(tp)
+            left = sum(max(0, ends[tp] - positions[tps[tp]]) for tp in remaining)
             if progress is not None:
-                progress(sum(max(0, ends[tp] - positions[tps[tp]]) for tp in remaining))
+                progress(left)
+            if remaining and time.monotonic() >= report:
+                report += _REPORT_EVERY
+                log.info("restoring %s: %d records replayed, %d left", name, records, left)
+        if total:
+            log.info("restored %s: %d records replayed in %.1fs", name, records, time.monotonic() - started)
         return records, positions
     finally:
         await consumer.stop()
+
+
+#: Seconds between the progress lines of a restore.
+_REPORT_EVERY = 5.0
 
 
 def _header(record: Any) -> bytes | None:

@@ -60,7 +60,7 @@ async def main(args: argparse.Namespace) -> int:
     producer = ProducerSettings(args.bootstrap, linger_ms=2)
     app = KafkaApp(args.app_id, consumer=consumer, producer=producer, topics=args.input, topology=topology,
                    processing_guarantee=args.guarantee, checkpoint_interval=args.interval,
-                   state_dir=args.state_dir)
+                   state_dir=args.state_dir, num_standby_replicas=args.standbys)
     control = app.run()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, control.stop)
@@ -71,7 +71,11 @@ async def main(args: argparse.Namespace) -> int:
             print(json.dumps({"records": m.records, "commits": m.commits, "full_restores": m.full_restores,
                               "partial_restores": m.partial_restores, "restored_records": m.restored_records,
                               "recoveries": m.recoveries, "dead_lettered": m.dead_lettered,
-                              "assigned": sorted(tp.partition for tp in m.assigned)}), flush=True)
+                              "assigned": sorted(tp.partition for tp in m.assigned),
+                              "standby_tasks": control.registry.value("standby-tasks", app=args.app_id),
+                              "standby_records": control.registry.value("standby-records-total", app=args.app_id),
+                              "standby_lag": control.registry.value("standby-records-lag", app=args.app_id),
+                              }), flush=True)
             await asyncio.sleep(0.2)
 
     reporter = asyncio.ensure_future(report())
@@ -98,4 +102,5 @@ if __name__ == "__main__":
     parser.add_argument("--instance", default="")
     parser.add_argument("--dlq", default="")
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--standbys", type=int, default=0)
     sys.exit(asyncio.run(main(parser.parse_args())))
