@@ -69,6 +69,7 @@ async def test_failover_restores_only_the_tail_with_a_standby(
                 await job.kill()
 
     restored = after["restored_records"] - before["restored_records"]
+    print(f"standbys={standbys}: task {lost} ({rows} rows) failed over; records restored: {restored}")
     if standbys:
         # The standby's store is B's local checkpoint of the task: the restore replays only what the
         # standby had not applied yet, far less than the task's state.
