@@ -189,6 +189,23 @@ async def test_a_table_read_to_its_end_does_not_hold_the_stream_until_the_stream
     store.close()
 
 
+async def test_checkpoints_after_the_table_input_ended_still_commit() -> None:
+    from streamlib._state.store import Commit
+
+    store = MemoryStore()
+    commits: list[Commit] = []
+    store.add_commit_hook(commits.append)
+    customers = Source.from_iterable([("c1", "Ann", 0)]).checkpointed(store, every=10, name="t")
+    table = customers.with_timestamps(2).key_by(0).to_table(value=1)
+    orders = source_from_chunks(split_at([(i, "c1", i) for i in range(50)], list(range(5, 50, 5))))
+    orders = orders.checkpointed(store, every=10, name="s")
+    got = await orders.with_timestamps(2).join(table, key=1, combine=_pair).run_with(Sink.collect())
+    assert len(got) == 50
+    assert [c.meta["position:s"] for c in commits] == [10, 20, 30, 40, 50, 50]
+    last = store.last_checkpoint()
+    assert last is not None and last.meta["position:s"] == 50
+
+
 def test_stream_table_join_errors_name_the_fix() -> None:
     timed = Source.from_iterable([(1, "a", 0)]).with_timestamps(lambda e: e[2])
     untimed_table = Source.from_iterable([("a", 1)]).key_by(0).to_table(value=1)

@@ -378,8 +378,11 @@ class StreamTableJoinLogic(BinaryLogic):
 
     def on_watermark(self, time_ms: int, out: list[Any]) -> None:
         self.wm = time_ms
-        self._release(time_ms, out)
-        self.table.expire(time_ms)
+        sides = self.pending.sides
+        if sides[0] or sides[1]:
+            self._release(time_ms, out)
+        if self.versioned:
+            self.table.expire(time_ms)
 
     def on_input_end(self, side: int, out: list[Any]) -> None:
         if side == 1:
