@@ -875,6 +875,101 @@ class Flow(Generic[In, Out, Mat]):
             store=store, late=late, late_mat=None, types=(left_type, right_type), name=name,
         )  # fmt: skip
 
+    @overload
+    def join_asof(
+        self,
+        other: Source[T, Any],
+        *,
+        combine: Callable[[Out, T], R],
+        key: Callable[[Any], Any] | str | int | None = None,
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        tolerance: int | timedelta | None = None,
+        how: Literal["inner"] = "inner",
+        store: StateStore | None = None,
+        late: Literal["fail"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Flow[In, R, Mat]: ...
+    @overload
+    def join_asof(
+        self,
+        other: Source[T, Any],
+        *,
+        combine: Callable[[Out, T | None], R],
+        how: Literal["left"],
+        key: Callable[[Any], Any] | str | int | None = None,
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        tolerance: int | timedelta | None = None,
+        store: StateStore | None = None,
+        late: Literal["fail"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Flow[In, R, Mat]: ...
+    @overload
+    def join_asof(
+        self,
+        other: Source[T, Any],
+        *,
+        combine: Callable[[Out, Any], R],
+        late: Literal["emit"],
+        key: Callable[[Any], Any] | str | int | None = None,
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[T], Any] | str | int | None = None,
+        tolerance: int | timedelta | None = None,
+        how: Literal["inner", "left"] = "inner",
+        store: StateStore | None = None,
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Flow[In, R | LateRecord, Mat]: ...
+    def join_asof(
+        self,
+        other: Source[Any, Any],
+        *,
+        combine: Callable[[Any, Any], Any],
+        key: Callable[[Any], Any] | str | int | None = None,
+        key_a: Callable[[Out], Any] | str | int | None = None,
+        key_b: Callable[[Any], Any] | str | int | None = None,
+        tolerance: int | timedelta | None = None,
+        how: Literal["inner", "left"] = "inner",
+        store: StateStore | None = None,
+        late: Literal["fail", "emit"] | Sink[LateRecord, Any] = "fail",
+        left_type: Any = None,
+        right_type: Any = None,
+        name: str | None = None,
+    ) -> Any:
+        """Join each element ``a`` with the latest element ``b`` of ``other`` with the same key at or before ``a``'s time.
+
+        ``b`` is the element of ``other`` with ``key_b(b) == key_a(a)`` (``key=``
+        for both) whose timestamp is the greatest one ``<= a``'s (the last to
+        arrive of several with that timestamp); with ``tolerance`` (ms or a
+        timedelta) it must also be at most that much older than ``a``. Emits
+        ``combine(a, b)`` once per ``a``; with no such ``b``, ``how="inner"``
+        drops ``a`` and ``"left"`` emits ``combine(a, None)``. Both inputs need
+        event time (``with_timestamps``). ``a`` is joined once the minimum
+        watermark of both inputs passed its timestamp (then no earlier ``b`` can
+        still come), on arrival once ``other`` ended. The same watermark
+        expires ``other``'s older elements (all but the latest per key, that one
+        too once ``tolerance`` behind). State is in ``store`` (or the inputs'
+        ``checkpointed`` store), restored with ``left_type``/``right_type``.
+        An element behind the watermark on arrival is late: ``late="fail"``
+        fails with ``LateDataError``, ``"emit"`` emits a ``LateRecord``, a Sink
+        gets them.
+
+        >>> trades.join_asof(quotes, key="symbol", combine=lambda t, q: (t.id, q.price),
+        ...                  tolerance=timedelta(seconds=5), how="left")
+        """
+        from .._join.asof import join_asof
+
+        return join_asof(
+            self, other, combine=combine, key=key, key_a=key_a, key_b=key_b, tolerance=tolerance, how=how,
+            store=store, late=late, late_mat=None, types=(left_type, right_type), name=name,
+        )  # fmt: skip
+
     # -- substreams --
 
     def group_by(

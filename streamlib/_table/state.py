@@ -40,7 +40,7 @@ _TS = itemgetter(0)
 class TableState:
     """Latest value (or versions) per key, with store staging and version expiry."""
 
-    __slots__ = ("state", "data", "history", "heap", "by_expiry", "tracking")
+    __slots__ = ("state", "data", "history", "heap", "by_expiry", "tracking", "max_age")
 
     def __init__(
         self,
@@ -49,7 +49,10 @@ class TableState:
         name: str,
         history_ms: int | None,
         value_type: Any = None,
+        max_age: int | None = None,
     ) -> None:
+        """``max_age`` (versioned only): a version older than that is never wanted by a lookup, so a
+        key whose latest version is ``max_age`` behind ``watermark - history`` is forgotten."""
         stored_type = value_type
         if history_ms is not None and value_type is not None:
             stored_type = list[tuple[int, Optional[value_type]]]  # noqa: UP045 (a runtime type for msgspec)
@@ -59,6 +62,7 @@ class TableState:
         self.heap: list[int] = []
         self.by_expiry: dict[int, list[Hashable]] = {}
         self.tracking = self.state.tracking
+        self.max_age = max_age
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -92,6 +96,14 @@ class TableState:
             return None
         i = bisect_right(versions, ts, key=_TS)
         return versions[i - 1][1] if i else None
+
+    def version_as_of(self, key: Hashable, ts: int) -> tuple[int, Any] | None:
+        """``(timestamp, value)`` of the version of ``key`` valid at ``ts`` (versioned tables), None if none."""
+        versions = self.data.get(key)
+        if versions is None:
+            return None
+        i = bisect_right(versions, ts, key=_TS)
+        return versions[i - 1] if i else None  # type: ignore[no-any-return]
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """(key, latest value) of every present key."""
@@ -139,6 +151,8 @@ class TableState:
             # a tombstone is kept too: it says the key is deleted as of ts, so older updates stay history
             self.data[key] = [(ts, value)]
             self._dirty(key)
+            if self.max_age is not None:
+                self._schedule(ts + h + self.max_age + 1, key)
             if value is None:
                 self._schedule(ts + h, key)
                 return None
@@ -150,6 +164,8 @@ class TableState:
             else:
                 versions.append((ts, value))
                 self._schedule(ts + h, key)
+                if self.max_age is not None:
+                    self._schedule(ts + h + self.max_age + 1, key)
             if value is None:
                 self._schedule(ts + h, key)
             self._dirty(key)
@@ -185,6 +201,8 @@ class TableState:
             self._schedule(ts + h, key)
         if versions[-1][1] is None:
             self._schedule(versions[-1][0] + h, key)
+        if self.max_age is not None:
+            self._schedule(versions[-1][0] + h + self.max_age + 1, key)
 
     def expire(self, watermark: int) -> None:
         """Drop versions no lookup at or after ``watermark - history`` can need."""
@@ -205,6 +223,8 @@ class TableState:
             del versions[:i]
         if len(versions) == 1 and versions[0][1] is None and versions[0][0] <= cutoff:
             versions.clear()  # deleted longer ago than the history: forget the key
+        elif self.max_age is not None and versions and versions[-1][0] < cutoff - self.max_age:
+            versions.clear()  # even the latest version is too old for any lookup from now on
         if versions:
             self._dirty(key)
         else:
