@@ -129,7 +129,7 @@ async def test_an_as_of_join_restarted_from_its_checkpoint_loses_and_invents_not
         def build() -> Any:
             a = source_from_chunks(split_at(lefts, cuts_l)).checkpointed(store, every=every, name="a").map(maybe_fail)
             b = source_from_chunks([[r] for r in rights]).checkpointed(store, every=every, name="b")
-            return a.with_timestamps(2, max_out_of_orderness=bound_l).join_asof(
+            return a.with_timestamps(2, max_out_of_orderness=bound_l).join_asof(  # type: ignore[call-overload]
                 b.with_timestamps(2, max_out_of_orderness=bound_r), key=1, combine=_pair, how=how, tolerance=tolerance
             )
 
