@@ -14,7 +14,7 @@ SAMPLE = pathlib.Path(__file__).parent / "typing" / "generics_sample.py"
 
 #: Samples checked under ``mypy --strict``: a line ending ``# R: T`` must reveal type ``T``, a line
 #: ending ``# E: code`` must be an error with that code, and no other line may be an error.
-STRICT_SAMPLES = ["key_state.py", "file_sources.py", "source_queue.py", "stream_join.py", "key_timers.py", "queryable_store.py", "cep_match.py", "tables.py", "global_table.py"]
+STRICT_SAMPLES = ["key_state.py", "file_sources.py", "source_queue.py", "stream_join.py", "key_timers.py", "queryable_store.py", "cep_match.py", "tables.py", "global_table.py", "asof_join.py"]
 _MARK = re.compile(r"#\s*([RE]):\s*(.+?)\s*$")
 _LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): (?P<kind>error|note): (?P<text>.*)$")
 
