@@ -8,7 +8,10 @@ Compiled modules live beside this file (built from ``.pyx`` by ``setup.py``):
   (twin: ``functools.reduce``);
 * ``_windows``: window kernels (twins: ``streamlib._time.kernels``), picked by
   name through :func:`window_kernel`: the per-chunk update functions on every
-  chunk, the ``SessionCore`` once, when a session operator starts.
+  chunk, the ``SessionCore`` once, when a session operator starts;
+* ``_cep``: ``feed_linear``, the pattern matcher's fast path for chains of
+  single-event steps (twin: ``streamlib.cep._linear.feed_linear``), picked
+  by :func:`cep_feed`.
 
 ``STREAMLIB_PURE=1`` in the environment forces the pure-Python twins; so does
 an install without a compiler. Both give identical results; the test suite runs
@@ -33,7 +36,7 @@ from typing import Any, Callable, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Every compiled module, one per ``.pyx`` beside this file.
-_MODULES = ("_chain", "_fold", "_windows")
+_MODULES = ("_cep", "_chain", "_fold", "_windows")
 
 
 class NativeExtensionWarning(RuntimeWarning):
@@ -122,6 +125,16 @@ def window_kernel(name: str, pure: F) -> F:
     if mod is not None:
         return getattr(mod, name, pure)  # type: ignore[no-any-return]
     return pure
+
+
+def cep_feed() -> Callable[[Any, list[int], list[Any], list[Any]], None]:
+    """``feed_linear(logic, tss, evs, out)`` of the pattern matcher: compiled when available."""
+    mod = _compiled("_cep")
+    if mod is not None:
+        return mod.feed_linear  # type: ignore[no-any-return]
+    from ..cep._linear import feed_linear
+
+    return feed_linear
 
 
 _warn_if_missing()

@@ -20,9 +20,17 @@ matches time out, and an absence not yet confirmed is not a match.
 State: ``OperatorState.data`` maps a key to its runs (plain lists, see
 ``_nfa.py``); keys without runs are removed. At a barrier the dirty keys, the
 watermark, the event buffer and the position counter are staged to the store;
-on start they are reloaded. A heap of window ends (one entry per started run)
-finds the keys whose windows close, so a watermark costs in proportion to the
-windows it closes.
+on start they are reloaded. The window ends (one entry per key with runs)
+find the keys whose windows close, so a watermark costs in proportion to the
+windows it closes: entries come in ``(end, seq, key)`` order, a deque takes
+those pushed in order of their end (all of them while events come in time
+order), a heap the others, and closing pops the smaller head of the two.
+
+A pattern of single-event steps joined by ``next``/``followed_by`` with
+conditions on the event alone (``_linear.is_linear``) runs its events through
+``feed_linear`` (compiled when available, see ``streamlib._native``) instead of
+the general NFA step: same runs, same state, same output. ``FAST_PATH = False``
+turns that off (the tests compare both).
 """
 
 from __future__ import annotations
@@ -30,7 +38,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable
 from heapq import heappop, heappush
-from operator import itemgetter
+from bisect import bisect_right
+from collections import deque
+from itertools import islice
+from operator import le
 from typing import Any, Literal
 
 import msgspec
@@ -43,6 +54,8 @@ from .._state.operator_state import EXTRA_PREFIX, OperatorState
 from .._state.store import StateStore
 from .._time.watermarks import NO_WATERMARK
 from ..stage import StageLogic
+from .. import _native
+from ._linear import LinearPlan, is_linear
 from ._nfa import NFA
 from ._pattern import Pattern
 from ._results import LateEventError, Timeout
@@ -52,6 +65,8 @@ _WM = EXTRA_PREFIX + b"watermark"
 _BUF = EXTRA_PREFIX + b"buffer"
 _POS = EXTRA_PREFIX + b"position"
 _FOREVER = 2**62
+#: Run linear patterns through ``feed_linear`` (the general NFA gives the same results, slower).
+FAST_PATH = True
 
 
 def is_timeout(x: Any) -> bool:
@@ -111,9 +126,14 @@ class _MatchLogic(StageLogic):
         self.runs: dict[Hashable, list[list[Any]]] = self.state.data
         self.event_type = stage.event_type
         self.heap: list[tuple[int, int, Hashable]] = []
+        self.fifo: deque[tuple[int, int, Hashable]] = deque()
         self.due: dict[Hashable, int] = {}
         self.seq = 0
         self.pos = 0
+        self.linear: LinearPlan | None = None
+        if FAST_PATH and is_linear(stage.compiled):
+            self.linear = LinearPlan(self.nfa)
+            self._feed_linear = _native.cep_feed()
 
     def _event(self, e: Any) -> Any:
         return e if self.event_type is None else msgspec.convert(e, self.event_type)
@@ -139,10 +159,24 @@ class _MatchLogic(StageLogic):
         # One live heap entry per key with runs, at or before its earliest window end.
         self.due[key] = at
         self.seq += 1
-        heappush(self.heap, (at, self.seq, key))
+        fifo = self.fifo
+        if not fifo or fifo[-1][0] <= at:
+            fifo.append((at, self.seq, key))
+        else:
+            heappush(self.heap, (at, self.seq, key))
 
-    def _feed_all(self, items: list[tuple[int, Any]], out: list[Any]) -> None:
-        """Run each ``(ts, event)`` through its key's runs, in order."""
+    def _next_end(self) -> int | None:
+        """The earliest window end scheduled (None: none)."""
+        heap, fifo = self.heap, self.fifo
+        if fifo and (not heap or fifo[0][0] <= heap[0][0]):
+            return fifo[0][0]
+        return heap[0][0] if heap else None
+
+    def _feed_all(self, tss: list[int], evs: list[Any], out: list[Any]) -> None:
+        """Run each event ``evs[i]`` (time ``tss[i]``) through its key's runs, in order."""
+        if self.linear is not None:
+            self._feed_linear(self, tss, evs, out)
+            return
         runs_of, key_of, step = self.runs, self.key_of, self.nfa.step
         tracking, dirty, remove = self.tracking, self.state.dirty, self.state.remove
         within, due = self.within, self.due
@@ -150,7 +184,7 @@ class _MatchLogic(StageLogic):
         # A key without runs only needs the start conditions: most events of a quiet key stop here.
         simple = self.nfa.simple_start
         inline_start = self.nfa.inline_start
-        for ts, e in items:
+        for ts, e in zip(tss, evs):
             pos += 1
             k = key_of(e)
             runs = runs_of.get(k)
@@ -182,10 +216,16 @@ class _MatchLogic(StageLogic):
 
     def _close(self, upto: int, out: list[Any], confirm: bool = True) -> None:
         """Close every window ending at or before ``upto``."""
-        heap, runs, due = self.heap, self.runs, self.due
+        heap, fifo, runs, due = self.heap, self.fifo, self.runs, self.due
         nfa = self.nfa
-        while heap and heap[0][0] <= upto:
-            at, _, k = heappop(heap)
+        popleft = fifo.popleft
+        while True:
+            if fifo and fifo[0][0] <= upto and (not heap or fifo[0] < heap[0]):
+                at, _, k = popleft()
+            elif heap and heap[0][0] <= upto:
+                at, _, k = heappop(heap)
+            else:
+                break
             if due.get(k) != at:
                 continue
             del due[k]
@@ -223,16 +263,21 @@ class EventTimeMatchLogic(_MatchLogic):
         super().__init__(stage, ctx)
         self.ts_of: Callable[[Any], int] = stage.ts_of  # type: ignore[assignment]
         self.wm = NO_WATERMARK
-        self.buffer: list[tuple[int, Any]] = []
-        self.buf_max = NO_WATERMARK
+        # Events waiting for the watermark, in arrival order: times and events side by side;
+        # ``in_order``: the times do not decrease (no sort needed on release).
+        self.buf_ts: list[int] = []
+        self.buf_ev: list[Any] = []
+        self.in_order = True
 
     def _restored(self, extra: dict[bytes, Any]) -> None:
         self.wm = extra.get(_WM, NO_WATERMARK)
-        self.buffer = [(ts, self._event(e)) for ts, e in extra.get(_BUF, [])]
-        self.buf_max = max((ts for ts, _ in self.buffer), default=NO_WATERMARK)
+        pairs = extra.get(_BUF, [])
+        self.buf_ts = [ts for ts, _ in pairs]
+        self.buf_ev = [self._event(e) for _, e in pairs]
+        self.in_order = _ascending(self.buf_ts)
 
     def _extra(self) -> dict[bytes, Any]:
-        return {_POS: self.pos, _WM: self.wm, _BUF: self.buffer}
+        return {_POS: self.pos, _WM: self.wm, _BUF: list(zip(self.buf_ts, self.buf_ev))}
 
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         if not chunk:
@@ -252,28 +297,41 @@ class EventTimeMatchLogic(_MatchLogic):
                 "with_timestamps(..., max_out_of_orderness=...), or match in processing time: "
                 "match(..., time='processing')"
             )
-        self.buffer.extend(zip(tss, chunk))
-        hi = max(tss)
-        if hi > self.buf_max:
-            self.buf_max = hi
+        buf_ts = self.buf_ts
+        if self.in_order and not ((not buf_ts or buf_ts[-1] <= tss[0]) and _ascending(tss)):
+            self.in_order = False
+        buf_ts.extend(tss)
+        self.buf_ev.extend(chunk)
         return []
 
     def _release(self, upto: int, out: list[Any]) -> None:
-        buf = self.buffer
-        if not buf:
+        buf_ts, buf_ev = self.buf_ts, self.buf_ev
+        if not buf_ts:
             return
-        if self.buf_max <= upto:
-            ready = buf
-            self.buffer = []
-            self.buf_max = NO_WATERMARK
-        else:
-            ready = [p for p in buf if p[0] <= upto]
-            if not ready:
+        if self.in_order:
+            if buf_ts[-1] <= upto:
+                self.buf_ts, self.buf_ev = [], []
+                self._feed_all(buf_ts, buf_ev, out)
                 return
-            self.buffer = [p for p in buf if p[0] > upto]
-        if len(ready) > 1:
-            ready.sort(key=_first)
-        self._feed_all(ready, out)
+            n = bisect_right(buf_ts, upto)
+            if not n:
+                return
+            tss, evs = buf_ts[:n], buf_ev[:n]
+            del buf_ts[:n], buf_ev[:n]
+            self._feed_all(tss, evs, out)
+            return
+        # Out of order: the ready events sorted by time (stable: ties stay in arrival order).
+        ready = [i for i, ts in enumerate(buf_ts) if ts <= upto]
+        if not ready:
+            return
+        ready.sort(key=buf_ts.__getitem__)
+        tss = [buf_ts[i] for i in ready]
+        evs = [buf_ev[i] for i in ready]
+        keep = [i for i, ts in enumerate(buf_ts) if ts > upto]
+        self.buf_ts = [buf_ts[i] for i in keep]
+        self.buf_ev = [buf_ev[i] for i in keep]
+        self.in_order = _ascending(self.buf_ts)
+        self._feed_all(tss, evs, out)
 
     def on_signal(self, signal: Signal) -> list[Any] | None:
         if type(signal) is Watermark:
@@ -297,8 +355,12 @@ class EventTimeMatchLogic(_MatchLogic):
         return out
 
 
-_first = itemgetter(0)
 _INT = {int}
+
+
+def _ascending(tss: list[int]) -> bool:
+    """True when the times do not decrease."""
+    return all(map(le, tss, islice(tss, 1, None)))
 
 
 class ProcessingTimeMatchLogic(_MatchLogic):
@@ -312,7 +374,8 @@ class ProcessingTimeMatchLogic(_MatchLogic):
         return math.floor(self.clock.now() * 1000 + 1e-6)
 
     def _rearm(self) -> None:
-        self.timer_at = self.heap[0][0] / 1000 if self.heap else None
+        end = self._next_end()
+        self.timer_at = end / 1000 if end is not None else None
 
     def on_start(self) -> list[Any]:
         out = super().on_start()
@@ -324,7 +387,7 @@ class ProcessingTimeMatchLogic(_MatchLogic):
         now = self._now_ms()
         if self.within is not None:
             self._close(now, out)
-        self._feed_all([(now, e) for e in chunk], out)
+        self._feed_all([now] * len(chunk), chunk, out)
         self._rearm()
         return out
 
