@@ -254,6 +254,7 @@ class StreamTableJoin(BinaryStage):
         self.element_type = element_type
         self.store = store
         self.name = name or "join.table"
+        self.key_index: int | None = None  # key= was an int: elements are indexed directly
 
     def make_logic(self, ctx: RunContext) -> BinaryLogic:
         return StreamTableJoinLogic(self, ctx)
@@ -262,6 +263,7 @@ class StreamTableJoin(BinaryStage):
 class StreamTableJoinLogic(BinaryLogic):
     def __init__(self, stage: StreamTableJoin, ctx: RunContext) -> None:
         self.key_of = stage.key_of
+        self.key_index = stage.key_index
         self.combine = stage.combine
         self.inner = stage.inner
         self.ts_of = stage.ts_of
@@ -303,6 +305,13 @@ class StreamTableJoinLogic(BinaryLogic):
         """Every element joins now, with the latest values (no event-time wait needed)."""
         key_of, combine, emit = self.key_of, self.combine, out.append
         get = self.table.data.get
+        i = self.key_index
+        if i is not None and self.inner:  # key=<int>: the element's item, without a call per element
+            for e in chunk:
+                v = get(e[i])
+                if v is not None:
+                    emit(combine(e, v))
+            return
         if self.inner:
             for e in chunk:
                 v = get(key_of(e))
@@ -445,6 +454,8 @@ def join_table(
     stage = StreamTableJoin(
         key_of, combine, how == "inner", ts_of, table.history_ms, table.value_type, element_type, chosen, name
     )
+    if isinstance(key, int) and not isinstance(key, bool):
+        stage.key_index = key
     return with_other(blueprint, stage, table._source)
 
 
