@@ -15,17 +15,24 @@ It runs in event time (``with_timestamps``, no disorder) after a
    ``perf_counter_ns`` taken just before its offer, and the alert sink records
    ``now - sent_ns`` of the event that completed the match. p50/p99/max in us.
 2. Saturation: the same pattern over ``--events`` pre-built events pushed as
-   fast as the stream takes them (``Source.from_iterable``), next to a
-   hand-written dict matcher for the same pattern, run as a plain loop and as a
-   ``stateful_map`` in the same kind of stream. Same alerts checked.
-3. State: ``--state-events`` events over ever-new users (each user active for
-   10 events, one event per ms of event time), pattern ``fail followed_by
-   success within 1 min``, checkpointed to a MemoryStore every 10,000 events;
-   the store rows of the match operator are printed as the stream goes: they
-   stay near the users active in the last minute instead of growing with all
-   users seen.
+   fast as the stream takes them (``Source.from_iterable``), with the fast path
+   for chains of single-event steps and with the general NFA, next to a
+   hand-written dict matcher for the same pattern, run as a plain loop, as a
+   ``map`` in a stream and as a ``stateful_map`` after ``with_timestamps`` and
+   ``key_by`` (the same kind of stream). Same alerts checked; best of 3, the
+   variants interleaved in each round.
+3. State (``--state``): ``--state-events`` events over ``--state-keys``
+   distinct users, one event per ms of event time; the users come in waves of
+   ``--state-wave`` at a time, each user sending ``events / keys`` events spread
+   over one minute, then never again. Pattern ``fail followed_by success
+   within 1 min`` (70% fails, no success: every partial match lives until its
+   window closes, the worst case), checkpointed to a MemoryStore every 10,000
+   events. Printed as the stream goes: the store rows of the match operator
+   next to the users with an event in the last minute (and the users seen so
+   far): the rows follow the active users, not the users seen.
 
-    python benchmarks/bench_cep.py [--seconds 3] [--events 1000000] [--state-events 1000000] [--json]
+    python benchmarks/bench_cep.py [--seconds 3] [--events 1000000] [--json]
+    python benchmarks/bench_cep.py --state [--state-events 10000000] [--state-keys 1000000]
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import time
 from typing import Any
 
 from streamlib import Keep, MemoryStore, Sink, Source
+import streamlib.cep._stage as cep_stage
 from streamlib.cep import Pattern, skip_past_last_event
 
 now_ns = time.perf_counter_ns
@@ -153,18 +161,40 @@ async def latency(rate: int, seconds: float) -> dict[str, float]:
 # -- saturation --------------------------------------------------------------------------------
 
 
+def in_stateful_map(e: tuple[int, int, int, int], state: Any) -> tuple[Any, ...] | None:
+    """The hand-written matcher as a user writes it in a keyed stream today: the state is the last two events."""
+    user, ts, kind, _ = e
+    prev = state.get(None)
+    if kind == OK and prev is not None and prev[0] == FAIL and prev[2] == FAIL and ts - prev[3] < WITHIN:
+        state.delete()
+        return (user, prev[3], prev[1], ts)
+    state.set((kind, ts, -1, -1) if prev is None else (kind, ts, prev[0], prev[1]))
+    return None
+
+
 async def saturation(n: int) -> dict[str, Any]:
     events = make_events(n, USERS)
     best: dict[str, float] = {}
     results: dict[str, list[Any]] = {}
     for _ in range(3):
+        for name, fast in (("cep", True), ("cep_general", False)):
+            cep_stage.FAST_PATH = fast
+            t0 = time.perf_counter()
+            out = await (
+                Source.from_iterable(events).with_timestamps(lambda e: e[1]).key_by(lambda e: e[0]).match(PATTERN)
+                .run_with(Sink.collect())
+            )  # fmt: skip
+            best[name] = min(best.get(name, 1e9), time.perf_counter() - t0)
+            results[name] = [alert_of(m) for m in out]
+        cep_stage.FAST_PATH = True
+
         t0 = time.perf_counter()
-        out = await (
-            Source.from_iterable(events).with_timestamps(lambda e: e[1]).key_by(lambda e: e[0]).match(PATTERN)
-            .run_with(Sink.collect())
+        out3 = await (
+            Source.from_iterable(events).with_timestamps(lambda e: e[1]).key_by(lambda e: e[0])
+            .stateful_map(in_stateful_map).run_with(Sink.collect())
         )  # fmt: skip
-        best["cep"] = min(best.get("cep", 1e9), time.perf_counter() - t0)
-        results["cep"] = [alert_of(m) for m in out]
+        best["dict_keyed"] = min(best.get("dict_keyed", 1e9), time.perf_counter() - t0)
+        results["dict_keyed"] = out3
 
         t0 = time.perf_counter()
         dm = DictMatcher()
@@ -178,13 +208,16 @@ async def saturation(n: int) -> dict[str, Any]:
         out2 = await Source.from_iterable(events).map(dm2.feed).filter(lambda a: a is not None).run_with(Sink.collect())
         best["dict_stream"] = min(best.get("dict_stream", 1e9), time.perf_counter() - t0)
         results["dict_stream"] = out2
-    same = sorted(results["cep"]) == sorted(results["dict_loop"]) == sorted(results["dict_stream"])
+    same = all(sorted(r) == sorted(results["dict_loop"]) for r in results.values())
     if not same:
         raise AssertionError("the pattern and the hand-written matcher disagree")
     return {
         "events": n,
         "alerts": len(results["cep"]),
         "cep_events_per_s": round(n / best["cep"]),
+        "cep_general_events_per_s": round(n / best["cep_general"]),
+        "dict_keyed_events_per_s": round(n / best["dict_keyed"]),
+        "cep_vs_dict_keyed": round(best["dict_keyed"] / best["cep"], 2),
         "dict_loop_events_per_s": round(n / best["dict_loop"]),
         "dict_stream_events_per_s": round(n / best["dict_stream"]),
         "cep_vs_dict_loop": round(best["dict_loop"] / best["cep"], 2),
@@ -195,35 +228,52 @@ async def saturation(n: int) -> dict[str, Any]:
 # -- bounded state ----------------------------------------------------------------------------
 
 
-async def state_rows(n: int) -> dict[str, Any]:
+async def state_rows(n: int, keys: int, wave: int) -> dict[str, Any]:
     store = MemoryStore()
-    pattern = (
-        Pattern.begin("fail").where(is_fail).followed_by("ok").where(is_ok).within(WITHIN)
-    )
+    pattern = Pattern.begin("fail").where(is_fail).followed_by("ok").where(is_ok).within(WITHIN)
+    per_key = max(1, n // keys)
+    block = wave * per_key  # events of one wave: `wave` users, `per_key` events each, interleaved
+    gap = max(1, WITHIN // block)  # event-time ms between events: a wave spans about a minute
     rnd = random.Random(3)
-    samples: list[tuple[int, int]] = []
+    last_seen: dict[int, int] = {}
+    samples: list[dict[str, int]] = []
+    every = max(1, n // 20)
+
+    def rows() -> int:
+        return sum(store.table(t).count() for t in store.table_names() if "match" in t)
 
     def events() -> Any:
         for i in range(n):
-            # user i // 10: ten events each, one per ms of event time, then never again
-            yield (i // 10, i, FAIL if rnd.random() < 0.7 else OTHER, 0)
-            if i % (n // 10) == 0 and i:
-                names = [t for t in store.table_names() if "match" in t]
-                samples.append((i, sum(store.table(t).count() for t in names)))
+            b, r = divmod(i, block)
+            user = b * wave + r % wave
+            ts = i * gap
+            last_seen[user] = ts
+            yield (user, ts, FAIL if rnd.random() < 0.7 else OTHER, 0)
+            if i % every == 0 and i:
+                active = sum(1 for t in last_seen.values() if t > ts - WITHIN)
+                # The store holds what the last checkpoint wrote: up to one checkpoint interval behind.
+                lag = sum(1 for t in last_seen.values() if t > ts - WITHIN - 10_000 * gap)
+                samples.append(
+                    {"events": i, "users_seen": len(last_seen), "active_last_minute": active,
+                     "active_last_minute_and_checkpoint": lag, "rows": rows()}
+                )  # fmt: skip
 
-    out = await (
+    t0 = time.perf_counter()
+    await (
         Source.from_iterable(events()).checkpointed(store, every=10_000, replayable=True)
         .with_timestamps(lambda e: e[1]).key_by(lambda e: e[0]).match(pattern).run_with(Sink.ignore())
     )  # fmt: skip
-    del out
-    names = [t for t in store.table_names() if "match" in t]
-    final_rows = sum(store.table(t).count() for t in names)
     return {
         "events": n,
-        "users_seen": n // 10,
-        "users_active_per_minute": WITHIN // 10,
-        "rows_during_run": samples,
-        "rows_at_end": final_rows,
+        "keys": keys,
+        "wave": wave,
+        "event_ms_apart": gap,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "samples": samples,
+        "max_rows": max((x["rows"] for x in samples), default=0),
+        "max_active_last_minute": max((x["active_last_minute"] for x in samples), default=0),
+        "rows_within_bound": all(x["rows"] <= x["active_last_minute_and_checkpoint"] for x in samples),
+        "rows_at_end": rows(),
     }
 
 
@@ -231,13 +281,22 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--state-events", type=int, default=1_000_000)
+    ap.add_argument("--state", action="store_true", help="measure only the state bound (rows over time)")
+    ap.add_argument("--state-events", type=int, default=10_000_000)
+    ap.add_argument("--state-keys", type=int, default=1_000_000)
+    ap.add_argument("--state-wave", type=int, default=10_000, help="users active at a time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     report: dict[str, Any] = {"python": sys.version.split()[0]}
+    if args.state:
+        report["state"] = await state_rows(args.state_events, args.state_keys, args.state_wave)
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_state(report["state"])
+        return
     report["latency"] = [await latency(rate, args.seconds) for rate in (2_000, 100_000)]
     report["saturation"] = await saturation(args.events)
-    report["state"] = await state_rows(args.state_events)
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -248,13 +307,28 @@ async def main() -> None:
     s = report["saturation"]
     print(f"\nsaturation, {s['events']:,} events, {s['alerts']:,} alerts (same alerts from all three)")
     print(f"  match(pattern)                 {s['cep_events_per_s']:>12,} events/s")
+    print(f"  match(pattern), general NFA    {s['cep_general_events_per_s']:>12,} events/s   (fast path off)")
     print(f"  hand-written dict, plain loop  {s['dict_loop_events_per_s']:>12,} events/s   (match is {s['cep_vs_dict_loop']}x)")
     print(f"  hand-written dict, in a stream {s['dict_stream_events_per_s']:>12,} events/s   (match is {s['cep_vs_dict_stream']}x)")
-    st = report["state"]
-    print(f"\nstate rows, {st['events']:,} events over {st['users_seen']:,} users, ~{st['users_active_per_minute']:,} active per minute")
-    for i, rows in st["rows_during_run"]:
-        print(f"  after {i:>10,} events: {rows:>7,} rows")
-    print(f"  at the end:               {st['rows_at_end']:>7,} rows")
+    print(f"  hand-written, keyed stateful_map {s['dict_keyed_events_per_s']:>10,} events/s   (match is {s['cep_vs_dict_keyed']}x)")
+
+
+def print_state(st: dict[str, Any]) -> None:
+    print(
+        f"state rows, {st['events']:,} events over {st['keys']:,} users ({st['wave']:,} at a time, "
+        f"{st['event_ms_apart']} ms apart), within 1 min, {st['seconds']} s"
+    )
+    print(f"{'events':>12} {'users seen':>11} {'active last min':>16} {'+ ckpt interval':>16} {'store rows':>11}")
+    for x in st["samples"]:
+        print(
+            f"{x['events']:>12,} {x['users_seen']:>11,} {x['active_last_minute']:>16,} "
+            f"{x['active_last_minute_and_checkpoint']:>16,} {x['rows']:>11,}"
+        )
+    print(
+        f"  max rows {st['max_rows']:,}, max active in the last minute {st['max_active_last_minute']:,}, "
+        f"rows at the end {st['rows_at_end']:,}; rows <= users active in the last minute and checkpoint "
+        f"interval at every sample: {st['rows_within_bound']}"
+    )
 
 
 if __name__ == "__main__":
