@@ -598,26 +598,40 @@ def table_table_join(
     left: Table[Any, Any], right: Table[Any, Any], combine: Callable[[Any, Any], Any], how: str, name: str | None
 ) -> Table[Any, Any]:
     """The Table joining ``left`` and ``right`` by key (see ``Table.join``)."""
-    from .._dsl.keyed import default_store
-    from .._runtime.materializer import Edge
-
     if not isinstance(right, Table):
         raise TypeError(f"Table.join(other) needs a Table, got {right!r}")
     if how not in ("inner", "left", "outer"):
         raise ValueError(f"Table.join(how=) is 'inner', 'left' or 'outer', got {how!r}")
+    return _join_tables(
+        left, right, combine, how, "Table.join",
+        lambda store, types: TableJoin(combine, how, left.timed, types, store, name),
+    )  # fmt: skip
+
+
+def _join_tables(
+    left: Table[Any, Any],
+    right: Table[Any, Any],
+    combine: Callable[[Any, Any], Any],
+    how: str,
+    what: str,
+    make: Callable[[StateStore | None, tuple[Any, Any]], TableJoin],
+) -> Table[Any, Any]:
+    from .._dsl.keyed import default_store
+    from .._runtime.materializer import Edge
+
     if not callable(combine):
-        raise TypeError(f"Table.join(combine=) needs a function combine(left_value, right_value), got {combine!r}")
+        raise TypeError(f"{what}(combine=) needs a function combine(left_value, right_value), got {combine!r}")
     if left.timed != right.timed:
         timed, untimed = (left, right) if left.timed else (right, left)
         raise ValueError(
-            f"Table.join: table {timed.name!r} has event time but {untimed.name!r} has none; changes are applied "
+            f"{what}: table {timed.name!r} has event time but {untimed.name!r} has none; changes are applied "
             "in event-time order when both have it and in arrival order when neither does: add "
             f".with_timestamps(...) before {untimed.name!r} too"
         )
     stores = [s for s in (default_store(left._source, None, "join"), default_store(right._source, None, "join")) if s]
     if len(stores) == 2 and stores[0] is not stores[1]:
-        raise ValueError("Table.join: the two tables are checkpointed into different stores; use one store for both")
-    stage = TableJoin(combine, how, left.timed, (left.value_type, right.value_type), stores[0] if stores else None, name)
+        raise ValueError(f"{what}: the two tables are checkpointed into different stores; use one store for both")
+    stage = make(stores[0] if stores else None, (left.value_type, right.value_type))
     other = right._source._module
     n = len(other.stages)
     src, port = other.outlet  # type: ignore[misc]
@@ -631,3 +645,116 @@ def table_table_join(
     return Table(out, None, left.timed, stage.name)
 
 
+# -- foreign-key table-table join ------------------------------------------------------------
+
+
+class ForeignKeyView(JoinedView):
+    """Reads of a foreign-key join: one row per row of the left table."""
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        lg = self.logic
+        if lg is None:
+            return iter(())
+        rows = [(k, lg.joined(k)) for k in list(lg.sides[0].data)]
+        return iter([(k, v) for k, v in rows if v is not None])
+
+
+class ForeignKeyJoin(TableJoin):
+    """Blueprint: input 0 the left table's changes, input 1 the right (referenced) one's."""
+
+    def __init__(
+        self,
+        fk: Callable[[Any], Hashable],
+        combine: Callable[[Any, Any], Any],
+        how: str,
+        timed: bool,
+        types: tuple[Any, Any],
+        store: StateStore | None,
+        name: str | None,
+    ) -> None:
+        super().__init__(combine, how, timed, types, store, name or f"join_on.{how}")
+        self.fk = fk
+
+    def materialize(self, ctx: RunContext) -> tuple[AsyncLogic, JoinedView]:  # type: ignore[override]
+        view = ForeignKeyView()
+        logic = ForeignKeyJoinLogic(self, ctx)
+        view.logic = logic
+        return BinaryDriver(logic), view
+
+
+class ForeignKeyJoinLogic(TableJoinLogic):
+    """Left row ``(k, v)`` joins the right row of key ``fk(v)``; a right change re-joins every left row naming it."""
+
+    def __init__(self, stage: ForeignKeyJoin, ctx: RunContext) -> None:
+        super().__init__(stage, ctx)
+        self.fk = stage.fk
+        self.refs: dict[Hashable, dict[Hashable, None]] = {}  # right key -> the left keys naming it, in order
+
+    def on_start(self, out: list[Any]) -> None:
+        super().on_start(out)
+        for key, value in self.sides[0].data.items():  # the index is derived from the left rows
+            self._ref(key, value)
+
+    def _ref(self, key: Hashable, value: Any) -> None:
+        if value is not None:
+            self.refs.setdefault(self.fk(value), {})[key] = None
+
+    def _unref(self, key: Hashable, value: Any) -> None:
+        if value is not None:
+            rk = self.fk(value)
+            keys = self.refs.get(rk)
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self.refs[rk]
+
+    def joined(self, key: Any) -> Any:
+        left = self.sides[0].data.get(key)
+        if left is None:
+            return None
+        right = self.sides[1].data.get(self.fk(left))
+        if right is None and self.how == "inner":
+            return None
+        return self.combine(left, right)
+
+    def _apply(self, side: int, key: Any, value: Any, ts: int | None, out: list[Any]) -> None:
+        if side == 0:
+            before = self.joined(key)
+            old = self.sides[0].data.get(key)
+            if self.sides[0].put(key, value, ts) is None:
+                return
+            self._unref(key, old)
+            self._ref(key, value)
+            after = self.joined(key)
+            if before is not None or after is not None:
+                out.append(Change(key, before, after, ts))
+            return
+        keys = list(self.refs.get(key, ()))
+        befores = [self.joined(k) for k in keys]
+        if self.sides[1].put(key, value, ts) is None:
+            return
+        for k, before in zip(keys, befores):
+            after = self.joined(k)
+            if before is not None or after is not None:
+                out.append(Change(k, before, after, ts))
+
+
+def foreign_key_join(
+    left: Table[Any, Any],
+    right: Table[Any, Any],
+    fk: Callable[[Any], Any] | str | int,
+    combine: Callable[[Any, Any], Any],
+    how: str,
+    name: str | None,
+) -> Table[Any, Any]:
+    """The Table of ``left``'s rows each joined with ``right``'s row of key ``fk(value)`` (see ``Table.join_on``)."""
+    from .._dsl.fields import extractor
+
+    if not isinstance(right, Table):
+        raise TypeError(f"Table.join_on(other) needs a Table, got {right!r}")
+    if how not in ("inner", "left"):
+        raise ValueError(f"Table.join_on(how=) is 'inner' or 'left', got {how!r}")
+    fk_of = extractor(fk, "Table.join_on(fk=)")
+    return _join_tables(left, right, combine, how, "Table.join_on", lambda store, types: ForeignKeyJoin(
+        fk_of, combine, how, left.timed, types, store, name
+    ))  # fmt: skip

@@ -27,6 +27,7 @@ V = TypeVar("V")
 T = TypeVar("T")
 U = TypeVar("U")
 V2 = TypeVar("V2")
+K2 = TypeVar("K2")
 R = TypeVar("R")
 M3 = TypeVar("M3")
 
@@ -306,6 +307,50 @@ class Table(Generic[K, V]):
         from .join import table_table_join
 
         return table_table_join(self, other, combine, how, name)
+
+    @overload
+    def join_on(
+        self,
+        other: Table[K2, V2],
+        fk: Callable[[V], K2] | str | int,
+        combine: Callable[[V, V2], R],
+        how: Literal["inner"] = "inner",
+        *,
+        name: str | None = None,
+    ) -> Table[K, R]: ...
+    @overload
+    def join_on(
+        self,
+        other: Table[K2, V2],
+        fk: Callable[[V], K2] | str | int,
+        combine: Callable[[V, V2 | None], R],
+        how: Literal["left"],
+        *,
+        name: str | None = None,
+    ) -> Table[K, R]: ...
+    def join_on(
+        self,
+        other: Table[Any, Any],
+        fk: Callable[[Any], Any] | str | int,
+        combine: Callable[[Any, Any], Any],
+        how: str = "inner",
+        *,
+        name: str | None = None,
+    ) -> Table[K, Any]:
+        """Foreign-key join: each row ``(k, v)`` with ``other``'s row of key ``fk(v)``, as ``combine(v, theirs)``.
+
+        The result has this table's keys. ``how="inner"``: a row while the
+        referenced row exists; ``"left"``: a row for every row here (``theirs``
+        may be None). A change here re-joins that row (a changed ``fk``
+        replaces the old result by the new one, or deletes it); a change of a
+        row of ``other`` re-joins every row naming it. With event time on both
+        sides, changes are applied in event-time order as in ``join``.
+
+        >>> with_customer = orders.join_on(customers, fk="customer_id", combine=lambda o, c: (o.id, c.name))
+        """
+        from .join import foreign_key_join
+
+        return foreign_key_join(self, other, fk, combine, how, name)
 
     def __repr__(self) -> str:
         return f"Table({self.name}{', versioned' if self.versioned else ''})"
