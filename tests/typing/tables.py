@@ -47,5 +47,11 @@ async def main() -> None:
     reveal_type(both)  # R: Table[str, str]
     outer = names.join(totals, lambda n, t: (n, t), how="outer")
     reveal_type(outer)  # R: Table[str, tuple[str | None, int | None]]
+    order_rows = Source.from_iterable([Order(1, "c1", 0)]).key_by(lambda o: o.order_id).to_table()
+    named = order_rows.join_on(names, fk=customer, combine=lambda o, n: (o.order_id, n))
+    reveal_type(named)  # R: Table[int, tuple[int, str]]
+    maybe = order_rows.join_on(names, fk=customer, combine=lambda o, n: n or "?", how="left")
+    reveal_type(maybe)  # R: Table[int, str]
+    order_rows.join_on(names, fk=customer, combine=lambda o, n: n + 1)  # E: operator
     orders.join(names, key=customer, combine=lambda o, n: n + 1)  # E: operator
     Table.from_source(orders, key=customer).to_stream_mat(Keep.right).to_mat(Sink.ignore(), Keep.left).run().get(3)  # E: arg-type
