@@ -305,7 +305,7 @@ async def main() -> None:
     for r in report["latency"]:
         print(f"{r['rate']:>9,} {r['offered_per_s']:>10,} {r['alerts']:>7,} {r['p50_us']:>8} {r['p99_us']:>8} {r['max_us']:>9}")
     s = report["saturation"]
-    print(f"\nsaturation, {s['events']:,} events, {s['alerts']:,} alerts (same alerts from all three)")
+    print(f"\nsaturation, {s['events']:,} events, {s['alerts']:,} alerts (the same alerts from every contestant)")
     print(f"  match(pattern)                 {s['cep_events_per_s']:>12,} events/s")
     print(f"  match(pattern), general NFA    {s['cep_general_events_per_s']:>12,} events/s   (fast path off)")
     print(f"  hand-written dict, plain loop  {s['dict_loop_events_per_s']:>12,} events/s   (match is {s['cep_vs_dict_loop']}x)")
