@@ -1,6 +1,6 @@
 """Compiled twin of ``streamlib.cep._linear.feed_linear``: the pattern matcher's fast path.
 
-Same function, same behaviour: the same runs (plain lists, in the same order),
+Same function, same behaviour: the same runs (tuples, in the same order),
 the same calls to the key function and to each condition (at most once per
 event, only when needed), the same heap entries, the same output. Only the loop
 runs in C with typed locals (built without wraparound: no negative indices
@@ -46,7 +46,7 @@ def feed_linear(logic, list tss, list evs, list out):
     cdef long long ts, limit, cut, at, lowest, st
     cdef Py_ssize_t j, cj, n
     cdef object done, held, b  # bit sets by condition index (Python ints: any number of conditions)
-    cdef list runs, alive, run, nr, a
+    cdef list runs, alive
     cdef object matches, expired
     cdef tuple taken
     cdef Py_ssize_t idx, count = len(evs)
@@ -65,7 +65,7 @@ def feed_linear(logic, list tss, list evs, list out):
             if m == 1:
                 out.append(Match(k, {names[0]: [e]}))
                 continue
-            runs_of[k] = [[0, 1, mask0, True, ts, pos, ((0, pos, e),)]]
+            runs_of[k] = [(0, 1, mask0, True, ts, pos, ((0, pos, e),))]
             if tracking:
                 dirty.add(k)
             if has_within and k not in due:
@@ -98,7 +98,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 if conds[cj](e):
                     held |= b
             if held & b:
-                nr = [j, 1, mask[j], True, run[4], run[5], run[6] + ((j, pos, e),)]
+                nr = (j, 1, mask[j], True, run[4], run[5], run[6] + ((j, pos, e),))
                 if j == last:
                     if matches is None:
                         matches = []
@@ -107,7 +107,7 @@ def feed_linear(logic, list tss, list evs, list out):
                     alive.append(nr)
             elif not strict[j]:
                 if run[3]:
-                    run[3] = False
+                    run = (run[0], run[1], run[2], False, run[4], run[5], run[6])
                 alive.append(run)
         b = 1 << c0
         if not done & b:
@@ -115,7 +115,7 @@ def feed_linear(logic, list tss, list evs, list out):
             if start(e):
                 held |= b
         if held & b:
-            nr = [0, 1, mask0, True, ts, pos, ((0, pos, e),)]
+            nr = (0, 1, mask0, True, ts, pos, ((0, pos, e),))
             if m == 1:
                 if matches is None:
                     matches = []
@@ -126,7 +126,7 @@ def feed_linear(logic, list tss, list evs, list out):
             alive, matches = nfa.close(k, expired, alive, matches, out)
         if matches:
             if len(matches) == 1:
-                taken = (<list>matches[0])[6]
+                taken = matches[0][6]
                 events = {}
                 for t in taken:
                     events[names[t[0]]] = [t[2]]
@@ -147,7 +147,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 dirty.add(k)
             if has_within and k not in due:
                 seq += 1
-                lowest = (<list>alive[0])[4]
+                lowest = alive[0][4]
                 for a in alive:
                     st = a[4]
                     if st < lowest:

@@ -10,9 +10,14 @@ runs that directly, with no transition table and no per-event bit set:
 each condition is evaluated at most once per event, and only when a run (or
 the start) needs it.
 
-It keeps the general NFA's run lists (``_nfa.py``) and their order unchanged,
-so stored state, expiry (``NFA.close``), the skip strategies and the queue of
-window ends are shared with the general path and give identical results.
+Its runs have the general NFA's fields, values and order (``_nfa.py``), as
+tuples instead of lists (a tuple is replaced, never changed): a tuple holding
+only untracked values (ints, tuples of them, events without containers) drops
+out of the cyclic garbage collector, which otherwise spends a large share of the
+time traversing partial matches that live for thousands of events. The stored
+form (MessagePack arrays) is the same, and expiry (``NFA.close``), the skip
+strategies and the queue of window ends are shared with the general path, so
+results are identical.
 ``streamlib._native._cep`` is the compiled twin of this module (same
 functions, same behaviour); ``streamlib._native.cep_feed`` picks one.
 """
@@ -104,7 +109,7 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
             if m == 1:
                 out.append(Match(k, {names[0]: [e]}))
                 continue
-            runs_of[k] = [[0, 1, mask0, True, ts, pos, ((0, pos, e),)]]
+            runs_of[k] = [(0, 1, mask0, True, ts, pos, ((0, pos, e),))]
             if tracking:
                 dirty.add(k)
             if within is not None and k not in due:
@@ -136,7 +141,7 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
                 if conds[cj](e):
                     held |= b
             if held & b:
-                nr = [j, 1, mask[j], True, run[4], run[5], run[6] + ((j, pos, e),)]
+                nr = (j, 1, mask[j], True, run[4], run[5], run[6] + ((j, pos, e),))
                 if j == last:
                     if matches is None:
                         matches = []
@@ -145,7 +150,7 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
                     alive.append(nr)
             elif not strict[j]:
                 if run[3]:
-                    run[3] = False
+                    run = (run[0], run[1], run[2], False, run[4], run[5], run[6])
                 alive.append(run)
         b = 1 << c0
         if not done & b:
@@ -153,7 +158,7 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
             if start(e):
                 held |= b
         if held & b:
-            nr = [0, 1, mask0, True, ts, pos, ((0, pos, e),)]
+            nr = (0, 1, mask0, True, ts, pos, ((0, pos, e),))
             if m == 1:
                 if matches is None:
                     matches = []
