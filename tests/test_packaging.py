@@ -113,7 +113,7 @@ PIPELINE = """
 def test_missing_compiled_modules_warn_once_naming_them_why_and_how_to_build(tmp_path: Path) -> None:
     if not _compiled_files():
         pytest.skip("the compiled modules are not built in this checkout")
-    site = _copy_without(tmp_path, {"_chain", "_fold", "_windows"})
+    site = _copy_without(tmp_path, {"_cep", "_chain", "_fold", "_windows"})
     proc = _run_python(PIPELINE.format(site=str(site)))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["(135, [2, 2, 1])", "False"]
@@ -121,7 +121,7 @@ def test_missing_compiled_modules_warn_once_naming_them_why_and_how_to_build(tmp
     assert len(warnings) == 1, proc.stderr
     category, message = warnings[0].split(" | ", 1)
     assert category == "NativeExtensionWarning"
-    for name in ("_chain", "_fold", "_windows"):
+    for name in ("_cep", "_chain", "_fold", "_windows"):
         assert f"streamlib._native.{name}" in message
     assert "No module named" in message  # why: the import error itself
     assert "pip install" in message and "make install" in message  # how to build them
@@ -142,14 +142,14 @@ def test_the_warning_names_only_the_missing_module(tmp_path: Path) -> None:
 
 
 def test_the_warning_is_shown_by_default_filters(tmp_path: Path) -> None:
-    site = _copy_without(tmp_path, {"_chain", "_fold", "_windows"})
+    site = _copy_without(tmp_path, {"_cep", "_chain", "_fold", "_windows"})
     proc = _run_python(f"import sys; sys.path.insert(0, {str(site)!r}); import streamlib; import streamlib")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("NativeExtensionWarning") == 1, proc.stderr
 
 
 def test_streamlib_pure_means_pure_python_on_purpose_and_does_not_warn(tmp_path: Path) -> None:
-    site = _copy_without(tmp_path, {"_chain", "_fold", "_windows"})
+    site = _copy_without(tmp_path, {"_cep", "_chain", "_fold", "_windows"})
     proc = _run_python(PIPELINE.format(site=str(site)), env={"STREAMLIB_PURE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["(135, [2, 2, 1])", "False"]
@@ -248,7 +248,7 @@ def test_the_wheel_is_manylinux_and_carries_the_licence_and_the_readme(dist: dic
     assert set(urls) == {"Homepage", "Documentation", "Source", "Issues"}
     assert all(u.startswith("https://github.com/streamlib/streamlib") for u in urls.values())
     compiled = [n for n in names if n.startswith("streamlib/_native/") and n.endswith(".so")]
-    assert sorted(n.split("/")[-1].split(".")[0] for n in compiled) == ["_chain", "_fold", "_windows"]
+    assert sorted(n.split("/")[-1].split(".")[0] for n in compiled) == ["_cep", "_chain", "_fold", "_windows"]
     assert not [n for n in names if n.startswith(("tests/", "docs/")) or n.endswith((".c", ".pyc"))]
 
 
@@ -281,7 +281,7 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_on_its_compiled_modules(
     report = json.loads(proc.stdout)
     site = venv.resolve()
     assert Path(report["file"]).resolve().is_relative_to(site)
-    assert sorted(report["compiled"]) == ["_chain", "_fold", "_windows"]
+    assert sorted(report["compiled"]) == ["_cep", "_chain", "_fold", "_windows"]
     assert all(Path(p).resolve().is_relative_to(site) and p.endswith(".so") for p in report["compiled"].values())
     assert report["version"] == report["metadata_version"] == _pyproject()["project"]["version"]
     assert report["windows"] == [["a", 0, 2], ["a", 10, 1], ["a", 30, 1], ["b", 0, 1], ["b", 10, 1]]
