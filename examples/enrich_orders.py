@@ -30,8 +30,6 @@ import asyncio
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -52,6 +50,7 @@ from streamlib.kafka import (
     TopicPartition,
 )
 from streamlib.kafka.testing import end_offsets, read_topic
+from streamlib.testing.kafka import broker_or_local
 
 MINUTE = 60_000
 WINDOW = timedelta(minutes=10)
@@ -200,23 +199,11 @@ async def main(bootstrap: str, n: int, prefix: str, state_dir: str) -> bool:
     return ok
 
 
-@contextmanager
-def broker_for(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamlib.testing.kafka import KafkaBroker
-
-    print("Starting a local Kafka broker ...")
-    with KafkaBroker() as broker:
-        yield broker.bootstrap_servers
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: start a local broker)")
     parser.add_argument("--orders", type=int, default=4000)
     args = parser.parse_args()
-    with broker_for(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
+    with broker_or_local(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
         good = asyncio.run(main(servers, args.orders, f"enrich-{uuid.uuid4().hex[:8]}", state))
     raise SystemExit(0 if good else 1)

@@ -24,8 +24,6 @@ import asyncio
 import random
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -46,6 +44,7 @@ from streamlib.kafka import (
     TopicPartition,
 )
 from streamlib.kafka.testing import end_offsets, read_topic
+from streamlib.testing.kafka import broker_or_local
 
 
 class Order(msgspec.Struct):
@@ -184,23 +183,11 @@ def differences(expected: dict[str, list[Total]], committed: dict[str, list[Tota
     return out
 
 
-@contextmanager
-def broker_for(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamlib.testing.kafka import KafkaBroker
-
-    print("Starting a local Kafka broker ...")
-    with KafkaBroker() as broker:
-        yield broker.bootstrap_servers
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: start a local broker)")
     parser.add_argument("--orders", type=int, default=20_000)
     args = parser.parse_args()
-    with broker_for(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
+    with broker_or_local(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
         good = asyncio.run(main(servers, args.orders, f"example-{uuid.uuid4().hex[:8]}", state))
     raise SystemExit(0 if good else 1)

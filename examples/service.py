@@ -31,8 +31,6 @@ import signal
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -170,23 +168,13 @@ async def demo(bootstrap: str, n: int, prefix: str, state_dir: str) -> bool:
     return ok
 
 
-@contextmanager
-def broker_for(bootstrap: str | None) -> Iterator[str]:
-    if bootstrap:
-        yield bootstrap
-        return
-    from streamlib.testing.kafka import KafkaBroker
-
-    print("Starting a local Kafka broker ...")
-    with KafkaBroker() as broker:
-        yield broker.bootstrap_servers
-
-
 if __name__ == "__main__":
+    from streamlib.testing.kafka import broker_or_local
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--bootstrap", default=None, help="Kafka bootstrap servers (default: start a local broker)")
     parser.add_argument("--payments", type=int, default=20_000)
     args = parser.parse_args()
-    with broker_for(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
+    with broker_or_local(args.bootstrap) as servers, tempfile.TemporaryDirectory() as state:
         good = asyncio.run(demo(servers, args.payments, f"example-{uuid.uuid4().hex[:8]}", state))
     raise SystemExit(0 if good else 1)

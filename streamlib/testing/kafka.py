@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streamlib.testing._kafka_broker import (
@@ -44,12 +45,30 @@ __all__ = [
     "DEFAULT_VERSION",
     "KafkaBroker",
     "KafkaBrokerError",
+    "broker_or_local",
     "cache_dir",
     "ensure_jars",
     "find_java",
     "kafka_broker",
     "main",
 ]
+
+
+@contextmanager
+def broker_or_local(bootstrap_servers: str | None) -> Iterator[str]:
+    """``bootstrap_servers`` when given, else a local broker started for the block (and stopped after).
+
+    What a demo's ``--bootstrap`` option needs::
+
+        with broker_or_local(args.bootstrap) as servers:
+            asyncio.run(main(servers))
+    """
+    if bootstrap_servers:
+        yield bootstrap_servers
+        return
+    print("Starting a local Kafka broker ...", flush=True)
+    with KafkaBroker() as broker:
+        yield broker.bootstrap_servers
 
 
 def _kafka_broker() -> Iterator[KafkaBroker]:

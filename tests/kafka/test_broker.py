@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
-from streamlib.testing.kafka import KafkaBroker, KafkaBrokerError, ensure_jars, find_java
+from streamlib.testing.kafka import KafkaBroker, KafkaBrokerError, broker_or_local, ensure_jars, find_java
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,6 +286,27 @@ def test_cli_runs_until_ctrl_c_and_stops_cleanly() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_broker_or_local_uses_the_given_servers_or_runs_a_broker_for_the_block(kafka_broker: KafkaBroker) -> None:
+    with broker_or_local(kafka_broker.bootstrap_servers) as given:
+        assert given == kafka_broker.bootstrap_servers
+    with broker_or_local(None) as local:
+        assert local != kafka_broker.bootstrap_servers and _listening(local)
+        topic = _topic("local")
+
+        async def round_trip() -> list[tuple[int, bytes]]:
+            admin = AIOKafkaAdminClient(bootstrap_servers=local)
+            await admin.start()
+            try:
+                await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+            finally:
+                await admin.close()
+            await _produce(local, topic, [b"a", b"b"])
+            return await _read_all(local, topic, until=2)
+
+        assert [v for _, v in asyncio.run(round_trip())] == [b"a", b"b"]
+    _wait_closed(local)
 
 
 def test_broker_dies_with_its_python_process() -> None:

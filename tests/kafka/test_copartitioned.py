@@ -394,7 +394,12 @@ async def test_join_with_table_is_exactly_once_through_sigkills_and_a_second_ins
     ids = Counter(row[0] for row in rows)
     duplicates = {k: n for k, n in ids.items() if n > 1}
     assert not duplicates, f"{len(duplicates)} joined rows appear more than once, e.g. {sorted(duplicates)[:5]}"
-    assert {row[0]: row for row in rows} == _model()
+    got, model = {row[0]: row for row in rows}, _model()
+    missing, extra = sorted(model.keys() - got.keys()), sorted(got.keys() - model.keys())
+    wrong = sorted(k for k in model.keys() & got.keys() if got[k] != model[k])
+    assert not (missing or extra or wrong), (
+        f"{len(missing)} missing, e.g. {missing[:5]}; {len(extra)} not in the model, e.g. "
+        f"{[got[k] for k in extra[:5]]}; {len(wrong)} wrong, e.g. {[(got[k], model[k]) for k in wrong[:5]]}")
     assert not await open_transactions(bootstrap, [out])
     assert kills >= 5
 
