@@ -38,12 +38,13 @@ def test_variables_are_converted_to_their_types() -> None:
         "STREAMLIB_BOOTSTRAP_SERVERS": "k1:9092,k2:9092", "STREAMLIB_STATE_DIR": "/data", "STREAMLIB_WORKERS": "3",
         "STREAMLIB_STATIC_MEMBERSHIP": "false", "STREAMLIB_SHUTDOWN_TIMEOUT": "12.5",
         "STREAMLIB_SESSION_TIMEOUT_MS": "6000", "STREAMLIB_LOG_LEVEL": "debug", "STREAMLIB_LOG_FORMAT": "JSON",
-        "PATH": "/bin", "KAFKA_WHATEVER": "x",
+        "STREAMLIB_NUM_STANDBY_REPLICAS": "1", "PATH": "/bin", "KAFKA_WHATEVER": "x",
     })
     assert s.bootstrap_servers == "k1:9092,k2:9092" and s.state_dir == "/data"
     assert s.workers == 3 and s.resolved_workers() == 3
     assert s.static_membership is False and s.shutdown_timeout == 12.5 and s.session_timeout_ms == 6000
     assert (s.log_level, s.log_format) == ("DEBUG", "json")
+    assert s.num_standby_replicas == 1
 
 
 def test_options_win_over_variables_and_none_leaves_the_variable() -> None:
@@ -76,6 +77,7 @@ def test_unknown_streamlib_variables_are_refused(name: str, suggestion: str | No
     ({"STREAMLIB_STATIC_MEMBERSHIP": "maybe"}, {}, r"STREAMLIB_STATIC_MEMBERSHIP='maybe'.*true or false"),
     ({"STREAMLIB_INSTANCE_ID": "a b"}, {}, r"STREAMLIB_INSTANCE_ID='a b'"),
     ({"STREAMLIB_SESSION_TIMEOUT_MS": "10"}, {}, r"Expected `int` >= 1000"),
+    ({"STREAMLIB_NUM_STANDBY_REPLICAS": "-1"}, {}, r"STREAMLIB_NUM_STANDBY_REPLICAS='-1': Expected `int` >= 0"),
     ({}, {"restart_backoff": "5", "restart_backoff_max": "1"}, r"restart_backoff_max \(1.0\) must be at least"),
 ])
 def test_bad_values_name_their_source_and_what_is_allowed(env: dict[str, str], options: dict[str, str],
@@ -117,6 +119,22 @@ def test_without_static_membership_no_instance_id_is_left() -> None:
     configure_app(app, RunSettings(static_membership=False, session_timeout_ms=9000), worker=0)
     assert "group_instance_id" not in app.consumer.properties
     assert app.consumer.properties["heartbeat_interval_ms"] == 500  # the app's own is kept
+
+
+def test_standby_replicas_setting_replaces_the_apps_only_when_given() -> None:
+    app = KafkaApp("orders-app", consumer=ConsumerSettings("k:9092"), producer=ProducerSettings("k:9092"),
+                   topics="orders", topology=lambda p: None, num_standby_replicas=2)  # type: ignore[arg-type,return-value]
+    configure_app(app, RunSettings(), worker=None)
+    assert app.num_standby_replicas == 2
+    configure_app(app, RunSettings.load({"STREAMLIB_NUM_STANDBY_REPLICAS": "1"}), worker=None)
+    assert app.num_standby_replicas == 1
+    configure_app(app, RunSettings(num_standby_replicas=0), worker=None)
+    assert app.num_standby_replicas == 0
+    own_assignor = make_app(partition_assignment_strategy=("roundrobin",))
+    with pytest.raises(SettingsError, match="num_standby_replicas needs the app's own task assignor"):
+        configure_app(own_assignor, RunSettings(num_standby_replicas=1), worker=None)
+    configure_app(own_assignor, RunSettings(num_standby_replicas=0), worker=None)
+    assert own_assignor.num_standby_replicas == 0
 
 
 def test_resolve_names_what_is_missing(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

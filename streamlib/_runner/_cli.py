@@ -20,6 +20,7 @@ _HELP = {
     "instance_id": "this machine's name in the group's static membership (default: the host name)",
     "static_membership": "join as static group members (default: on)",
     "session_timeout_ms": "consumer session timeout in ms (default: the app's, else 10000)",
+    "num_standby_replicas": "warm copies of each task's state on other instances (default: the app's)",
     "shutdown_timeout": "seconds a stop may take before the process aborts (default: 30)",
     "restart_backoff": "seconds before a crashed worker starts again, doubling per crash (default: 1)",
     "restart_backoff_max": "longest wait before restarting a worker (default: 30)",

@@ -112,6 +112,7 @@ def configure_app(app: KafkaApp, settings: RunSettings, worker: int | None) -> N
     With ``static_membership`` the consumer gets ``group_instance_id``
     ``<instance_id>`` (``<instance_id>-<i>`` for worker ``i``); without it any
     ``group_instance_id`` of the app is removed (the workers would share it).
+    ``num_standby_replicas``, when set, replaces the app's.
     """
     from ..kafka import KafkaApp
 
@@ -140,6 +141,13 @@ def configure_app(app: KafkaApp, settings: RunSettings, worker: int | None) -> N
             props["heartbeat_interval_ms"] = min(3000, settings.session_timeout_ms // 3)
     app.consumer = dataclasses.replace(consumer, properties=props)
     app.producer = producer
+    if settings.num_standby_replicas is not None:
+        if settings.num_standby_replicas and "partition_assignment_strategy" in props:
+            raise SettingsError(
+                "num_standby_replicas needs the app's own task assignor to place the standbys, but the app's "
+                "consumer sets partition_assignment_strategy: remove it, or set num_standby_replicas to 0"
+            )
+        app.num_standby_replicas = settings.num_standby_replicas
 
 
 def _abort(code: int, message: str, *args: Any) -> None:

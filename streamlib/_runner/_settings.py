@@ -60,6 +60,8 @@ class RunSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     static_membership: bool = True
     #: The consumer's session timeout (None: the app's, else aiokafka's 10 s).
     session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000)] | None = None
+    #: Warm copies of each task's state kept by other instances (None: the app's ``num_standby_replicas``).
+    num_standby_replicas: Annotated[int, msgspec.Meta(ge=0, le=16)] | None = None
     #: Seconds a signalled stop may take (commit, flush, close) before the process aborts.
     shutdown_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     #: Seconds before a crashed worker is started again; doubles per crash up to ``restart_backoff_max``.
