@@ -419,6 +419,12 @@ class KafkaBroker:
             "transaction.remove.expired.transaction.cleanup.interval.ms": "60000",
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
+            # Records are kept whatever their timestamps: tests and examples write records with
+            # fixed event times years in the past, which the default 7-day retention (and the
+            # time-based segment roll) would delete within minutes, moving the log start past
+            # offsets a consumer has yet to read.
+            "log.retention.ms": "-1",
+            "log.roll.ms": str(2**62),
             "num.network.threads": "2",
             "num.io.threads": "2",
             "background.threads": "2",

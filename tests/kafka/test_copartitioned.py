@@ -398,7 +398,9 @@ async def test_join_with_table_is_exactly_once_through_sigkills_and_a_second_ins
     missing, extra = sorted(model.keys() - got.keys()), sorted(got.keys() - model.keys())
     wrong = sorted(k for k in model.keys() & got.keys() if got[k] != model[k])
     assert not (missing or extra or wrong), (
-        f"{len(missing)} missing, e.g. {missing[:5]}; {len(extra)} not in the model, e.g. "
+        f"{len(missing)} missing, e.g. {missing[:5]} (per task {dict(Counter(int(k[1:]) % CRASH_PARTITIONS for k in missing))}"
+        f", order ids {min((int(k[1:]) for k in missing), default=None)} to {max((int(k[1:]) for k in missing), default=None)}); "
+        f"{len(extra)} not in the model, e.g. "
         f"{[got[k] for k in extra[:5]]}; {len(wrong)} wrong, e.g. {[(got[k], model[k]) for k in wrong[:5]]}")
     assert not await open_transactions(bootstrap, [out])
     assert kills >= 5
