@@ -801,12 +801,24 @@ class _TaskRunner:
         await producer.start()  # a transactional producer fences the previous owner here
         offsets: dict[TopicPartition, int] = {}
         checkpoint: int | None = None
-        for tp, (offset, cid) in (await app.committed(self.tps)).items():
+        committed = await app.committed(self.tps)
+        starts = await consumer.beginning_offsets(self.tps)
+        for tp, (offset, cid) in committed.items():
             if offset is None:
                 if app.consumer_settings.auto_offset_reset == "earliest":
-                    offset = (await consumer.beginning_offsets([tp]))[tp]
+                    offset = starts[tp]
                 else:
                     offset = (await consumer.end_offsets([tp]))[tp]
+            elif offset < starts[tp]:
+                log.warning(
+                    "%s: records %d to %d of %s-%d were deleted from the topic (retention or delete_records) "
+                    "before application %r read them; reading on from offset %d", self.name, offset,
+                    starts[tp] - 1, tp.topic, tp.partition, app.application_id, starts[tp],
+                    extra={"event": "records_deleted_unread", "partition": f"{tp.topic}-{tp.partition}",
+                           "first": offset, "last": starts[tp] - 1},
+                )
+                app.metrics.deleted_unread += starts[tp] - offset
+                offset = starts[tp]
             offsets[tp] = offset
             # One transaction commits every partition of the task with the same checkpoint id.
             checkpoint = cid if checkpoint is None or (cid is not None and cid > checkpoint) else checkpoint

@@ -220,6 +220,8 @@ class AppOperations:
         for name, value, what in (
             ("dropped-records-total", m.skipped, "Input records skipped (undecodable, policy 'skip')"),
             ("dead-lettered-records-total", m.dead_lettered, "Input records written to the dead-letter topic"),
+            ("deleted-unread-records-total", m.deleted_unread,
+             "Input records deleted from their topic (retention) before the app read them"),
             ("restored-records-total", m.restored_records, "Changelog records replayed into stores"),
             ("recoveries-total", m.recoveries, "Partitions reopened after a Kafka error"),
             ("changelog-records-total", m.changelog_records, "Changelog records written"),

@@ -98,6 +98,9 @@ class AppMetrics:
     recoveries: int = 0
     dead_lettered: int = 0
     skipped: int = 0
+    #: Input records the topic deleted (retention) before they were read: a task opened at a
+    #: committed offset below the partition's log start offset (logged as a WARNING).
+    deleted_unread: int = 0
     changelog_records: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
     committed: dict[TopicPartition, int] = field(default_factory=dict)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import NotEnoughReplicasError, NotLeaderForPartitionError
 
 from streamlib.kafka import (
@@ -313,3 +314,46 @@ async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout
             if control is not None:
                 control.stop()
                 await control.wait_stopped()
+
+
+async def test_records_deleted_before_they_were_read_are_reported_not_skipped_silently(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("deleted"), unique("deleted-in"), unique("deleted-out")
+    await kafka_broker.acreate_topic(src, 2)
+    await kafka_broker.acreate_topic(dst, 2)
+
+    def make() -> KafkaApp:
+        return KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
+                        producer=ProducerSettings(bootstrap), topics=src, topology=counting_topology(dst),
+                        checkpoint_interval=0.05)
+
+    await produce_keyed(bootstrap, src, range(0, 100))  # even values to partition 0, odd to 1
+    control = make().run()
+    try:
+        await _until_committed(control, await end_offsets(bootstrap, src))
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    assert control.metrics.deleted_unread == 0
+    # While the app is down, partition 0's offsets 50 to 79 (values 100, 102, ..., 158) are deleted.
+    await produce_keyed(bootstrap, src, range(100, 200))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(src, 0): RecordsToDelete(before_offset=80)})
+    finally:
+        await admin.close()
+    caplog.set_level(logging.WARNING, logger="streamlib.kafka")
+    control = make().run()
+    try:
+        await _until_committed(control, await end_offsets(bootstrap, src))
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    assert control.metrics.deleted_unread == 30
+    warnings = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "records_deleted_unread"]
+    assert len(warnings) == 1 and f"records 50 to 79 of {src}-0 were deleted" in warnings[0], warnings
+    values = sorted(int(v) for _k, v, _c in (json.loads(r.value) for r in await read_topic(bootstrap, dst)))
+    assert values == sorted(set(range(200)) - set(range(100, 160, 2)))
