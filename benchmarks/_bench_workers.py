@@ -5,10 +5,11 @@ from this directory) is exactly-once with a stateless ``map`` that costs about
 ``BENCH_WORKERS_SPINS`` iterations of pure-Python arithmetic per record
 (a CPU-bound topology: the GIL, not Kafka, limits one process). For each worker
 count the input topic (``--n`` records, 4 partitions, filled once) is consumed
-into a fresh output topic by a fresh group; the rate is measured while the
-group's committed offsets go from 10 % to 90 % of the input (steady state:
-process start, group join and the last commits are left out; the wall time
-from start to everything committed is reported as well). During the same
+into a fresh output topic by a fresh group; the rate is measured from the
+moment the group is stable with all N workers and at least 10 % of the input
+is committed, until 90 % is (steady state: process start, the group's joins
+and rebalances, and the last commits are left out; the wall time from start
+to everything committed is reported as well). During the same
 window the CPU time of the broker's JVM and of the whole machine is read from
 ``/proc``: the broker's share is its CPU seconds over the window's wall
 seconds times the number of cores; the app's share likewise from its worker processes. Where
@@ -84,6 +85,17 @@ def _machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+async def _group_stable(admin: Any, group: str, members: int) -> bool:
+    """Whether ``group`` is in state Stable with ``members`` members (no rebalance going on)."""
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+    except (KafkaError, ValueError):
+        return False
+    # (error_code, group_id, state, protocol_type, protocol, members, ...)
+    _error, _gid, state, _ptype, _protocol, described = response.groups[0][:6]
+    return bool(state == "Stable" and len(described) == members)
+
+
 async def run_workers(bootstrap: str, broker_pid: int | None, src: str, ends: dict[Any, int], workers: int,
                       spins: int, admin: Any, create_topic: Any) -> dict[str, float]:
     """One run of ``streamlib run --workers N`` over the whole input; returns its measurements."""
@@ -100,8 +112,11 @@ async def run_workers(bootstrap: str, broker_pid: int | None, src: str, ends: di
         cwd=HERE, env=env, stdin=asyncio.subprocess.DEVNULL,
     )
     marks: dict[str, tuple[float, float, float, float, int]] = {}
+    stable = False
     try:
         while True:
+            if not stable:
+                stable = await _group_stable(admin, group, workers)
             try:
                 offsets = await admin.list_consumer_group_offsets(group)
             except KafkaError:  # the group's coordinator is not known yet
@@ -109,7 +124,7 @@ async def run_workers(bootstrap: str, broker_pid: int | None, src: str, ends: di
             done = sum(min(offsets[tp].offset, end) for tp, end in ends.items() if tp in offsets)
             now = time.perf_counter()
             for name, fraction in (("lo", 0.1), ("hi", 0.9)):
-                if name not in marks and done >= fraction * total:
+                if name not in marks and done >= fraction * total and stable:
                     broker_cpu = _cpu_seconds(broker_pid) if broker_pid else 0.0
                     marks[name] = (now, broker_cpu, _machine_busy_seconds(), _tree_cpu_seconds(proc.pid), done)
             if done >= total:
@@ -122,6 +137,9 @@ async def run_workers(bootstrap: str, broker_pid: int | None, src: str, ends: di
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
+    if "lo" not in marks or "hi" not in marks:
+        raise RuntimeError(f"--workers {workers}: the group was not stable with {workers} members before 90 % of "
+                           "the input was committed; use more records (--workers-n)")
     (t0, b0, m0, a0, d0), (t1, b1, m1, a1, d1) = marks["lo"], marks["hi"]
     window = t1 - t0
     cores = os.cpu_count() or 1
