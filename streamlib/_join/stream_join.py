@@ -329,9 +329,7 @@ class StreamJoinLogic(BinaryLogic):
         for _, sk, entry in sorted(self.heap, key=lambda h: h[:2]):
             self._expire(sk & 1, (entry,), out)
         self.heap.clear()
-        run = self.state.run
-        if run is not None:
-            run.finish(self.state.member)
+        self.state.finish()
 
     def on_failure(self, error: BaseException) -> None:
         self.state.close()

@@ -129,6 +129,13 @@ class OperatorState:
         self.drop = set()
         self.run.stage(checkpoint_id, self.member, self.table, writes)
 
+    def finish(self) -> None:
+        """The operator's input ended normally: it stages nothing more, and later checkpoints of
+        the store (staged by other operators that go on) no longer wait for it."""
+        if self.run is not None:
+            self.run.finish(self.member)
+
     def close(self) -> None:
+        """The operator failed or was cancelled: no checkpoint after this one commits."""
         if self.run is not None:
             self.run.leave(self.member)

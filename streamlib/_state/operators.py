@@ -285,7 +285,7 @@ class StatefulMapLogic(StageLogic):
                 del self.cache[key]
 
     def on_finish(self) -> list[Any]:
-        self.state.close()
+        self.state.finish()
         return []
 
     def on_cancel(self) -> None:
@@ -453,7 +453,7 @@ class TimersLogic(StatefulMapLogic):
         # The end of input is the end of event time: every event-time timer fires.
         out = self._fire(True, 2**63 - 1)
         self.timer_at = None
-        self.state.close()
+        self.state.finish()
         return out
 
 
@@ -567,7 +567,7 @@ class DedupeLogic(StageLogic):
         return None
 
     def on_finish(self) -> list[Any]:
-        self.state.close()
+        self.state.finish()
         return []
 
     def on_cancel(self) -> None:

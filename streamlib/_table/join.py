@@ -223,8 +223,7 @@ def element_decoder(element_type: Any) -> Callable[[Any], Any]:
 
 def _finish(*states: OperatorState) -> None:
     for st in states:
-        if st.run is not None:
-            st.run.finish(st.member)
+        st.finish()
 
 
 # -- stream-table join ------------------------------------------------------------------

@@ -115,9 +115,7 @@ class TableLogic(StageLogic):
 
     def on_finish(self) -> list[Any]:
         # Ended normally: later checkpoints (of a join's other input) no longer wait for this table.
-        st = self.table.state
-        if st.run is not None:
-            st.run.finish(st.member)
+        self.table.state.finish()
         self.table.close()
         return []
 

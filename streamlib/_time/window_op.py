@@ -196,7 +196,7 @@ class _WindowLogic(StageLogic):
         out: list[Any] = []
         if not self.updates:
             self._flush(out)
-        self.state.close()
+        self.state.finish()
         return out
 
     def _flush(self, out: list[Any]) -> None:

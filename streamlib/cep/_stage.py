@@ -351,7 +351,7 @@ class EventTimeMatchLogic(_MatchLogic):
         self._release(_FOREVER, out)
         if self.within is not None:
             self._close(_FOREVER, out)
-        self.state.close()
+        self.state.finish()
         return out
 
 
@@ -401,5 +401,5 @@ class ProcessingTimeMatchLogic(_MatchLogic):
         out: list[Any] = []
         if self.within is not None:
             self._close(_FOREVER, out, confirm=False)
-        self.state.close()
+        self.state.finish()
         return out
