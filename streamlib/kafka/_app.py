@@ -43,7 +43,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -650,10 +649,16 @@ def _end_offset(consumer: Any, tp: TopicPartition, committed_only: bool) -> int 
 
 
 def _assignment(settings: ConsumerSettings, tasks: TaskAssignor) -> dict[str, Any]:
-    """The group assignors: whole tasks to one member (round robin also, for instances of older versions)."""
+    """The group assignor: whole tasks to one member.
+
+    One assignor only: aiokafka sends a JoinGroup request per configured assignor, each with a
+    longer protocol list, and the coordinator takes a member's changed protocols for a new
+    rebalance; with two assignors, members that do not join in step (a loaded machine) trigger
+    each other's rebalances without end.
+    """
     if "partition_assignment_strategy" in settings.properties:
         return {}
-    return {"partition_assignment_strategy": (tasks, RoundRobinPartitionAssignor)}
+    return {"partition_assignment_strategy": (tasks,)}
 
 
 def _admin_kwargs(settings: ConsumerSettings) -> dict[str, Any]:
@@ -730,61 +735,59 @@ class _TaskRunner:
         await asyncio.wait([sup])
 
     async def _supervise(self) -> None:
+        """Run the task, reopening it after retriable failures with a doubling delay (reset by commits)."""
         app = self.app
         attempts = 0
         delay = 0.1
         try:
             while not self.closing:
-                try:
-                    await self._open()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    fenced = await self._teardown()
-                    if not _retriable(exc) or attempts >= app.app.max_retries:
-                        app.set_fatal(exc)
-                        return
-                    attempts += 1
-                    if fenced is not None:
-                        delay = self._fenced_delay(delay)
-                        self._report_fenced(fenced, delay)
-                    else:
-                        log.warning("opening %s failed (%r); retrying in %.1fs", self.name, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                task = self.task
-                assert task is not None and self.sink_done is not None
-                await asyncio.wait([self.sink_done, task.closed], return_when=asyncio.FIRST_COMPLETED)
-                if task.closed.done() and not self.sink_done.done():
-                    fenced = await self._teardown()  # revoked or stopped: everything read is committed
-                    if fenced is not None:
-                        self._report_fenced(fenced, None)
-                    return
-                failure = self.sink_done.exception() if not self.sink_done.cancelled() else None
-                fenced = await self._teardown()
-                if failure is None or self.closing:
+                failure, fenced, opened, committed = await self._run_once()
+                if failure is None:
                     if fenced is not None:
                         self._report_fenced(fenced, None)
                     return
                 if not _retriable(failure) or attempts >= app.app.max_retries:
                     app.set_fatal(failure)
                     return
-                if task.commits:
+                if committed:
                     attempts, delay = 0, 0.1
                 attempts += 1
-                app.control.metrics.recoveries += 1
+                if opened:
+                    app.control.metrics.recoveries += 1
                 if fenced is not None:
                     delay = self._fenced_delay(delay)
                     self._report_fenced(fenced, delay)
-                else:
+                elif opened:
                     log.warning("%s failed (%r); reopening it from its committed offsets", self.name, failure)
+                else:
+                    log.warning("opening %s failed (%r); retrying in %.1fs", self.name, failure, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         finally:
             fenced = await self._teardown()
             if fenced is not None:
                 self._report_fenced(fenced, None)
+
+    async def _run_once(self) -> tuple[BaseException | None, str | None, bool, bool]:
+        """Open the task and run it until it ends; release it.
+
+        Returns (the failure, None when it ended cleanly: revoked, stopped or closing; the
+        fenced producer's name or None; whether it had opened; whether it committed).
+        """
+        try:
+            await self._open()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return exc, await self._teardown(), False, False
+        task, sink_done = self.task, self.sink_done
+        assert task is not None and sink_done is not None
+        await asyncio.wait([sink_done, task.closed], return_when=asyncio.FIRST_COMPLETED)
+        if task.closed.done() and not sink_done.done():  # revoked or stopped: everything read is committed
+            return None, await self._teardown(), True, True
+        failure = sink_done.exception() if not sink_done.cancelled() else None
+        fenced = await self._teardown()
+        return (None if self.closing else failure), fenced, True, bool(task.commits)
 
     async def _open(self) -> None:
         app = self.app

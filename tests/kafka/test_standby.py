@@ -138,3 +138,14 @@ def test_num_standby_replicas_is_validated(bad: Any) -> None:
     with pytest.raises(ValueError, match="num_standby_replicas must be an int >= 0"):
         KafkaApp("app", consumer=ConsumerSettings("localhost:9092"), producer=ProducerSettings("localhost:9092"),
                  topics="in", topology=counting_topology("out"), num_standby_replicas=bad)
+
+
+def test_the_consumer_lists_one_assignor() -> None:
+    """aiokafka sends a JoinGroup request per listed assignor; with more than one, members that do
+    not join in step keep starting each other's rebalances, so the app lists only its own."""
+    from streamlib.kafka._app import _assignment
+
+    tasks = TaskAssignor(1)
+    assert _assignment(ConsumerSettings("k:9092"), tasks) == {"partition_assignment_strategy": (tasks,)}
+    own = ConsumerSettings("k:9092", properties={"partition_assignment_strategy": (TaskAssignor,)})
+    assert _assignment(own, tasks) == {}
