@@ -292,22 +292,32 @@ async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout
 
     a = app("a").run()
     b: AppControl | None = None
+    loop = asyncio.get_running_loop()
+
+    def holds() -> str:
+        return "; ".join(f"{name} holds {sorted(tp.partition for tp in c.metrics.assigned)}, committed "
+                         f"{sorted(tp.partition for tp in c.metrics.committed)}"
+                         for name, c in (("A", a), ("B", b)) if c is not None)
+
     try:
+        deadline = loop.time() + 40
         while len(a.metrics.assigned) < PARTITIONS:
             assert not a.is_stopped
+            assert loop.time() < deadline, f"A never got every partition: {holds()}"
             await asyncio.sleep(0.05)
         b = app("b").run()
         # The group is stable again: the partitions are split between A and B, and B has opened its own.
+        deadline = loop.time() + 40
         while not (a.metrics.assigned and b.metrics.assigned and len(a.metrics.assigned | b.metrics.assigned)
                    == PARTITIONS and set(b.metrics.committed) == b.metrics.assigned):
             assert not a.is_stopped and not b.is_stopped
+            assert loop.time() < deadline, f"A and B did not share the partitions: {holds()}"
             await asyncio.sleep(0.05)
         b.stop()
         await b.wait_stopped()
-        loop = asyncio.get_running_loop()
         deadline = loop.time() + 30  # generous, and well below the session timeout
         while len(a.metrics.assigned) < PARTITIONS:
-            assert loop.time() < deadline, f"A holds {sorted(tp.partition for tp in a.metrics.assigned)}"
+            assert loop.time() < deadline, f"B left but A did not get its partitions: {holds()}"
             await asyncio.sleep(0.05)
     finally:
         for control in (a, b):
