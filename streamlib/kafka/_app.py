@@ -334,6 +334,7 @@ class _AppRun(AsyncLogic):
         self._replication: int | None = app.changelog_replication_factor
         self._create_lock = asyncio.Lock()
         self._started_tables: list[GlobalTable[Any, Any]] = []
+        self._gap_checks: dict[TopicPartition, asyncio.Task[None]] = {}
         self.log_filter = install_log_filter() if self.exactly_once else None
         self.operations = control.operations = AppOperations(self)
         self.standbys = StandbyTasks(self) if app.num_standby_replicas else None
@@ -418,6 +419,35 @@ class _AppRun(AsyncLogic):
             await self.consumer.commit(offsets)
         except KafkaError as exc:
             raise CommitError(f"committing {offsets} for application {self.application_id!r} failed: {exc!r}") from exc
+
+    def report_deleted(self, task: str, tp: TopicPartition, first: int, last: int) -> None:
+        """Records ``first`` to ``last`` of ``tp`` were deleted before this app read them: say so, count them."""
+        log.warning(
+            "%s: records %d to %d of %s-%d were deleted from the topic (retention or delete_records) before "
+            "application %r read them; reading on from offset %d", task, first, last, tp.topic, tp.partition,
+            self.application_id, last + 1,
+            extra={"event": "records_deleted_unread", "partition": f"{tp.topic}-{tp.partition}",
+                   "first": first, "last": last},
+        )
+        self.metrics.deleted_unread += last - first + 1
+
+    def check_gap(self, task: str, tp: TopicPartition, expected: int, first: int) -> None:
+        """A batch of ``tp`` starts at ``first``, after offset ``expected`` was due: if the partition's
+        log start moved past ``expected``, records were deleted unread (a consumer behind the log
+        start is reset to it). Checked in the background, one check per partition at a time."""
+        if tp in self._gap_checks or self.consumer is None:
+            return
+        check = asyncio.ensure_future(self._check_gap(task, tp, expected, first))
+        self._gap_checks[tp] = check
+        check.add_done_callback(lambda _c: self._gap_checks.pop(tp, None))
+
+    async def _check_gap(self, task: str, tp: TopicPartition, expected: int, first: int) -> None:
+        try:
+            start = (await self.consumer.beginning_offsets([tp]))[tp]
+        except (KafkaError, AttributeError):  # the broker did not answer, or the consumer closed meanwhile
+            return
+        if start > expected:
+            self.report_deleted(task, tp, expected, min(start, first) - 1)
 
     async def committed(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int | None, int | None]]:
         """Per partition, (committed offset, checkpoint id committed with it); Nones when none."""
@@ -813,14 +843,7 @@ class _TaskRunner:
                 else:
                     offset = (await consumer.end_offsets([tp]))[tp]
             elif offset < starts[tp]:
-                log.warning(
-                    "%s: records %d to %d of %s-%d were deleted from the topic (retention or delete_records) "
-                    "before application %r read them; reading on from offset %d", self.name, offset,
-                    starts[tp] - 1, tp.topic, tp.partition, app.application_id, starts[tp],
-                    extra={"event": "records_deleted_unread", "partition": f"{tp.topic}-{tp.partition}",
-                           "first": offset, "last": starts[tp] - 1},
-                )
-                app.metrics.deleted_unread += starts[tp] - offset
+                app.report_deleted(self.name, tp, offset, starts[tp] - 1)
                 offset = starts[tp]
             offsets[tp] = offset
             # One transaction commits every partition of the task with the same checkpoint id.

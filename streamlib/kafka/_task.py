@@ -98,8 +98,9 @@ class AppMetrics:
     recoveries: int = 0
     dead_lettered: int = 0
     skipped: int = 0
-    #: Input records the topic deleted (retention) before they were read: a task opened at a
-    #: committed offset below the partition's log start offset (logged as a WARNING).
+    #: Input records the topic deleted (retention) before they were read: below the committed
+    #: offset when a task opened, or skipped when a lagging consumer fell behind the log start
+    #: (each case logged as a WARNING).
     deleted_unread: int = 0
     changelog_records: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
@@ -140,6 +141,8 @@ class AppRunView(Protocol):
     def store_header(self, table: str) -> bytes: ...
 
     async def commit_offsets(self, offsets: dict[TopicPartition, tuple[int, str]]) -> None: ...
+
+    def check_gap(self, task: str, tp: TopicPartition, expected: int, first: int) -> None: ...
 
 
 @dataclass
@@ -641,6 +644,10 @@ class _LaneSourceLogic(AsyncLogic):
                     # Fetched before the seek to the committed offset: already read.
                     item = [r for r in item if r.offset >= positions[tp]] or None
                 if type(item) is list:
+                    if item[0].offset > positions[tp] + 1:
+                        # More than a transaction marker skipped: compaction, an aborted transaction,
+                        # or records deleted before they were fetched (checked in the background).
+                        app.check_gap(task.name, tp, positions[tp], item[0].offset)  # type: ignore[arg-type]
                     records, dead = decoder.decode(item)
                     positions[tp] = item[-1].offset + 1
                     since += len(item)

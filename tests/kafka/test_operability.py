@@ -7,16 +7,19 @@ import json
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import NotEnoughReplicasError, NotLeaderForPartitionError
 
+from streamlib import Flow
 from streamlib.kafka import (
     AppControl,
     ConsumerSettings,
     KafkaApp,
+    ProducerRecord,
     ProducerSettings,
     StrSerde,
     TopicPartition,
@@ -367,3 +370,53 @@ async def test_records_deleted_before_they_were_read_are_reported_not_skipped_si
     assert len(warnings) == 1 and f"records 50 to 79 of {src}-0 were deleted" in warnings[0], warnings
     values = sorted(int(v) for _k, v, _c in (json.loads(r.value) for r in await read_topic(bootstrap, dst)))
     assert values == sorted(set(range(200)) - set(range(100, 160, 2)))
+
+
+async def test_records_deleted_while_the_app_lags_behind_are_reported_not_skipped_silently(
+    kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    app_id, src, dst = unique("lagging"), unique("lagging-in"), unique("lagging-out")
+    await kafka_broker.acreate_topic(src, 1)
+    await kafka_broker.acreate_topic(dst, 1)
+    total, deleted_before = 100_000, 70_000
+    await produce_keyed(bootstrap, src, range(total), partitions=1)
+
+    async def slow_at_first(r: Any) -> ProducerRecord[bytes, str]:
+        if r.offset < 2000:  # the app falls behind: its lanes fill and the consumer stops fetching
+            await asyncio.sleep(0.002)
+        return ProducerRecord(dst, r.value, key=r.key)
+
+    app = KafkaApp(app_id, consumer=ConsumerSettings(bootstrap, value_serde=StrSerde()),
+                   producer=ProducerSettings(bootstrap, value_serde=StrSerde()), topics=src,
+                   topology=lambda p: Flow().map_async(1, slow_at_first), checkpoint_interval=0.05)
+    caplog.set_level(logging.WARNING, logger="streamlib.kafka")
+    control = app.run()
+    try:
+        while control.metrics.fetched == 0:
+            assert not control.is_stopped
+            await asyncio.sleep(0.01)
+        # While the app works through its first records, retention deletes most of what it has not fetched.
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(src, 0): RecordsToDelete(before_offset=deleted_before)})
+        finally:
+            await admin.close()
+        await _until_committed(control, {TopicPartition(src, 0): total}, timeout=120)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not control.metrics.deleted_unread:  # the check runs in the background
+            assert not control.is_stopped
+            assert loop.time() < deadline, "the deleted records were never reported"
+            await asyncio.sleep(0.01)
+    finally:
+        control.stop()
+        await control.wait_stopped()
+    outputs = await read_topic(bootstrap, dst)
+    deleted = control.metrics.deleted_unread
+    # Every input record was either processed (once) or reported as deleted: none vanished unseen.
+    assert 0 < deleted <= deleted_before and len(outputs) + deleted == total, (len(outputs), deleted)
+    warnings = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "records_deleted_unread"]
+    assert len(warnings) == 1 and f"of {src}-0 were deleted" in warnings[0], warnings
+    assert f"reading on from offset {deleted_before}" in warnings[0]
