@@ -435,16 +435,16 @@ class _AppRun(AsyncLogic):
         """A batch of ``tp`` starts at ``first``, after offset ``expected`` was due: if the partition's
         log start moved past ``expected``, records were deleted unread (a consumer behind the log
         start is reset to it). Checked in the background, one check per partition at a time."""
-        if tp in self._gap_checks or self.consumer is None:
+        if tp in self._gap_checks or self.consumer is None or self.shutting_down:
             return
-        check = asyncio.ensure_future(self._check_gap(task, tp, expected, first))
+        check = asyncio.ensure_future(self._check_gap(self.consumer, task, tp, expected, first))
         self._gap_checks[tp] = check
         check.add_done_callback(lambda _c: self._gap_checks.pop(tp, None))
 
-    async def _check_gap(self, task: str, tp: TopicPartition, expected: int, first: int) -> None:
+    async def _check_gap(self, consumer: Any, task: str, tp: TopicPartition, expected: int, first: int) -> None:
         try:
-            start = (await self.consumer.beginning_offsets([tp]))[tp]
-        except (KafkaError, AttributeError):  # the broker did not answer, or the consumer closed meanwhile
+            start = (await consumer.beginning_offsets([tp]))[tp]
+        except KafkaError:  # the broker did not answer: the next gap is checked again
             return
         if start > expected:
             self.report_deleted(task, tp, expected, min(start, first) - 1)
@@ -642,6 +642,11 @@ class _AppRun(AsyncLogic):
 
     async def _shutdown(self, graceful: bool) -> None:
         self.shutting_down = True
+        checks = list(self._gap_checks.values())
+        for check in checks:
+            check.cancel()
+        if checks:
+            await asyncio.wait(checks)
         runners = list(self.runners.values())
         self.runners.clear()
         try:

@@ -329,6 +329,20 @@ async def test_a_clean_stop_hands_its_partitions_over_before_the_session_timeout
                 await control.wait_stopped()
 
 
+async def _delete_records(bootstrap: str, tp: TopicPartition, before: int) -> None:
+    """Delete ``tp``'s records below offset ``before``, as retention would."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(before_offset=before)})
+    finally:
+        await admin.close()
+
+
+def _deleted_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "records_deleted_unread"]
+
+
 async def test_records_deleted_before_they_were_read_are_reported_not_skipped_silently(
     kafka_broker: KafkaBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -352,12 +366,7 @@ async def test_records_deleted_before_they_were_read_are_reported_not_skipped_si
     assert control.metrics.deleted_unread == 0
     # While the app is down, partition 0's offsets 50 to 79 (values 100, 102, ..., 158) are deleted.
     await produce_keyed(bootstrap, src, range(100, 200))
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_records({TopicPartition(src, 0): RecordsToDelete(before_offset=80)})
-    finally:
-        await admin.close()
+    await _delete_records(bootstrap, TopicPartition(src, 0), 80)
     caplog.set_level(logging.WARNING, logger="streamlib.kafka")
     control = make().run()
     try:
@@ -366,7 +375,7 @@ async def test_records_deleted_before_they_were_read_are_reported_not_skipped_si
         control.stop()
         await control.wait_stopped()
     assert control.metrics.deleted_unread == 30
-    warnings = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "records_deleted_unread"]
+    warnings = _deleted_warnings(caplog)
     assert len(warnings) == 1 and f"records 50 to 79 of {src}-0 were deleted" in warnings[0], warnings
     values = sorted(int(v) for _k, v, _c in (json.loads(r.value) for r in await read_topic(bootstrap, dst)))
     assert values == sorted(set(range(200)) - set(range(100, 160, 2)))
@@ -397,12 +406,7 @@ async def test_records_deleted_while_the_app_lags_behind_are_reported_not_skippe
             assert not control.is_stopped
             await asyncio.sleep(0.01)
         # While the app works through its first records, retention deletes most of what it has not fetched.
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.delete_records({TopicPartition(src, 0): RecordsToDelete(before_offset=deleted_before)})
-        finally:
-            await admin.close()
+        await _delete_records(bootstrap, TopicPartition(src, 0), deleted_before)
         await _until_committed(control, {TopicPartition(src, 0): total}, timeout=120)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
@@ -417,6 +421,6 @@ async def test_records_deleted_while_the_app_lags_behind_are_reported_not_skippe
     deleted = control.metrics.deleted_unread
     # Every input record was either processed (once) or reported as deleted: none vanished unseen.
     assert 0 < deleted <= deleted_before and len(outputs) + deleted == total, (len(outputs), deleted)
-    warnings = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "records_deleted_unread"]
+    warnings = _deleted_warnings(caplog)
     assert len(warnings) == 1 and f"of {src}-0 were deleted" in warnings[0], warnings
     assert f"reading on from offset {deleted_before}" in warnings[0]
