@@ -12,7 +12,7 @@ from aiokafka.structs import TopicPartition
 
 from streamlib import Flow
 from streamlib.kafka import PartitionContext, ProducerRecord
-from streamlib.kafka.testing import end_offsets
+from streamlib.kafka.testing import end_offsets, read_topic
 from streamlib._dsl.module import Module
 from streamlib._runtime.signals import Signal
 from streamlib.stage import Stage, StageLogic
@@ -96,3 +96,89 @@ class _SignalTap(Stage):
 def signal_tap(seen: list[Any]) -> Flow[Any, Any, None]:
     """A flow that appends each chunk (as a list) and each signal to ``seen``."""
     return Flow(Module.of(_SignalTap(seen)))
+
+
+class TransactionWatch:
+    """Tells whether topics hold writes of a transaction that is still open (last stable offset < high watermark).
+
+    Two consumers stay connected (one ``read_uncommitted``, one ``read_committed``), so a look costs two
+    offset requests and can be repeated every few milliseconds.
+    """
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self.topics = topics
+        self._hw = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._lso = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                     isolation_level="read_committed")
+        self._parts: list[TopicPartition] = []
+
+    async def __aenter__(self) -> TransactionWatch:
+        await self._hw.start()
+        await self._lso.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._hw.stop()
+        await self._lso.stop()
+
+    async def _partitions(self) -> list[TopicPartition]:
+        # A changelog topic appears only once the job has started: look again until every topic is known.
+        if {tp.topic for tp in self._parts} != set(self.topics):
+            await self._hw._client.force_metadata_update()
+            self._parts = [TopicPartition(topic, p) for topic in self.topics
+                           for p in sorted(self._hw.partitions_for_topic(topic) or ())]
+        return self._parts
+
+    async def open(self) -> bool:
+        parts = await self._partitions()
+        if not parts:
+            return False
+        hw = await self._hw.end_offsets(parts)
+        lso = await self._lso.end_offsets(parts)
+        return any(lso[tp] < hw[tp] for tp in parts)
+
+    async def kill_mid_transaction(self, job: Any, timeout: float = 5.0) -> bool:
+        """SIGKILL ``job`` as soon as it has written into an open transaction (or after ``timeout``).
+
+        True when the transaction was still open after the kill, so it will be aborted and its writes
+        must never reach a ``read_committed`` reader.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline and not await self.open():
+            await asyncio.sleep(0.005)
+        await job.kill()
+        return await self.open()
+
+
+async def kill_and_restart(
+    job: Any, watch: TransactionWatch, producing: asyncio.Future[Any], rng: Any, *,
+    min_kills: int, pause: tuple[float, float] = (0.05, 0.6), max_kills: int = 15,
+) -> int:
+    """Start ``job`` and SIGKILL it, again and again, while ``producing`` runs and until ``min_kills`` kills.
+
+    Each run first commits once, then works for a random pause. Until one kill has interrupted an open
+    transaction with writes (seen by ``watch``), kills wait for one, so every run of the test exercises an
+    aborted transaction. Returns the number of kills; the job is stopped when it returns.
+    """
+    kills = interrupted = 0
+    while kills < min_kills or not producing.done() or (not interrupted and kills < max_kills):
+        await job.start()
+        await job.wait_for(lambda s: s.get("commits", 0) >= 1, timeout=60)
+        await asyncio.sleep(rng.uniform(*pause))
+        if interrupted:
+            await job.kill()
+        else:
+            interrupted += await watch.kill_mid_transaction(job)
+        kills += 1
+    assert interrupted, f"no kill landed inside an open transaction in {kills} kills"
+    return kills
+
+
+async def aborted_writes(bootstrap: str, topics: list[str]) -> int:
+    """How many records of ``topics`` a ``read_committed`` reader never sees (writes of aborted transactions)."""
+    total = 0
+    for topic in topics:
+        total += len(await read_topic(bootstrap, topic, isolation_level="read_uncommitted"))
+        total -= len(await read_topic(bootstrap, topic, isolation_level="read_committed"))
+    return total

@@ -30,7 +30,7 @@ from streamlib.testing.kafka import KafkaBroker
 
 from ._model import expected_outputs, parse_outputs, produce_numbered
 from ._procs import Job
-from ._util import committed_offsets, counting_topology, produce_keyed, unique
+from ._util import TransactionWatch, kill_and_restart, committed_offsets, counting_topology, produce_keyed, unique
 
 N = 100_000
 KEYS = 100
@@ -74,14 +74,9 @@ async def test_exactly_once_survives_repeated_sigkill(kafka_broker: KafkaBroker,
               log_dir=tmp_path)
     # Input arrives while the job is being killed and restarted.
     producing = asyncio.ensure_future(produce_numbered(bootstrap, src, N, keys=KEYS, partitions=PARTITIONS, rate=12_000))
-    kills = 0
     try:
-        while kills < 6 or not producing.done():
-            await job.start()
-            await job.wait_for(lambda s: s.get("commits", 0) >= 1, timeout=60)
-            await asyncio.sleep(rng.uniform(0.05, 0.8))
-            await job.kill()
-            kills += 1
+        async with TransactionWatch(bootstrap, [dst, f"{app_id}-counts-changelog"]) as watch:
+            kills = await kill_and_restart(job, watch, producing, rng, min_kills=6, pause=(0.05, 0.8))
         await producing
         await job.start()
         await job.wait_for(lambda s: "records" in s)  # running, stoppable by SIGTERM
