@@ -19,11 +19,12 @@ exactly the loop's results:
 Inputs and the expected results are built first and then moved out of the
 garbage collector's way (``gc.freeze()``), and no contestant's results stay
 alive during the next run: a pipeline reading Kafka holds no such lists.
-``--gc plain`` collects once instead of freezing: the inputs stay in the
-collector's oldest generation, as a long-running program's modules and data do,
-which makes full collections rarer (CPython starts one only when the objects
-promoted since the last one exceed a quarter of the long-lived ones, and a
-frozen heap leaves almost none long-lived).
+``--gc plain`` collects once instead of freezing: the input tuples (ints and
+strings only) drop out of the collector, and the imported modules stay in its
+oldest generation, as in any long-running program, which makes full collections
+rarer (CPython starts one only when the objects promoted since the last one
+exceed a quarter of the long-lived ones, and a frozen heap leaves almost none
+long-lived).
 Rates are medians of ``--repeat`` rounds (3) in events per second (orders plus
 payments) of CPU time: the process's CPU seconds, all threads (RocksDB's
 included), so other work on a shared machine weighs less than on a wall clock.
@@ -175,10 +176,10 @@ FREEZE = True
 
 
 def _freeze() -> None:
-    """Move everything alive now (inputs, expected results) out of the collector's way.
+    """Move everything alive now (inputs, expected results, modules) out of the collector's way.
 
-    ``--gc plain`` collects instead: the inputs then count as long-lived objects, as a
-    program's modules and data do, and full collections come as rarely as in such a program.
+    ``--gc plain`` collects instead: the modules then count as long-lived objects, as in any
+    program, and full collections come as rarely as in such a program.
     """
     if FREEZE:
         gc.freeze()
