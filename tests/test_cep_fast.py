@@ -2,7 +2,8 @@
 
 Patterns of steps that each take one event, joined by ``next``/``followed_by``,
 run through ``feed_linear`` (compiled in ``streamlib._native._cep``, pure twin
-in ``streamlib.cep._linear``). Each test runs with the fast path off (the
+in ``streamlib.cep._linear``; the window closing and the timestamp check in
+``streamlib.cep._kernels``). Each test runs with the fast path off (the
 general NFA), with the pure twin and with the compiled one, against the
 brute-force reference matcher of ``test_cep.py``; and the two twins are driven
 side by side on the same inputs, state compared after every call.
@@ -24,6 +25,7 @@ import streamlib.cep._stage as stage_mod
 from streamlib import MemoryStore, Sink, Source
 from streamlib import _native as switch
 from streamlib.cep import no_skip, skip_past_last_event, skip_to_first, skip_to_next
+from streamlib.cep._kernels import close_due, stamp
 from streamlib.cep._linear import LinearPlan, feed_linear, is_linear
 from streamlib.cep._nfa import NFA
 
@@ -161,6 +163,16 @@ class _Logic:
         self.seq = 0
         self.pos = 0
 
+    def _schedule(self, at: int, key: Any) -> None:
+        from heapq import heappush
+
+        self.due[key] = at
+        self.seq += 1
+        if not self.fifo or self.fifo[-1][0] <= at:
+            self.fifo.append((at, self.seq, key))
+        else:
+            heappush(self.heap, (at, self.seq, key))
+
     def snapshot(self) -> Any:
         return (self.runs, self.state.dirty, self.state.removed, self.due, list(self.fifo), self.heap, self.seq, self.pos)
 
@@ -171,7 +183,7 @@ class _Logic:
 def test_compiled_and_pure_twins_agree_call_by_call(
     spec: Spec, data: tuple[list[Any], int], cuts: list[int], timeouts: bool
 ) -> None:
-    from streamlib._native._cep import feed_linear as compiled
+    from streamlib._native._cep import close_due as compiled_close, feed_linear as compiled
 
     events = sorted(data[0], key=lambda e: e[1])
     pure_logic, native_logic = _Logic(spec, timeouts), _Logic(spec, timeouts)
@@ -186,3 +198,36 @@ def test_compiled_and_pure_twins_agree_call_by_call(
         compiled(native_logic, tss, part, out_native)
         assert out_native == out_pure
         assert native_logic.snapshot() == pure_logic.snapshot()
+        if tss and pure_logic.within is not None:  # the watermark reaches the last event: windows close
+            close_due(pure_logic, tss[-1], out_pure)
+            compiled_close(native_logic, tss[-1], out_native)
+            assert out_native == out_pure
+            assert native_logic.snapshot() == pure_logic.snapshot()
+    if pure_logic.within is not None:  # the end of the stream
+        out_pure, out_native = [], []
+        close_due(pure_logic, 2**62, out_pure, False)
+        compiled_close(native_logic, 2**62, out_native, False)
+        assert out_native == out_pure
+        assert native_logic.snapshot() == pure_logic.snapshot()
+        assert not pure_logic.runs
+
+
+@pytest.mark.skipif(PURE_FORCED, reason="STREAMLIB_PURE is set: the compiled twin is not in use")
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.one_of(st.integers(-(2**70), 2**70), st.integers(0, 50), st.floats(0, 9), st.booleans(),
+                                 st.none()), min_size=1, max_size=12))
+def test_compiled_and_pure_stamp_agree(values: list[Any]) -> None:
+    from streamlib._native._cep import stamp as compiled
+
+    def result(fn: Any) -> Any:
+        try:
+            return fn(lambda e: e, values, "match")
+        except TypeError as exc:
+            return ("TypeError", str(exc))
+
+    expected = result(stamp)
+    assert result(compiled) == expected
+    if all(type(v) is int for v in values):
+        assert expected == (values, min(values), values == sorted(values))
+    else:
+        assert expected[0] == "TypeError" and "int milliseconds" in expected[1]

@@ -137,4 +137,24 @@ def cep_feed() -> Callable[[Any, list[int], list[Any], list[Any]], None]:
     return feed_linear
 
 
+def cep_close() -> Callable[[Any, int, list[Any], bool], None]:
+    """``close_due(logic, upto, out, confirm)`` of the pattern matcher: compiled when available."""
+    mod = _compiled("_cep")
+    if mod is not None:
+        return mod.close_due  # type: ignore[no-any-return]
+    from ..cep._kernels import close_due
+
+    return close_due
+
+
+def cep_stamp() -> Callable[[Callable[[Any], Any], list[Any], str], tuple[list[int], int, bool]]:
+    """``stamp(ts_of, chunk, name)`` of the pattern matcher: compiled when available."""
+    mod = _compiled("_cep")
+    if mod is not None:
+        return mod.stamp  # type: ignore[no-any-return]
+    from ..cep._kernels import stamp
+
+    return stamp
+
+
 _warn_if_missing()

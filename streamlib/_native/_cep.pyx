@@ -1,4 +1,6 @@
-"""Compiled twin of ``streamlib.cep._linear.feed_linear``: the pattern matcher's fast path.
+"""Compiled twins of ``streamlib.cep._linear.feed_linear`` (the pattern matcher's fast path)
+and of ``streamlib.cep._kernels`` (``stamp``: a chunk's timestamps; ``close_due``:
+closing the windows that end by a watermark).
 
 Same function, same behaviour: the same runs (tuples, in the same order),
 the same calls to the key function and to each condition (at most once per
@@ -7,7 +9,33 @@ runs in C with typed locals (built without wraparound: no negative indices
 here). See ``streamlib/cep/_linear.py`` for what it does.
 """
 
-from heapq import heappush
+from cpython.object cimport PyObject
+from cpython.long cimport PyLong_CheckExact
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from heapq import heappop, heappush
+
+cdef extern from "Python.h":
+    int PyObject_GC_IsTracked(object op)
+    void PyObject_GC_UnTrack(void *op)
+
+
+cdef inline tuple _settled(tuple t):
+    """``t``, out of the cyclic collector when none of its items is in it (ints, untracked tuples).
+
+    CPython's collector does the same to such a tuple at its first pass over it,
+    but only once the items inside were done first: a run nests tuples three
+    deep, so each level would wait for one more collection (and be promoted
+    through the generations meanwhile, to be walked by the older ones). Done
+    here, at creation, innermost first, the result is what the collector would
+    reach; a tuple holding a tracked object (an event with a dict, a list) stays
+    tracked, as it would.
+    """
+    cdef Py_ssize_t i
+    for i in range(PyTuple_GET_SIZE(t)):
+        if PyObject_GC_IsTracked(<object>PyTuple_GET_ITEM(t, i)):
+            return t
+    PyObject_GC_UnTrack(<void *>t)
+    return t
 
 from streamlib.cep._nfa import NO_LIMIT
 from streamlib.cep._results import Match
@@ -46,7 +74,8 @@ def feed_linear(logic, list tss, list evs, list out):
     cdef long long ts, limit, cut, at, lowest, st
     cdef Py_ssize_t j, cj, n
     cdef object done, held, b  # bit sets by condition index (Python ints: any number of conditions)
-    cdef list runs, alive
+    cdef object runs  # a tuple of runs (a list after a restore or an expiry)
+    cdef list alive
     cdef object matches, expired
     cdef tuple taken
     cdef Py_ssize_t idx, count = len(evs)
@@ -65,7 +94,7 @@ def feed_linear(logic, list tss, list evs, list out):
             if m == 1:
                 out.append(Match(k, {names[0]: [e]}))
                 continue
-            runs_of[k] = [(0, 1, mask0, True, ts, pos, ((0, pos, e),))]
+            runs_of[k] = _settled((_settled((0, 1, mask0, True, ts, pos, _settled((_settled((0, pos, e)),)))),))
             if tracking:
                 dirty.add(k)
             if has_within and k not in due:
@@ -73,9 +102,9 @@ def feed_linear(logic, list tss, list evs, list out):
                 at = ts + within_ms
                 due[k] = at
                 if not fifo or fifo[len(fifo) - 1][0] <= at:
-                    fifo.append((at, seq, k))
+                    fifo.append(_settled((at, seq, k)))
                 else:
-                    heappush(heap, (at, seq, k))
+                    heappush(heap, _settled((at, seq, k)))
             continue
         limit = NO_LIMIT if not has_within else ts - within_ms
         done = 0
@@ -98,7 +127,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 if conds[cj](e):
                     held |= b
             if held & b:
-                nr = (j, 1, mask[j], True, run[4], run[5], run[6] + ((j, pos, e),))
+                nr = _settled((j, 1, mask[j], True, run[4], run[5], _settled(run[6] + (_settled((j, pos, e)),))))
                 if j == last:
                     if matches is None:
                         matches = []
@@ -107,7 +136,7 @@ def feed_linear(logic, list tss, list evs, list out):
                     alive.append(nr)
             elif not strict[j]:
                 if run[3]:
-                    run = (run[0], run[1], run[2], False, run[4], run[5], run[6])
+                    run = _settled((run[0], run[1], run[2], False, run[4], run[5], run[6]))
                 alive.append(run)
         b = 1 << c0
         if not done & b:
@@ -115,7 +144,7 @@ def feed_linear(logic, list tss, list evs, list out):
             if start(e):
                 held |= b
         if held & b:
-            nr = (0, 1, mask0, True, ts, pos, ((0, pos, e),))
+            nr = _settled((0, 1, mask0, True, ts, pos, _settled((_settled((0, pos, e)),))))
             if m == 1:
                 if matches is None:
                     matches = []
@@ -142,24 +171,119 @@ def feed_linear(logic, list tss, list evs, list out):
             else:
                 alive = nfa._emit_matches(k, matches, alive, out)
         if alive:
-            runs_of[k] = alive
+            runs_of[k] = _settled(tuple(alive))
             if tracking:
                 dirty.add(k)
-            if has_within and k not in due:
-                seq += 1
-                lowest = alive[0][4]
-                for a in alive:
-                    st = a[4]
-                    if st < lowest:
-                        lowest = st
-                at = lowest + within_ms
-                due[k] = at
-                if not fifo or fifo[len(fifo) - 1][0] <= at:
-                    fifo.append((at, seq, k))
-                else:
-                    heappush(heap, (at, seq, k))
+            # The key had runs, so it has its window-end entry (``_kernels.py``): nothing to schedule.
         else:
             del runs_of[k]
             remove(k)
     logic.seq = seq
     logic.pos = pos
+
+
+def close_due(logic, upto, list out, bint confirm=True):
+    """Close every window of ``logic`` ending at or before ``upto`` (see ``streamlib/cep/_kernels.py``).
+
+    The loop over the due entries runs here; ``NFA.expire`` is called only for a
+    key with a run whose window really closed (a key whose runs all started
+    later is rescheduled without it: ``expire`` would return its runs as they are).
+    """
+    cdef list heap = logic.heap
+    fifo = logic.fifo
+    cdef dict runs = logic.runs
+    cdef dict due = logic.due
+    nfa = logic.nfa
+    within = logic.within
+    cdef long long within_ms = within
+    cdef long long up = upto
+    cdef long long limit = up - within_ms
+    cdef long long at, st, lowest, h_at, f_at
+    cdef bint gone, tracking = logic.tracking
+    state = logic.state
+    seq = logic.seq
+    popleft = fifo.popleft
+    cdef tuple entry
+    while True:
+        if fifo:
+            f_at = fifo[0][0]
+        if fifo and f_at <= up and (not heap or fifo[0] < heap[0]):
+            entry = popleft()
+        elif heap and <long long>heap[0][0] <= up:
+            entry = heappop(heap)
+        else:
+            break
+        k = entry[2]
+        at = entry[0]
+        d = due.get(k)
+        if d is None or <long long>d != at:
+            continue
+        del due[k]
+        rs = runs.get(k)
+        if not rs:
+            continue
+        gone = False
+        for r in rs:
+            if <long long>r[4] <= limit:
+                gone = True
+                break
+        if gone:
+            logic.seq = seq
+            left = nfa.expire(k, rs, upto, out, confirm)
+            seq = logic.seq
+            if not left:
+                del runs[k]
+                state.remove(k)
+                continue
+            if left is not rs:
+                runs[k] = left
+                if tracking:
+                    state.dirty.add(k)
+        else:
+            left = rs
+        lowest = left[0][4]
+        for r in left:
+            st = r[4]
+            if st < lowest:
+                lowest = st
+        at = lowest + within_ms
+        due[k] = at
+        seq += 1
+        if not fifo or <long long>fifo[len(fifo) - 1][0] <= at:
+            fifo.append(_settled((at, seq, k)))
+        else:
+            heappush(heap, _settled((at, seq, k)))
+    logic.seq = seq
+
+
+def stamp(ts_of, list chunk, name):
+    """``(timestamps, the smallest, ascending)`` of a non-empty ``chunk`` (see ``streamlib/cep/_kernels.py``)."""
+    cdef Py_ssize_t i, n = len(chunk)
+    cdef list tss = [None] * n
+    cdef long long t, lowest = 0, prev = 0
+    cdef bint up = True
+    for i in range(n):
+        v = ts_of(chunk[i])
+        if not PyLong_CheckExact(v):
+            tss[i] = v
+            bad = next(x for x in tss[: i + 1] if type(x) is not int)
+            raise TypeError(
+                f"{name}: the timestamp function returned {bad!r} ({type(bad).__name__}); event "
+                "timestamps are int milliseconds since the epoch"
+            )
+        tss[i] = v
+        try:
+            t = v
+        except OverflowError:  # beyond 64 bits: Python ints compare the same, slower
+            from streamlib.cep._kernels import stamp as pure
+
+            return pure(ts_of, chunk, name)
+        if i == 0:
+            lowest = t
+        else:
+            if t < lowest:
+                lowest = t
+            if t < prev:
+                up = False
+        prev = t
+    return tss, lowest, up

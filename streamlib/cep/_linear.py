@@ -11,10 +11,12 @@ each condition is evaluated at most once per event, and only when a run (or
 the start) needs it.
 
 Its runs have the general NFA's fields, values and order (``_nfa.py``), as
-tuples instead of lists (a tuple is replaced, never changed): a tuple holding
-only untracked values (ints, tuples of them, events without containers) drops
-out of the cyclic garbage collector, which otherwise spends a large share of the
-time traversing partial matches that live for thousands of events. The stored
+tuples instead of lists (a tuple is replaced, never changed), and a key's runs
+are a tuple of them too: a tuple holding only untracked values (ints, tuples of
+them, events without containers) drops out of the cyclic garbage collector,
+which otherwise spends a large share of the time traversing partial matches
+that live for thousands of events. It reads a key's runs as any sequence (a
+list after a restore or an expiry). The stored
 form (MessagePack arrays) is the same, and expiry (``NFA.close``), the skip
 strategies and the queue of window ends are shared with the general path, so
 results are identical.
@@ -109,7 +111,7 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
             if m == 1:
                 out.append(Match(k, {names[0]: [e]}))
                 continue
-            runs_of[k] = [(0, 1, mask0, True, ts, pos, ((0, pos, e),))]
+            runs_of[k] = ((0, 1, mask0, True, ts, pos, ((0, pos, e),)),)
             if tracking:
                 dirty.add(k)
             if within is not None and k not in due:
@@ -182,17 +184,10 @@ def feed_linear(logic: Any, tss: list[int], evs: list[Any], out: list[Any]) -> N
             else:
                 alive = nfa._emit_matches(k, matches, alive, out)
         if alive:
-            runs_of[k] = alive
+            runs_of[k] = tuple(alive)
             if tracking:
                 dirty.add(k)
-            if within is not None and k not in due:
-                seq += 1
-                at = min([r[4] for r in alive]) + within
-                due[k] = at
-                if not fifo or fifo[-1][0] <= at:
-                    fifo.append((at, seq, k))
-                else:
-                    heappush(heap, (at, seq, k))
+            # The key had runs, so it has its window-end entry (``_kernels.py``): nothing to schedule.
         else:
             del runs_of[k]
             remove(k)

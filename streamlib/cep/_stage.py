@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable
-from heapq import heappop, heappush
+from heapq import heappush
 from bisect import bisect_right
 from collections import deque
-from itertools import islice
-from operator import le
 from typing import Any, Literal
 
 import msgspec
@@ -55,6 +53,7 @@ from .._state.store import StateStore
 from .._time.watermarks import NO_WATERMARK
 from ..stage import StageLogic
 from .. import _native
+from ._kernels import ascending
 from ._linear import LinearPlan, is_linear
 from ._nfa import NFA
 from ._pattern import Pattern
@@ -67,6 +66,8 @@ _POS = EXTRA_PREFIX + b"position"
 _FOREVER = 2**62
 #: Run linear patterns through ``feed_linear`` (the general NFA gives the same results, slower).
 FAST_PATH = True
+_close_due = _native.cep_close()
+_stamp = _native.cep_stamp()
 
 
 def is_timeout(x: Any) -> bool:
@@ -215,33 +216,8 @@ class _MatchLogic(StageLogic):
         self.pos = pos
 
     def _close(self, upto: int, out: list[Any], confirm: bool = True) -> None:
-        """Close every window ending at or before ``upto``."""
-        heap, fifo, runs, due = self.heap, self.fifo, self.runs, self.due
-        nfa = self.nfa
-        popleft = fifo.popleft
-        while True:
-            if fifo and fifo[0][0] <= upto and (not heap or fifo[0] < heap[0]):
-                at, _, k = popleft()
-            elif heap and heap[0][0] <= upto:
-                at, _, k = heappop(heap)
-            else:
-                break
-            if due.get(k) != at:
-                continue
-            del due[k]
-            rs = runs.get(k)
-            if not rs:
-                continue
-            left = nfa.expire(k, rs, upto, out, confirm)
-            if left:
-                if left is not rs:
-                    runs[k] = left
-                    if self.tracking:
-                        self.state.dirty.add(k)
-                self._schedule(min(r[4] for r in left) + self.within, k)  # type: ignore[operator]
-            else:
-                del runs[k]
-                self.state.remove(k)
+        """Close every window ending at or before ``upto`` (``_due.close_due``, compiled when available)."""
+        _close_due(self, upto, out, confirm)
 
     def _extra(self) -> dict[bytes, Any]:
         return {_POS: self.pos}
@@ -274,7 +250,7 @@ class EventTimeMatchLogic(_MatchLogic):
         pairs = extra.get(_BUF, [])
         self.buf_ts = [ts for ts, _ in pairs]
         self.buf_ev = [self._event(e) for _, e in pairs]
-        self.in_order = _ascending(self.buf_ts)
+        self.in_order = ascending(self.buf_ts)
 
     def _extra(self) -> dict[bytes, Any]:
         return {_POS: self.pos, _WM: self.wm, _BUF: list(zip(self.buf_ts, self.buf_ev))}
@@ -282,14 +258,8 @@ class EventTimeMatchLogic(_MatchLogic):
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         if not chunk:
             return []
-        tss = list(map(self.ts_of, chunk))
-        if set(map(type, tss)) != _INT:
-            bad = next(t for t in tss if type(t) is not int)
-            raise TypeError(
-                f"{self.stage_name}: the timestamp function returned {bad!r} ({type(bad).__name__}); event "
-                "timestamps are int milliseconds since the epoch"
-            )
-        if min(tss) < self.wm:
+        tss, lowest, in_order = _stamp(self.ts_of, chunk, self.stage_name)
+        if lowest < self.wm:
             ts, e = next((t, e) for t, e in zip(tss, chunk) if t < self.wm)
             raise LateEventError(
                 f"{self.stage_name}: event {e!r:.200} (timestamp {ts}) arrived after the watermark {self.wm} "
@@ -298,7 +268,7 @@ class EventTimeMatchLogic(_MatchLogic):
                 "match(..., time='processing')"
             )
         buf_ts = self.buf_ts
-        if self.in_order and not ((not buf_ts or buf_ts[-1] <= tss[0]) and _ascending(tss)):
+        if self.in_order and not ((not buf_ts or buf_ts[-1] <= tss[0]) and in_order):
             self.in_order = False
         buf_ts.extend(tss)
         self.buf_ev.extend(chunk)
@@ -330,7 +300,7 @@ class EventTimeMatchLogic(_MatchLogic):
         keep = [i for i, ts in enumerate(buf_ts) if ts > upto]
         self.buf_ts = [buf_ts[i] for i in keep]
         self.buf_ev = [buf_ev[i] for i in keep]
-        self.in_order = _ascending(self.buf_ts)
+        self.in_order = ascending(self.buf_ts)
         self._feed_all(tss, evs, out)
 
     def on_signal(self, signal: Signal) -> list[Any] | None:
@@ -353,14 +323,6 @@ class EventTimeMatchLogic(_MatchLogic):
             self._close(_FOREVER, out)
         self.state.finish()
         return out
-
-
-_INT = {int}
-
-
-def _ascending(tss: list[int]) -> bool:
-    """True when the times do not decrease."""
-    return all(map(le, tss, islice(tss, 1, None)))
 
 
 class ProcessingTimeMatchLogic(_MatchLogic):
