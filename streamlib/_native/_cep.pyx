@@ -72,16 +72,22 @@ def feed_linear(logic, list tss, list evs, list out):
     start = conds[c0]
     mask0 = mask[0]
     cdef long long ts, limit, cut, at, lowest, st
+    cdef long long no_limit = NO_LIMIT
     cdef Py_ssize_t j, cj, n
-    cdef object done, held, b  # bit sets by condition index (Python ints: any number of conditions)
-    cdef object runs  # a tuple of runs (a list after a restore or an expiry)
+    cdef unsigned long long done, held, b  # bit sets by condition index (at most 64 conditions, see below)
+    cdef object runs  # a tuple of runs (a list after an expiry)
     cdef list alive
     cdef object matches, expired
-    cdef tuple taken
+    cdef tuple taken, run, nr
     cdef Py_ssize_t idx, count = len(evs)
     cdef dict events
     if len(tss) != count:
         raise ValueError("feed_linear: tss and evs differ in length")
+    if len(conds) > 64:  # bit sets wider than a machine word: the pure twin (Python ints) does the same
+        from streamlib.cep._linear import feed_linear as pure
+
+        pure(logic, tss, evs, out)
+        return
     for idx in range(count):
         ts = tss[idx]
         e = evs[idx]
@@ -106,7 +112,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 else:
                     heappush(heap, _settled((at, seq, k)))
             continue
-        limit = NO_LIMIT if not has_within else ts - within_ms
+        limit = no_limit if not has_within else ts - within_ms
         done = 0
         held = 0
         alive = []
@@ -121,7 +127,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 continue
             j = <Py_ssize_t>run[0] + 1
             cj = cond[j]
-            b = 1 << cj
+            b = (<unsigned long long>1) << cj
             if not done & b:
                 done |= b
                 if conds[cj](e):
@@ -138,7 +144,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 if run[3]:
                     run = _settled((run[0], run[1], run[2], False, run[4], run[5], run[6]))
                 alive.append(run)
-        b = 1 << c0
+        b = (<unsigned long long>1) << c0
         if not done & b:
             done |= b
             if start(e):
@@ -177,7 +183,8 @@ def feed_linear(logic, list tss, list evs, list out):
             # The key had runs, so it has its window-end entry (``_kernels.py``): nothing to schedule.
         else:
             del runs_of[k]
-            remove(k)
+            if tracking:  # (OperatorState.remove does nothing otherwise)
+                remove(k)
     logic.seq = seq
     logic.pos = pos
 
@@ -233,7 +240,8 @@ def close_due(logic, upto, list out, bint confirm=True):
             seq = logic.seq
             if not left:
                 del runs[k]
-                state.remove(k)
+                if tracking:
+                    state.remove(k)
                 continue
             if left is not rs:
                 runs[k] = left

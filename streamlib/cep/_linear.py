@@ -15,8 +15,8 @@ tuples instead of lists (a tuple is replaced, never changed), and a key's runs
 are a tuple of them too: a tuple holding only untracked values (ints, tuples of
 them, events without containers) drops out of the cyclic garbage collector,
 which otherwise spends a large share of the time traversing partial matches
-that live for thousands of events. It reads a key's runs as any sequence (a
-list after a restore or an expiry). The stored
+that live for thousands of events. Runs restored from a store are made tuples
+too; a key's runs may be a list (after an expiry). The stored
 form (MessagePack arrays) is the same, and expiry (``NFA.close``), the skip
 strategies and the queue of window ends are shared with the general path, so
 results are identical.

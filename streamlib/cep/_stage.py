@@ -147,6 +147,8 @@ class _MatchLogic(StageLogic):
             restored = [
                 [r[0], r[1], r[2], r[3], r[4], r[5], tuple((s, p, self._event(e)) for s, p, e in r[6])] for r in runs
             ]
+            if self.linear is not None:  # feed_linear's runs are tuples (see _linear.py)
+                restored = [tuple(r) for r in restored]
             self.runs[k] = restored
             if self.within is not None and restored:
                 self._schedule(min(r[4] for r in restored) + self.within, k)
