@@ -11,7 +11,8 @@ here). See ``streamlib/cep/_linear.py`` for what it does.
 
 from cpython.object cimport PyObject
 from cpython.long cimport PyLong_CheckExact
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE, PyTuple_New, PyTuple_SET_ITEM
 from heapq import heappop, heappush
 
 cdef extern from "Python.h":
@@ -39,6 +40,20 @@ cdef inline tuple _settled(tuple t):
 
 from streamlib.cep._nfa import NO_LIMIT
 from streamlib.cep._results import Match
+
+
+cdef inline tuple _extended(tuple t, object item):
+    """``t + (item,)``, settled (see ``_settled``), without the one-item tuple in between."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(t)
+    cdef tuple r = PyTuple_New(n + 1)
+    cdef object x
+    for i in range(n):
+        x = <object>PyTuple_GET_ITEM(t, i)
+        Py_INCREF(x)
+        PyTuple_SET_ITEM(r, i, x)
+    Py_INCREF(item)
+    PyTuple_SET_ITEM(r, n, item)
+    return _settled(r)
 
 
 def feed_linear(logic, list tss, list evs, list out):
@@ -133,7 +148,7 @@ def feed_linear(logic, list tss, list evs, list out):
                 if conds[cj](e):
                     held |= b
             if held & b:
-                nr = _settled((j, 1, mask[j], True, run[4], run[5], _settled(run[6] + (_settled((j, pos, e)),))))
+                nr = _settled((j, 1, mask[j], True, run[4], run[5], _extended(run[6], _settled((j, pos, e)))))
                 if j == last:
                     if matches is None:
                         matches = []
