@@ -34,6 +34,7 @@ import uuid
 from pathlib import Path
 
 import msgspec
+from aiokafka.errors import KafkaError
 
 from streamlib import Flow, KeyState, RunSettings
 from streamlib.kafka import (
@@ -135,7 +136,12 @@ async def demo(bootstrap: str, n: int, prefix: str, state_dir: str) -> bool:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 120
             while True:  # until the service committed every payment (committed offsets at the end)
-                offsets = await admin.list_consumer_group_offsets(group)
+                try:
+                    offsets = await admin.list_consumer_group_offsets(group)
+                except KafkaError as err:  # e.g. the group's coordinator is still being elected
+                    if not err.retriable:
+                        raise
+                    offsets = {}
                 if all(offsets.get(tp) is not None and offsets[tp].offset >= end for tp, end in ends.items()):
                     break
                 if service.returncode is not None or loop.time() > deadline:

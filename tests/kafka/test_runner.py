@@ -281,7 +281,8 @@ async def test_a_second_signal_or_the_deadline_aborts_and_the_next_run_is_still_
         await single.wait_for(hanging(PARTITIONS))
         single.signal(signal.SIGTERM)
         assert await single.wait_exit(timeout=45) == 124, single.tail()
-        assert any("did not finish within 2.0s" in e["message"] for e in single.events())
+        (aborted,) = [e["message"] for e in single.events() if "did not finish within 2.0s" in e["message"]]
+        assert "still waiting:" in aborted and "runner_app.py" in aborted and " never" in aborted, aborted
         assert await progress(bootstrap, app_id, src) == 0
 
         await last.start()
