@@ -144,7 +144,7 @@ class _MatchLogic(StageLogic):
         extra = self.state.extra
         self.pos = extra.get(_POS, 0)
         for k, runs in self.runs.items():
-            restored = [
+            restored: list[Any] = [
                 [r[0], r[1], r[2], r[3], r[4], r[5], tuple((s, p, self._event(e)) for s, p, e in r[6])] for r in runs
             ]
             if self.linear is not None:  # feed_linear's runs are tuples (see _linear.py)
