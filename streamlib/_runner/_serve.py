@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._runtime.task_places import waiting_tasks
 from ._logging import configure_logging
 from ._settings import RunSettings, SettingsError
 
@@ -148,25 +149,6 @@ def configure_app(app: KafkaApp, settings: RunSettings, worker: int | None) -> N
                 "consumer sets partition_assignment_strategy: remove it, or set num_standby_replicas to 0"
             )
         app.num_standby_replicas = settings.num_standby_replicas
-
-
-def waiting_tasks(loop: asyncio.AbstractEventLoop) -> str:
-    """Where the unfinished tasks of ``loop`` wait (innermost frames first), alike ones counted, for a log line."""
-    here = asyncio.current_task(loop)
-    places: dict[str, int] = {}
-    for task in asyncio.all_tasks(loop):
-        if task is here or task.done():
-            continue
-        frames = []
-        coro: Any = task.get_coro()
-        while coro is not None:  # down the chain of awaits to where it is suspended
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is not None:
-                frames.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {frame.f_code.co_name}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        place = " < ".join(reversed(frames[-3:])) or "(not started)"
-        places[place] = places.get(place, 0) + 1
-    return "; ".join(f"{n} x {place}" if n > 1 else place for place, n in sorted(places.items())) or "no task"
 
 
 def _abort(code: int, message: str, *args: Any) -> None:

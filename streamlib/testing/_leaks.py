@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._runtime.graph_run import _running
+from .._runtime.task_places import task_place
 
 
 def leaked_tasks() -> list[asyncio.Task[object]]:
@@ -25,7 +26,7 @@ async def assert_no_running_graphs(timeout: float = 1.0) -> None:
         if not running and not tasks:
             return
         if loop.time() >= deadline:
-            names = [g.name for g in running] + [t.get_name() for t in tasks]
+            names = [g.name for g in running] + [f"{t.get_name()} at {task_place(t)}" for t in tasks]
             raise AssertionError(f"still running after the test: {names}")
         await asyncio.sleep(0.001)
 
