@@ -9,9 +9,10 @@ Compiled modules live beside this file (built from ``.pyx`` by ``setup.py``):
 * ``_windows``: window kernels (twins: ``streamlib._time.kernels``), picked by
   name through :func:`window_kernel`: the per-chunk update functions on every
   chunk, the ``SessionCore`` once, when a session operator starts;
-* ``_cep``: ``feed_linear``, the pattern matcher's fast path for chains of
-  single-event steps (twin: ``streamlib.cep._linear.feed_linear``), picked
-  by :func:`cep_feed`.
+* ``_cep``: the pattern matcher's kernels, picked by name through
+  :func:`cep_kernel` when a match stage starts: ``feed_linear``, the fast path
+  for chains of single-event steps (twin: ``streamlib.cep._linear``), and
+  ``stamp`` and ``close_due`` (twins: ``streamlib.cep._kernels``).
 
 ``STREAMLIB_PURE=1`` in the environment forces the pure-Python twins; so does
 an install without a compiler. Both give identical results; the test suite runs
@@ -127,34 +128,12 @@ def window_kernel(name: str, pure: F) -> F:
     return pure
 
 
-def cep_feed() -> Callable[[Any, list[int], list[Any], list[Any]], None]:
-    """``feed_linear(logic, tss, evs, out)`` of the pattern matcher: compiled when available."""
+def cep_kernel(name: str, pure: F) -> F:
+    """The compiled pattern-matcher kernel ``name`` when in use, else ``pure``."""
     mod = _compiled("_cep")
     if mod is not None:
-        return mod.feed_linear  # type: ignore[no-any-return]
-    from ..cep._linear import feed_linear
-
-    return feed_linear
-
-
-def cep_close() -> Callable[[Any, int, list[Any], bool], None]:
-    """``close_due(logic, upto, out, confirm)`` of the pattern matcher: compiled when available."""
-    mod = _compiled("_cep")
-    if mod is not None:
-        return mod.close_due  # type: ignore[no-any-return]
-    from ..cep._kernels import close_due
-
-    return close_due
-
-
-def cep_stamp() -> Callable[[Callable[[Any], Any], list[Any], str], tuple[list[int], int, bool]]:
-    """``stamp(ts_of, chunk, name)`` of the pattern matcher: compiled when available."""
-    mod = _compiled("_cep")
-    if mod is not None:
-        return mod.stamp  # type: ignore[no-any-return]
-    from ..cep._kernels import stamp
-
-    return stamp
+        return getattr(mod, name)  # type: ignore[no-any-return]
+    return pure
 
 
 _warn_if_missing()

@@ -220,16 +220,14 @@ def close_due(logic, upto, list out, bint confirm=True):
     cdef long long within_ms = within
     cdef long long up = upto
     cdef long long limit = up - within_ms
-    cdef long long at, st, lowest, h_at, f_at
+    cdef long long at, st, lowest
     cdef bint gone, tracking = logic.tracking
     state = logic.state
     seq = logic.seq
     popleft = fifo.popleft
     cdef tuple entry
     while True:
-        if fifo:
-            f_at = fifo[0][0]
-        if fifo and f_at <= up and (not heap or fifo[0] < heap[0]):
+        if fifo and <long long>fifo[0][0] <= up and (not heap or fifo[0] < heap[0]):
             entry = popleft()
         elif heap and <long long>heap[0][0] <= up:
             entry = heappop(heap)
@@ -250,9 +248,7 @@ def close_due(logic, upto, list out, bint confirm=True):
                 gone = True
                 break
         if gone:
-            logic.seq = seq
             left = nfa.expire(k, rs, upto, out, confirm)
-            seq = logic.seq
             if not left:
                 del runs[k]
                 if tracking:
@@ -287,11 +283,9 @@ def stamp(ts_of, list chunk, name):
     cdef bint up = True
     for i in range(n):
         v = ts_of(chunk[i])
-        if not PyLong_CheckExact(v):
-            tss[i] = v
-            bad = next(x for x in tss[: i + 1] if type(x) is not int)
+        if not PyLong_CheckExact(v):  # the first one that is not an int, as the pure twin names
             raise TypeError(
-                f"{name}: the timestamp function returned {bad!r} ({type(bad).__name__}); event "
+                f"{name}: the timestamp function returned {v!r} ({type(v).__name__}); event "
                 "timestamps are int milliseconds since the epoch"
             )
         tss[i] = v

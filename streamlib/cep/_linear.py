@@ -21,7 +21,7 @@ form (MessagePack arrays) is the same, and expiry (``NFA.close``), the skip
 strategies and the queue of window ends are shared with the general path, so
 results are identical.
 ``streamlib._native._cep`` is the compiled twin of this module (same
-functions, same behaviour); ``streamlib._native.cep_feed`` picks one.
+functions, same behaviour); ``streamlib._native.cep_kernel`` picks one.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ close on the island's timer (``uses_timers``/``timer_at``/``on_timer``), so a
 virtual clock drives them in tests. At the end of the stream open partial
 matches time out, and an absence not yet confirmed is not a match.
 
-State: ``OperatorState.data`` maps a key to its runs (plain lists, see
-``_nfa.py``); keys without runs are removed. At a barrier the dirty keys, the
-watermark, the event buffer and the position counter are staged to the store;
-on start they are reloaded. The window ends (one entry per key with runs)
+State: ``OperatorState.data`` maps a key to its runs (lists, see ``_nfa.py``;
+tuples on the fast path, see ``_linear.py``); keys without runs are removed. At
+a barrier the dirty keys, the watermark, the event buffer and the position
+counter are staged to the store; on start they are reloaded. The window ends (one entry per key with runs)
 find the keys whose windows close, so a watermark costs in proportion to the
 windows it closes: entries come in ``(end, seq, key)`` order, a deque takes
 those pushed in order of their end (all of them while events come in time
@@ -53,8 +53,8 @@ from .._state.store import StateStore
 from .._time.watermarks import NO_WATERMARK
 from ..stage import StageLogic
 from .. import _native
-from ._kernels import ascending
-from ._linear import LinearPlan, is_linear
+from ._kernels import ascending, close_due, stamp
+from ._linear import LinearPlan, feed_linear, is_linear
 from ._nfa import NFA
 from ._pattern import Pattern
 from ._results import LateEventError, Timeout
@@ -66,8 +66,6 @@ _POS = EXTRA_PREFIX + b"position"
 _FOREVER = 2**62
 #: Run linear patterns through ``feed_linear`` (the general NFA gives the same results, slower).
 FAST_PATH = True
-_close_due = _native.cep_close()
-_stamp = _native.cep_stamp()
 
 
 def is_timeout(x: Any) -> bool:
@@ -131,10 +129,11 @@ class _MatchLogic(StageLogic):
         self.due: dict[Hashable, int] = {}
         self.seq = 0
         self.pos = 0
+        self._close_due = _native.cep_kernel("close_due", close_due)
         self.linear: LinearPlan | None = None
         if FAST_PATH and is_linear(stage.compiled):
             self.linear = LinearPlan(self.nfa)
-            self._feed_linear = _native.cep_feed()
+            self._feed_linear = _native.cep_kernel("feed_linear", feed_linear)
 
     def _event(self, e: Any) -> Any:
         return e if self.event_type is None else msgspec.convert(e, self.event_type)
@@ -218,8 +217,8 @@ class _MatchLogic(StageLogic):
         self.pos = pos
 
     def _close(self, upto: int, out: list[Any], confirm: bool = True) -> None:
-        """Close every window ending at or before ``upto`` (``_due.close_due``, compiled when available)."""
-        _close_due(self, upto, out, confirm)
+        """Close every window ending at or before ``upto`` (``_kernels.close_due``, compiled when available)."""
+        self._close_due(self, upto, out, confirm)
 
     def _extra(self) -> dict[bytes, Any]:
         return {_POS: self.pos}
@@ -246,6 +245,7 @@ class EventTimeMatchLogic(_MatchLogic):
         self.buf_ts: list[int] = []
         self.buf_ev: list[Any] = []
         self.in_order = True
+        self._stamp = _native.cep_kernel("stamp", stamp)
 
     def _restored(self, extra: dict[bytes, Any]) -> None:
         self.wm = extra.get(_WM, NO_WATERMARK)
@@ -260,7 +260,7 @@ class EventTimeMatchLogic(_MatchLogic):
     def on_chunk(self, chunk: list[Any]) -> list[Any]:
         if not chunk:
             return []
-        tss, lowest, in_order = _stamp(self.ts_of, chunk, self.stage_name)
+        tss, lowest, in_order = self._stamp(self.ts_of, chunk, self.stage_name)
         if lowest < self.wm:
             ts, e = next((t, e) for t, e in zip(tss, chunk) if t < self.wm)
             raise LateEventError(
